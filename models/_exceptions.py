@@ -1,0 +1,48 @@
+"""Exceptions raised by the ``models`` package.
+
+::
+
+    AtconError
+     +-- ModelError (ValueError)
+     |    +-- LayerNotFoundError         no spatial feature stage, or a layer not in the model
+     |    +-- UnsupportedActivationError an activation autograd cannot differentiate twice
+     +-- CheckpointError                 missing, unreadable or mismatched checkpoint
+     +-- TrainingError                   a run that cannot go on (NaN loss, collapse, no data)
+
+Bad arguments raise plain ``ValueError``/``TypeError`` naming the argument.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AtconError",
+    "CheckpointError",
+    "LayerNotFoundError",
+    "ModelError",
+    "TrainingError",
+    "UnsupportedActivationError",
+]
+
+
+class AtconError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ModelError(AtconError, ValueError):
+    """The model cannot be used the way it was asked to be used."""
+
+
+class LayerNotFoundError(ModelError):
+    """No suitable target layer: none could be found, or the one given is not in the model."""
+
+
+class UnsupportedActivationError(ModelError):
+    """The model uses an activation whose second derivative autograd does not implement."""
+
+
+class CheckpointError(AtconError):
+    """A checkpoint is missing, unreadable, or does not fit the data it is used with."""
+
+
+class TrainingError(AtconError):
+    """Training cannot go on (loss became NaN, the model collapsed, no data)."""
