@@ -18,6 +18,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("service.commands.demo", "run the main job end to end on generated data"),
+    "serve": ("service.commands.serve", "run the HTTP API (and, without Redis, its workers)"),
+    "worker": ("service.commands.worker", "consume a job queue (detect or finetune)"),
+    "token": ("service.commands.token", "create API tokens"),
 }
 
 

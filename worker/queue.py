@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,16 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def get(self, job_id: str) -> Job:
         """The job's current record; ``JobNotFoundError`` when there is none."""
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs among ``job_ids`` that exist, by id."""
+        found = {}
+        for job_id in job_ids:
+            try:
+                found[job_id] = self.get(job_id)
+            except JobNotFoundError:
+                continue
+        return found
 
     @abc.abstractmethod
     def reserve(self, kind: str, consumer: str, timeout_s: float) -> Lease | None:

@@ -46,7 +46,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -329,6 +329,14 @@ class RedisQueue(JobQueue):
         if not data:
             raise JobNotFoundError(f"no job {job_id}")
         return self._job_from_hash(data)
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self._key("job", job_id))
+            rows = pipe.execute()
+        return {row["job_id"]: self._job_from_hash(row) for row in rows if row}
 
     def _start(self, kind: str, consumer: str, entry: str, job_id: str) -> Lease | None:
         outcome = self._run("start", kind, job_id, consumer, entry, self.settings.max_attempts)

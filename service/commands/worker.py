@@ -1,0 +1,61 @@
+"""``atcon worker KIND``: a queue consumer that keeps its model loaded between jobs.
+
+Run any number of them, on any machine that reaches Redis (``ATCON_REDIS_URL``) and
+shares the data directory (``ATCON_DATA_DIR``). SIGTERM or Ctrl-C finishes the job
+in hand and stops; a second one stops at once (the job goes to another worker after
+the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("detect", "finetune")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=KINDS, help="which queue to consume")
+    parser.add_argument("--name", help="consumer name (default: host-pid-random)")
+    parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
+    parser.add_argument(
+        "--burst", action="store_true", help="stop when the queue is empty instead of waiting"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.jobs import Worker
+    from worker.queue import open_queue
+    from worker.settings import get_settings
+    from worker.storage import Storage
+
+    settings = get_settings()
+    if settings.redis_url is None:
+        logger.error(
+            "atcon worker needs ATCON_REDIS_URL; without Redis, `atcon serve` runs the "
+            "workers in its own process"
+        )
+        return 2
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.info("signal %d: finishing the job in hand, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = Worker(open_queue(settings), storage, settings, args.kind, name=args.name)
+    try:
+        handled = worker.run(stop, max_jobs=args.max_jobs, burst=args.burst)
+    finally:
+        worker.queue.close()
+    logger.info("worker %s stops after %d job(s)", worker.name, handled)
+    return 0
