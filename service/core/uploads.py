@@ -11,6 +11,7 @@ enforced while bytes arrive: the first byte over it stops the transfer.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -111,12 +112,17 @@ def _check_headers(request: Request, limit: int) -> bytes:
     return boundary
 
 
-async def receive_upload(request: Request, dest: Path, *, limit: int, chunk: int) -> ReceivedFile:
-    """Stream the request's ``file`` field into ``dest``; raise ``UploadError`` otherwise.
+async def receive_upload(
+    request: Request, new_file: Callable[[], Path], *, limit: int, chunk: int
+) -> ReceivedFile:
+    """Stream the request's ``file`` field into a file from ``new_file()``.
 
-    On any error ``dest`` is removed, so a rejected or interrupted upload leaves nothing.
+    Raises ``UploadError`` for a request that is not an upload; the headers are checked
+    before any file is created, and on any error the file is removed, so a rejected or
+    interrupted upload leaves nothing behind.
     """
     boundary = _check_headers(request, limit)
+    dest = await anyio.to_thread.run_sync(new_file)
     writer = _FileFieldWriter(limit)
     parser = MultipartParser(boundary, writer.callbacks())  # type: ignore[arg-type]
     try:

@@ -121,9 +121,11 @@ async def upload_video(
 ) -> UploadAccepted:
     settings, storage, queue = runtime.settings, runtime.storage, runtime.queue
     await run_in_threadpool(queue.ping)  # 503 before a long transfer, not after it
-    dest = await run_in_threadpool(storage.new_upload_file)
     received = await receive_upload(
-        request, dest, limit=settings.max_upload_bytes, chunk=settings.upload_chunk_bytes
+        request,
+        storage.new_upload_file,
+        limit=settings.max_upload_bytes,
+        chunk=settings.upload_chunk_bytes,
     )
     try:
         probe = await run_in_threadpool(probe_video, received.path)

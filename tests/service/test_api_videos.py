@@ -1,0 +1,172 @@
+"""The video endpoints on the in-memory queue: upload, list, read, maps, source, delete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import media
+from worker.queue import JobState
+from worker.settings import Role
+from worker.storage import Storage
+
+from .results import MAP_KINDS, png
+
+
+def upload(client, auth, data: bytes | None = None, name: str = "ward.mp4"):
+    data = media.video_bytes() if data is None else data
+    return client.post(
+        "/v1/videos", files={"file": (name, data, "video/mp4")}, headers=auth(Role.operator)
+    )
+
+
+def test_upload_stores_probes_and_queues(client, auth, settings):
+    data = media.video_bytes(frames=12, size=(64, 48), fps=6)
+    response = upload(client, auth, data)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    video_id, job_id = body["video_id"], body["job_id"]
+    assert body["status_url"] == f"/v1/jobs/{job_id}"
+    assert response.headers["location"] == f"/v1/videos/{video_id}"
+
+    storage = Storage(settings.data_dir)
+    assert storage.source_path(video_id).read_bytes() == data
+    assert list(storage.tmp.iterdir()) == []
+
+    job = client.get(body["status_url"], headers=auth(Role.viewer)).json()
+    assert job["job_id"] == job_id and job["kind"] == "detect"
+    assert job["status"] == "queued" and job["progress"] == 0 and job["attempts"] == 0
+    assert job["error"] is None and job["started_at"] is None and job["created_at"]
+
+    video = client.get(f"/v1/videos/{video_id}", headers=auth(Role.viewer)).json()
+    assert video["status"] == "queued" and video["filename"] == "ward.mp4"
+    assert video["size_bytes"] == len(data)
+    assert (video["width"], video["height"], video["fps"]) == (64, 48, 6.0)
+    assert video["duration_s"] == pytest.approx(2.0)
+    assert video["event_count"] is None and video["model_version"] is None
+
+
+def test_list_is_newest_first_and_paged(client, auth):
+    ids = [upload(client, auth).json()["video_id"] for _ in range(3)]
+    listing = client.get("/v1/videos", headers=auth(Role.viewer)).json()
+    assert listing["total"] == 3
+    assert [v["video_id"] for v in listing["videos"]] == ids[::-1]
+    page = client.get("/v1/videos?limit=1&offset=1", headers=auth(Role.viewer)).json()
+    assert [v["video_id"] for v in page["videos"]] == [ids[1]]
+
+
+def test_events_before_results_say_why(client, auth):
+    video_id = upload(client, auth).json()["video_id"]
+    response = client.get(f"/v1/videos/{video_id}/events", headers=auth(Role.viewer))
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "no results yet" in response.json()["detail"]
+    assert "queued" in response.json()["detail"]
+
+
+def test_events_and_maps_once_results_exist(client, auth, results):
+    video_id = upload(client, auth).json()["video_id"]
+    written = results.write(video_id, events=2, model_version="v7")
+
+    events = client.get(f"/v1/videos/{video_id}/events", headers=auth(Role.viewer)).json()
+    assert [e["id"] for e in events["events"]] == ["e0", "e1"]
+    urls = events["events"][1]["map_urls"]
+    assert set(urls) == set(MAP_KINDS)
+    response = client.get(urls["gradcam"], headers=auth(Role.viewer))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == png(40 * 1 + 1)
+    assert events["events"][0]["label"] == written["events"][0]["label"]
+
+    video = client.get(f"/v1/videos/{video_id}", headers=auth(Role.viewer)).json()
+    assert video["status"] == "done" and video["progress"] == 1
+    assert video["event_count"] == 2 and video["model_version"] == "v7"
+
+
+def test_unknown_event_and_missing_map(client, auth, results, settings):
+    video_id = upload(client, auth).json()["video_id"]
+    results.write(video_id, events=1)
+    base = f"/v1/videos/{video_id}/events"
+    missing_event = client.get(f"{base}/e9/maps/overlay.png", headers=auth(Role.viewer))
+    assert missing_event.status_code == 404 and "no event e9" in missing_event.json()["detail"]
+    bad_kind = client.get(f"{base}/e0/maps/saliency.png", headers=auth(Role.viewer))
+    assert bad_kind.status_code == 422
+    (Storage(settings.data_dir).results_dir(video_id) / "maps/e0_mask.png").unlink()
+    gone = client.get(f"{base}/e0/maps/mask.png", headers=auth(Role.viewer))
+    assert gone.status_code == 404
+
+
+def test_map_names_leaving_the_results_folder_are_refused(client, auth, results, settings):
+    video_id = upload(client, auth).json()["video_id"]
+    results.write(video_id, events=1)
+    path = Storage(settings.data_dir).results_dir(video_id) / "events.json"
+    content = json.loads(path.read_text())
+    content["events"][0]["maps"]["overlay"] = "../../uploads/" + video_id + "/source"
+    path.write_text(json.dumps(content))
+    response = client.get(
+        f"/v1/videos/{video_id}/events/e0/maps/overlay.png", headers=auth(Role.viewer)
+    )
+    assert response.status_code == 404
+
+
+def test_source_serves_byte_ranges(client, auth):
+    data = media.video_bytes()
+    video_id = upload(client, auth, data).json()["video_id"]
+    url = f"/v1/videos/{video_id}/source"
+    full = client.get(url, headers=auth(Role.viewer))
+    assert full.status_code == 200 and full.content == data
+    assert full.headers["content-type"] == "video/mp4"
+    assert full.headers["accept-ranges"] == "bytes"
+
+    part = client.get(url, headers={**auth(Role.viewer), "Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = client.get(url, headers={**auth(Role.viewer), "Range": "bytes=-50"})
+    assert tail.status_code == 206 and tail.content == data[-50:]
+    beyond = client.get(url, headers={**auth(Role.viewer), "Range": f"bytes={len(data) + 10}-"})
+    assert beyond.status_code == 416
+
+
+def test_admin_deletes_upload_results_and_job(client, auth, results, settings):
+    body = upload(client, auth).json()
+    video_id = body["video_id"]
+    results.write(video_id)
+    storage = Storage(settings.data_dir)
+
+    response = client.delete(f"/v1/videos/{video_id}", headers=auth(Role.admin))
+    assert response.status_code == 204
+    assert not storage.upload_dir(video_id).exists()
+    assert not storage.results_dir(video_id).exists()
+    assert client.get(f"/v1/videos/{video_id}", headers=auth(Role.viewer)).status_code == 404
+    assert client.get(body["status_url"], headers=auth(Role.viewer)).status_code == 404
+    again = client.delete(f"/v1/videos/{video_id}", headers=auth(Role.admin))
+    assert again.status_code == 404
+
+
+@pytest.mark.parametrize("role", [Role.viewer, Role.operator])
+def test_only_an_admin_deletes(client, auth, role):
+    video_id = upload(client, auth).json()["video_id"]
+    response = client.delete(f"/v1/videos/{video_id}", headers=auth(role))
+    assert response.status_code == 403
+    assert "admin role" in response.json()["detail"]
+    assert client.get(f"/v1/videos/{video_id}", headers=auth(Role.viewer)).status_code == 200
+
+
+def test_dead_letters_and_requeue(client, auth):
+    job_id = upload(client, auth).json()["job_id"]
+    queue = client.app.state.runtime.queue
+    lease = queue.reserve("detect", "test", timeout_s=1)
+    assert lease is not None and queue.fail(lease, "broken file", retry=False)
+
+    viewer = client.get("/v1/dead-letters", headers=auth(Role.operator))
+    assert viewer.status_code == 403
+    dead = client.get("/v1/dead-letters?kind=detect", headers=auth(Role.admin)).json()
+    assert [j["job_id"] for j in dead["jobs"]] == [job_id]
+    assert dead["jobs"][0]["error"] == "broken file"
+
+    requeued = client.post(f"/v1/jobs/{job_id}/requeue", headers=auth(Role.admin))
+    assert requeued.status_code == 202 and requeued.json()["status"] == JobState.queued
+    again = client.post(f"/v1/jobs/{job_id}/requeue", headers=auth(Role.admin))
+    assert again.status_code == 409 and "only a failed job" in again.json()["detail"]
