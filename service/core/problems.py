@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from worker._exceptions import (
     InvalidIdError,
@@ -108,6 +109,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed here; this path accepts " + ", ".join(
+                allowed
+            )
         return problem_response(exc.status_code, detail, request, headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -134,6 +141,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     for kind in (UploadError, VideoDecodeError, StorageError, QueueError):
         app.add_exception_handler(kind, domain_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at this path (Starlette names only the first's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def _sentence(exc: Exception) -> str:

@@ -124,9 +124,13 @@ class Runtime:
         models = ModelCache(self.storage, self.settings)  # one model shared by the threads
         for index in range(count):
             worker = Worker(
-                self.queue, self.storage, self.settings, DETECT,
-                name=f"embedded-{index}", models=models,
-            )  # fmt: skip
+                self.queue,
+                self.storage,
+                self.settings,
+                DETECT,
+                name=f"embedded-{index}",
+                models=models,
+            )
             thread = threading.Thread(
                 target=self._work, args=(worker,), name=f"detect-worker-{index}", daemon=True
             )

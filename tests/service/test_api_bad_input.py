@@ -57,8 +57,13 @@ def assert_nothing_stored(settings):
 
 
 def test_not_multipart(client, auth, settings, healthy):
-    detail = reject(client, auth, 415, content=media.video_bytes(),
-                    headers={**auth(Role.operator), "Content-Type": "video/mp4"})  # fmt: skip
+    detail = reject(
+        client,
+        auth,
+        415,
+        content=media.video_bytes(),
+        headers={**auth(Role.operator), "Content-Type": "video/mp4"},
+    )
     assert "multipart/form-data" in detail
     assert_nothing_stored(settings)
 

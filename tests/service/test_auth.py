@@ -73,8 +73,9 @@ def test_role_matrix(client, auth, tokens, role, up, read, delete, metrics):
     headers = {"Authorization": f"Bearer {tokens[role]}"}
     from tests import media
 
-    response = client.post("/v1/videos", files={"file": ("a.mp4", media.video_bytes())},
-                           headers=headers)  # fmt: skip
+    response = client.post(
+        "/v1/videos", files={"file": ("a.mp4", media.video_bytes())}, headers=headers
+    )
     assert response.status_code == up
     video_id = upload(client, auth).json()["video_id"]
     assert client.get(f"/v1/videos/{video_id}", headers=headers).status_code == read

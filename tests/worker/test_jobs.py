@@ -167,8 +167,9 @@ def stand_in_loader(ref, version, settings):
 def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_path):
     fallback = tmp_path / "fallback.pt"
     fallback.write_bytes(b"weights")
-    cache = ModelCache(storage, settings.model_copy(update={"checkpoint": fallback}),
-                       loader=stand_in_loader)  # fmt: skip
+    cache = ModelCache(
+        storage, settings.model_copy(update={"checkpoint": fallback}), loader=stand_in_loader
+    )
     StandInDetector.loads = 0
     first, version = cache.current()
     assert version.startswith("fallback-") and cache.current()[0] is first
@@ -192,8 +193,13 @@ def test_detect_job_publishes_results(queue, storage, settings, tmp_path):
     settings = settings.model_copy(update={"checkpoint": checkpoint})
     record = add_video(storage)
     queue.enqueue("detect", {"video_id": record.video_id}, job_id=record.job_id)
-    worker = Worker(queue, storage, settings, "detect",
-                    models=ModelCache(storage, settings, loader=stand_in_loader))  # fmt: skip
+    worker = Worker(
+        queue,
+        storage,
+        settings,
+        "detect",
+        models=ModelCache(storage, settings, loader=stand_in_loader),
+    )
     assert worker.run(burst=True, poll_s=0.1) == 1
     job = queue.get(record.job_id)
     assert job.status is JobState.done, job.error

@@ -185,7 +185,12 @@ def list_videos(
     )
 
 
-@router.get("/{video_id}", response_model=VideoPublic, summary="A video's metadata and status")
+@router.get(
+    "/{video_id}",
+    response_model=VideoPublic,
+    summary="A video's metadata and status",
+    responses=problem_responses(404),
+)
 def get_video(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> VideoPublic:
     record = runtime.storage.get_video(video_id)
     runtime.audit.record("read_video", principal.name, video_id=video_id)
