@@ -25,6 +25,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--burst", action="store_true", help="stop when the queue is empty instead of waiting"
     )
+    parser.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="check Redis answers and (detect) the model file exists, then exit 0 or 1",
+    )
+
+
+def _healthcheck(kind: str) -> int:
+    import json
+
+    from worker._exceptions import AtconError
+    from worker.jobs import ModelCache
+    from worker.queue import open_queue
+    from worker.settings import get_settings
+    from worker.storage import Storage
+
+    settings = get_settings()
+    checks: dict[str, str] = {}
+    try:
+        if settings.redis_url is None:
+            raise ValueError("ATCON_REDIS_URL is not set")
+        queue = open_queue(settings)
+        queue.ping()
+        queue.close()
+        checks["queue"] = "ok"
+        if kind == "detect":
+            ref = ModelCache(Storage(settings.data_dir), settings).reference()
+            if not ref.checkpoint.is_file():
+                raise ValueError(f"checkpoint {ref.checkpoint} does not exist")
+            checks["model"] = "ok"
+    except (AtconError, ValueError) as exc:
+        checks["error"] = str(exc)
+    print(json.dumps(checks))  # noqa: T201 - the command's output
+    return 1 if "error" in checks else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from worker.settings import get_settings
     from worker.storage import Storage
 
+    if args.healthcheck:
+        return _healthcheck(args.kind)
     settings = get_settings()
     if settings.redis_url is None:
         logger.error(
