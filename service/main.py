@@ -57,7 +57,7 @@ def create_app(
         summary="Upload patient videos, get events with their attention maps.",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+
     install_problem_handlers(app)
     app.include_router(videos.router)
     app.include_router(jobs.router)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +158,9 @@ class Settings(BaseSettings):
             raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
         return self
 
-    @property
+    @cached_property
     def tokens(self) -> list[TokenEntry]:
+        """The parsed ``api_tokens`` (parsed once: the settings are frozen)."""
         return parse_tokens(self.api_tokens)
 
     @property

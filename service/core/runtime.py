@@ -20,6 +20,7 @@ from worker.settings import Settings
 from worker.storage import ModelRef, Storage
 
 from .audit import AuditLog
+from .events_cache import EventsCache
 
 __all__ = ["ModelCheck", "ModelStatus", "Runtime"]
 
@@ -86,6 +87,7 @@ class Runtime:
     queue: JobQueue
     audit: AuditLog
     model_check: ModelCheck
+    events_cache: EventsCache = field(default_factory=EventsCache)
     workers: list[Worker] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)

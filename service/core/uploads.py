@@ -11,6 +11,7 @@ enforced while bytes arrive: the first byte over it stops the transfer.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,11 @@ class _FileFieldWriter:
         self._writing = False
 
 
+def _flush_to_disk(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def _check_headers(request: Request, limit: int) -> bytes:
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data":
@@ -144,6 +150,8 @@ async def receive_upload(
             if writer.buffer:
                 await anyio.to_thread.run_sync(fh.write, bytes(writer.buffer))
                 writer.buffer.clear()
+            # a 202 promises the bytes are on disk, not in the page cache
+            await anyio.to_thread.run_sync(_flush_to_disk, fh)
         if not writer.found:
             raise UploadError(
                 f"the request has no `{FILE_FIELD}` field; send the video as "

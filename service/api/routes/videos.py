@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -21,7 +22,7 @@ from worker._exceptions import (
 from worker.jobs import DETECT
 from worker.probe import probe_video
 from worker.queue import Job, JobQueue, JobState
-from worker.storage import Storage, VideoRecord, clean_filename, new_id
+from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
 
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
@@ -221,23 +222,40 @@ def _map_file(event: dict[str, Any], kind: str) -> str | None:
     return None
 
 
+def _add_map_urls(video_id: str) -> Callable[[dict[str, Any]], None]:
+    def decorate(events: dict[str, Any]) -> None:
+        for event in events.get("events") or []:
+            if isinstance(event, dict) and "id" in event:
+                base = f"/v1/videos/{video_id}/events/{event['id']}/maps"
+                event["map_urls"] = {
+                    kind.value: f"{base}/{kind.value}.png"
+                    for kind in MapKind
+                    if _map_file(event, kind.value) is not None
+                }
+
+    return decorate
+
+
 @router.get(
     "/{video_id}/events",
     summary="The video's events (events.json of the detector) with map URLs",
-    responses=problem_responses(404, 409),
+    response_class=Response,
+    responses={
+        **problem_responses(404, 409),
+        200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    },
 )
-def get_events(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> dict[str, Any]:
-    events = _events_or_409(runtime, video_id)
-    for event in events.get("events") or []:
-        if isinstance(event, dict) and "id" in event:
-            base = f"/v1/videos/{video_id}/events/{event['id']}/maps"
-            event["map_urls"] = {
-                kind.value: f"{base}/{kind.value}.png"
-                for kind in MapKind
-                if _map_file(event, kind.value) is not None
-            }
+async def get_events(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> Response:
+    storage = runtime.storage
+    path = storage.results_dir(video_id) / EVENTS_NAME
+    version = runtime.events_cache.version(path)
+    body = runtime.events_cache.get(video_id, version) if version is not None else None
+    if body is None:
+        events = await run_in_threadpool(_events_or_409, runtime, video_id)
+        version = runtime.events_cache.version(path) or (0, 0, 0)
+        body = runtime.events_cache.build(video_id, version, events, _add_map_urls(video_id))
     runtime.audit.record("read_events", principal.name, video_id=video_id)
-    return events
+    return Response(body, media_type="application/json")
 
 
 @router.get(
