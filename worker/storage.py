@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -311,11 +312,16 @@ class Storage:
         if not (staging / EVENTS_NAME).is_file():
             raise StorageError(f"{staging} holds no {EVENTS_NAME}; nothing to publish")
         self.results.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(staging, target)
-        except OSError:  # target exists: move the old results aside first
-            self._discard(target)
-            os.rename(staging, target)
+        for _ in range(5):  # another worker may publish the same video meanwhile
+            try:
+                os.rename(staging, target)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise StorageError(f"results of {video_id} not published: {exc}") from exc
+                self._discard(target)  # older results: move them aside, then retry
+        else:
+            raise StorageError(f"results of {video_id} kept changing; not published")
         _fsync_dir(self.results)
         return target
 

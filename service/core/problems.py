@@ -7,6 +7,7 @@ boundary; routes raise them (or ``HTTPException``) and never build error bodies.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -15,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from worker._exceptions import (
     InvalidIdError,
@@ -144,14 +144,25 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route accepts at this path (Starlette names only the first's)."""
+    """Every method the OpenAPI document lists for this path.
+
+    Starlette's 405 names only the methods of the first route that matched the path;
+    the document knows them all. The path templates are compiled once per app.
+    """
+    app = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            regex = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{regex}$"), {m.upper() for m in operations}))
+        app.state.allowed_methods = table
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    if "GET" in methods:
-        methods.add("HEAD")
+    for compiled, allowed in table:
+        if compiled.match(request.url.path):
+            methods |= allowed
     return sorted(methods)
 
 

@@ -123,15 +123,16 @@ class Runtime:
     def start_workers(self, count: int) -> None:
         if count <= 0:
             return
-        models = ModelCache(self.storage, self.settings)  # one model shared by the threads
         for index in range(count):
+            # each thread its own model: attention maps put hooks on the model, which
+            # two threads must not share
             worker = Worker(
                 self.queue,
                 self.storage,
                 self.settings,
                 DETECT,
                 name=f"embedded-{index}",
-                models=models,
+                models=ModelCache(self.storage, self.settings),
             )
             thread = threading.Thread(
                 target=self._work, args=(worker,), name=f"detect-worker-{index}", daemon=True

@@ -170,3 +170,11 @@ def test_dead_letters_and_requeue(client, auth):
     assert requeued.status_code == 202 and requeued.json()["status"] == JobState.queued
     again = client.post(f"/v1/jobs/{job_id}/requeue", headers=auth(Role.admin))
     assert again.status_code == 409 and "only a failed job" in again.json()["detail"]
+
+
+def test_a_wrong_method_names_every_allowed_one(client, auth):
+    response = client.put("/v1/videos", headers=auth(Role.admin))
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    one = client.patch(f"/v1/videos/{'a' * 32}", headers=auth(Role.admin))
+    assert one.headers["allow"] == "DELETE, GET"
