@@ -86,8 +86,8 @@ def check_twice_differentiable(model: nn.Module) -> None:
 
     The ATCON loss differentiates attention maps, which are themselves gradients, so
     every operation needs a second derivative. Autograd lacks one for some
-    activations (MobileNetV3's Hardswish, for one). Parameter-free leaf modules are
-    probed once per type on a tiny tensor.
+    activations (Hardsigmoid, in MobileNetV3's squeeze-excitation blocks, for one).
+    Parameter-free leaf modules are probed once per type on a tiny tensor.
     """
     bad = sorted(
         {
@@ -101,8 +101,8 @@ def check_twice_differentiable(model: nn.Module) -> None:
     if bad:
         raise UnsupportedActivationError(
             f"{type(model).__name__} uses {', '.join(bad)}, whose second derivative autograd "
-            "does not implement, so the ATCON loss cannot be differentiated; choose an "
-            "architecture with ReLU/SiLU activations (ResNet, DenseNet, MobileNetV2, EfficientNet)"
+            "does not implement, so the ATCON loss cannot be differentiated; choose "
+            "an architecture without it (ResNet, DenseNet, MobileNetV2, EfficientNet)"
         )
 
 
