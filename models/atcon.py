@@ -74,7 +74,8 @@ def _twice_differentiable(module: nn.Module) -> bool:
             if grad.requires_grad:
                 torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
         except (NotImplementedError, RuntimeError) as exc:
-            ok = "not implemented" not in str(exc).lower()
+            message = str(exc).lower()  # autograd: "derivative for aten::X is not implemented"
+            ok = not ("derivative for" in message and "not implemented" in message)
         except Exception:  # shape or dtype trouble: not an activation we can probe
             ok = True
         _second_order_ok[kind] = ok

@@ -168,6 +168,8 @@ def test_model_restored_after_calls_and_after_errors(tiny_net, images) -> None:
         guided_backprop(tiny_net, images, torch.tensor([0, 1, 99]))
     with pytest.raises(ValueError, match="targets"):
         grad_cam(tiny_net, images, torch.tensor([0, 1, 99]))
+    with pytest.raises(RuntimeError):  # the forward itself fails, hooks in place
+        gradcam_and_guided_backprop(tiny_net, torch.randn(2, 5, 32, 32))
     assert _hook_count(tiny_net) == 0
     assert [m.training for m in tiny_net.modules()] == flags
     assert all(a is b for a, b in zip(modules, tiny_net.modules(), strict=True))
@@ -278,3 +280,18 @@ def test_quadrature_rules_integrate_polynomials() -> None:
         quadrature("simpson", 8)
     with pytest.raises(ValueError, match="steps"):
         quadrature("gausslegendre", 0)
+
+
+@pytest.mark.gpu
+def test_cuda_maps_match_cpu(batch) -> None:
+    model = _seeded(resnet18).float()
+    images, targets = batch
+    images = images.float()
+    cpu_cam, cpu_gb, _ = gradcam_and_guided_backprop(model, images, targets)
+    cuda_cam, cuda_gb, _ = gradcam_and_guided_backprop(model.cuda(), images.cuda(), targets.cuda())
+    torch.testing.assert_close(
+        cuda_cam.cpu(), cpu_cam, rtol=1e-3, atol=1e-3 * float(cpu_cam.abs().max())
+    )
+    torch.testing.assert_close(
+        cuda_gb.cpu(), cpu_gb, rtol=1e-3, atol=1e-3 * float(cpu_gb.abs().max())
+    )
