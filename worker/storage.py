@@ -7,8 +7,7 @@ path)::
       uploads/<video_id>/source       the uploaded bytes
       uploads/<video_id>/video.json   VideoRecord: probe metadata, client file name, job id
       results/<video_id>/             the detector's output: events.json, scores, maps/
-      models/ACTIVE                   name of the active model version (written by fine-tune)
-      models/<version>/checkpoint.pt  a model version's checkpoint
+      models/                         model versions and the ACTIVE pointer (worker.versions)
       tmp/                            partial uploads and results being built
       audit.log                       JSON lines: who read, uploaded or deleted what
 
@@ -53,13 +52,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
 EVENTS_NAME = "events.json"
-ACTIVE_POINTER = "ACTIVE"
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def new_id() -> str:
@@ -335,30 +331,18 @@ class Storage:
 
     # -- model versions ----------------------------------------------------------------------
 
-    def active_model(self) -> ModelRef | None:
-        """The active model version named by ``models/ACTIVE``, or None when there is none."""
-        pointer = self.models / ACTIVE_POINTER
-        try:
-            version = pointer.read_text().strip()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError(f"{pointer} is unreadable: {exc}") from exc
-        if not _VERSION.match(version):
-            raise StorageError(f"{pointer} names no valid model version: {version!r:.80}")
-        return ModelRef(self.models / version / CHECKPOINT_NAME, version)
-
-    def activate_model(self, version: str) -> None:
-        """Point ``models/ACTIVE`` at ``version`` (its checkpoint must exist)."""
-        if not _VERSION.match(version):
-            raise ValueError(f"version must be letters, digits and '_.-', got {version!r:.80}")
-        if not (self.models / version / CHECKPOINT_NAME).is_file():
-            raise StorageError(f"model version {version} has no {CHECKPOINT_NAME}")
-        atomic_write_bytes(self.models / ACTIVE_POINTER, f"{version}\n".encode())
-
     def model_to_serve(self, fallback: Path | None) -> ModelRef | None:
-        """The active version if one is set, else ``fallback`` (``ATCON_CHECKPOINT``)."""
-        active = self.active_model()
+        """The active model version (:mod:`worker.versions`), else ``fallback``.
+
+        ``fallback`` is ``ATCON_CHECKPOINT``, served while no version is active.
+        """
+        from .versions import ModelRegistry, VersionError
+
+        try:
+            active = ModelRegistry(self.models).active_checkpoint()
+        except (VersionError, OSError) as exc:
+            raise StorageError(f"the active model version cannot be read: {exc}") from exc
         if active is not None:
-            return active
+            version, checkpoint = active
+            return ModelRef(checkpoint, version)
         return ModelRef(fallback) if fallback is not None else None

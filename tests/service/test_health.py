@@ -63,12 +63,15 @@ def test_not_ready_with_a_broken_checkpoint(make_settings, tmp_path):
 
 def test_active_version_wins_over_the_fallback(make_settings, checkpoint, tmp_path):
     settings = make_settings(checkpoint=checkpoint)
+    from worker.versions import ModelRegistry, VersionStatus
+
     storage = Storage(settings.data_dir)
     storage.ensure_layout()
-    tiny_checkpoint(storage.models / "v2" / "checkpoint.pt")
-    storage.activate_model("v2")
+    other = tiny_checkpoint(tmp_path / "other.pt")
+    card = ModelRegistry(storage.models).register(other, status=VersionStatus.ACTIVE, reason="t")
     with TestClient(create_app(settings, workers=0)) as client:
-        assert client.get("/readyz").json()["checks"]["model"]["version"] == "v2"
+        model = client.get("/readyz").json()["checks"]["model"]
+        assert model["ok"] and model["version"] == card.version
 
 
 @pytest.mark.redis

@@ -175,11 +175,14 @@ def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_
     assert version.startswith("fallback-") and cache.current()[0] is first
     assert StandInDetector.loads == 1
 
-    (storage.models / "v2").mkdir()
-    (storage.models / "v2" / "checkpoint.pt").write_bytes(b"new weights")
-    storage.activate_model("v2")
+    from worker.versions import ModelRegistry, VersionStatus
+
+    new = tmp_path / "new.pt"
+    new.write_bytes(b"new weights")
+    card = ModelRegistry(storage.models).register(new, status=VersionStatus.ACTIVE, reason="t")
     second, version = cache.current()
-    assert version == "v2" and second is not first and StandInDetector.loads == 2
+    assert version == card.version and second is not first and StandInDetector.loads == 2
+    assert cache.current()[0] is second
 
 
 def test_no_model_is_a_job_error(storage, settings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker._exceptions import InvalidIdError, StorageError, VideoNotFoundError
-from worker.storage import Storage, VideoRecord, clean_filename, new_id, validate_id
+from worker.storage import ModelRef, Storage, VideoRecord, clean_filename, new_id, validate_id
 
 
 @pytest.fixture
@@ -90,22 +90,22 @@ def test_result_file_stays_inside_the_results(storage):
             storage.result_file(record.video_id, escape)
 
 
-def test_model_pointer(storage, tmp_path):
+def test_model_to_serve_prefers_the_active_version(storage, tmp_path):
+    from worker.versions import ModelRegistry, VersionStatus
+
     fallback = tmp_path / "m.pt"
+    fallback.write_bytes(b"weights")
     assert storage.model_to_serve(None) is None
-    assert storage.model_to_serve(fallback).checkpoint == fallback
-    with pytest.raises(StorageError, match=r"no checkpoint\.pt"):
-        storage.activate_model("v1")
-    (storage.models / "v1").mkdir()
-    (storage.models / "v1" / "checkpoint.pt").write_bytes(b"x")
-    storage.activate_model("v1")
+    assert storage.model_to_serve(fallback) == ModelRef(fallback, None)
+    card = ModelRegistry(storage.models).register(
+        fallback, status=VersionStatus.ACTIVE, reason="test"
+    )
     ref = storage.model_to_serve(fallback)
-    assert ref.version == "v1" and ref.checkpoint == storage.models / "v1" / "checkpoint.pt"
-    with pytest.raises(ValueError, match="version"):
-        storage.activate_model("../v1")
+    assert ref.version == card.version
+    assert ref.checkpoint == storage.models / card.version / "checkpoint.pt"
     (storage.models / "ACTIVE").write_text("../../etc\n")
-    with pytest.raises(StorageError, match="no valid model version"):
-        storage.active_model()
+    with pytest.raises(StorageError, match="active model version"):
+        storage.model_to_serve(fallback)
 
 
 def test_clean_tmp_keeps_fresh_entries(storage):
