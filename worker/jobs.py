@@ -222,13 +222,10 @@ def model_version(ref: ModelRef) -> str:
 
 
 def _frames_of(events: dict[str, Any]) -> int:
-    for key in ("frames", "frames_sampled", "sampled_frames", "frame_count"):
-        value = events.get(key)
-        if isinstance(value, int):
-            return value
-    coverage = events.get("coverage")
-    if isinstance(coverage, dict) and isinstance(coverage.get("frames"), int):
-        return int(coverage["frames"])
+    """Frames the detector sampled (``sampling.samples`` of events.json schema 1)."""
+    sampling = events.get("sampling")
+    if isinstance(sampling, dict) and isinstance(sampling.get("samples"), int):
+        return int(sampling["samples"])
     return 0
 
 

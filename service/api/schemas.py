@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -13,7 +12,6 @@ from worker.queue import Job, JobState
 __all__ = [
     "DeadLetters",
     "JobPublic",
-    "MapKind",
     "Readiness",
     "UploadAccepted",
     "VideoList",
@@ -91,13 +89,6 @@ class VideoPublic(BaseModel):
 class VideoList(BaseModel):
     videos: list[VideoPublic]
     total: int
-
-
-class MapKind(StrEnum):
-    overlay = "overlay"
-    gradcam = "gradcam"
-    guided_backprop = "guided_backprop"
-    mask = "mask"
 
 
 class Readiness(BaseModel):

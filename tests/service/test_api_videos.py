@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests import media
 from worker.queue import JobState
 from worker.settings import Role
 from worker.storage import Storage
 
-from .results import MAP_KINDS, png
+from .results import MAP_KINDS, PNG_KEYS, png
 
 
 def upload(client, auth, data: bytes | None = None, name: str = "ward.mp4"):
@@ -67,34 +70,45 @@ def test_events_before_results_say_why(client, auth):
 
 def test_events_and_maps_once_results_exist(client, auth, results):
     video_id = upload(client, auth).json()["video_id"]
-    written = results.write(video_id, events=2, model_version="v7")
+    written = results.write(video_id, events=2, model_version="v0007")
 
     events = client.get(f"/v1/videos/{video_id}/events", headers=auth(Role.viewer)).json()
-    assert [e["id"] for e in events["events"]] == ["e0", "e1"]
+    assert [e["id"] for e in events["events"]] == ["bed_exit-0", "bed_exit-1"]
+    assert events["events"][0]["label"] == written["events"][0]["label"]
     urls = events["events"][1]["map_urls"]
     assert set(urls) == set(MAP_KINDS)
-    response = client.get(urls["gradcam"], headers=auth(Role.viewer))
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "image/png"
-    assert response.content == png(40 * 1 + 1)
-    assert events["events"][0]["label"] == written["events"][0]["label"]
+    for key, kind in PNG_KEYS.items():
+        response = client.get(urls[kind], headers=auth(Role.viewer))
+        assert response.status_code == 200, kind
+        assert response.headers["content-type"] == "image/png"
+        assert response.content == png(40 * list(PNG_KEYS).index(key) + 1)
 
     video = client.get(f"/v1/videos/{video_id}", headers=auth(Role.viewer)).json()
     assert video["status"] == "done" and video["progress"] == 1
-    assert video["event_count"] == 2 and video["model_version"] == "v7"
+    assert video["event_count"] == 2 and video["model_version"] == "v0007"
 
 
-def test_unknown_event_and_missing_map(client, auth, results, settings):
+def test_gradcam_alone_is_rendered_from_the_raw_map(client, auth, results):
     video_id = upload(client, auth).json()["video_id"]
     results.write(video_id, events=1)
-    base = f"/v1/videos/{video_id}/events"
-    missing_event = client.get(f"{base}/e9/maps/overlay.png", headers=auth(Role.viewer))
-    assert missing_event.status_code == 404 and "no event e9" in missing_event.json()["detail"]
-    bad_kind = client.get(f"{base}/e0/maps/saliency.png", headers=auth(Role.viewer))
-    assert bad_kind.status_code == 422
-    (Storage(settings.data_dir).results_dir(video_id) / "maps/e0_mask.png").unlink()
-    gone = client.get(f"{base}/e0/maps/mask.png", headers=auth(Role.viewer))
-    assert gone.status_code == 404
+    response = client.get(
+        f"/v1/videos/{video_id}/events/bed_exit-0/maps/gradcam.png", headers=auth(Role.viewer)
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert image.shape == (6, 8, 3)  # the video's display size from events.json
+    # the raw map rises left to right, top to bottom: its jet colour goes blue -> red
+    assert image[0, 0, 2] > image[0, 0, 0] and image[-1, -1, 0] > image[-1, -1, 2]
+
+
+def test_events_answer_follows_a_republished_result(client, auth, results):
+    video_id = upload(client, auth).json()["video_id"]
+    results.write(video_id, events=1, model_version="v0001")
+    url = f"/v1/videos/{video_id}/events"
+    assert client.get(url, headers=auth(Role.viewer)).json()["model"]["version"] == "v0001"
+    results.write(video_id, events=3, model_version="v0002")
+    again = client.get(url, headers=auth(Role.viewer)).json()
+    assert again["model"]["version"] == "v0002" and len(again["events"]) == 3
 
 
 def test_map_names_leaving_the_results_folder_are_refused(client, auth, results, settings):
@@ -102,10 +116,10 @@ def test_map_names_leaving_the_results_folder_are_refused(client, auth, results,
     results.write(video_id, events=1)
     path = Storage(settings.data_dir).results_dir(video_id) / "events.json"
     content = json.loads(path.read_text())
-    content["events"][0]["maps"]["overlay"] = "../../uploads/" + video_id + "/source"
+    content["events"][0]["maps"]["gradcam_overlay"] = f"../../uploads/{video_id}/source.png"
     path.write_text(json.dumps(content))
     response = client.get(
-        f"/v1/videos/{video_id}/events/e0/maps/overlay.png", headers=auth(Role.viewer)
+        f"/v1/videos/{video_id}/events/bed_exit-0/maps/overlay.png", headers=auth(Role.viewer)
     )
     assert response.status_code == 404
 

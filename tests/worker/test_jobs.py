@@ -155,7 +155,12 @@ class StandInDetector:
         if progress:
             progress(0.5)
             progress(1.0)
-        content = {"video_id": video_id, "model": {"version": self.version}, "events": [{}]}
+        content = {
+            "video_id": video_id,
+            "model": {"version": self.version},
+            "sampling": {"samples": 7},
+            "events": [{}],
+        }
         (out / "events.json").write_text(json.dumps(content))
         return content
 
@@ -207,6 +212,7 @@ def test_detect_job_publishes_results(queue, storage, settings, tmp_path):
     job = queue.get(record.job_id)
     assert job.status is JobState.done, job.error
     assert job.result["event_count"] == 1 and job.result["model_version"].startswith("m-")
+    assert queue.stats("detect").frames_total == 7
     assert storage.read_events(record.video_id)["video_id"] == record.video_id
     assert list(storage.tmp.iterdir()) == []
 

@@ -24,11 +24,12 @@ from worker.probe import probe_video
 from worker.queue import Job, JobQueue, JobState
 from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
 
+from ...core.maps import MapKind, available_kinds, map_source, render_heat_png
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
 from ...core.uploads import FILE_FIELD, receive_upload
 from ..deps import AdminDep, EventId, OperatorDep, RuntimeDep, VideoId, ViewerDep
-from ..schemas import MapKind, UploadAccepted, VideoList, VideoPublic, VideoUrls
+from ..schemas import UploadAccepted, VideoList, VideoPublic, VideoUrls
 
 __all__ = ["router"]
 
@@ -214,23 +215,13 @@ def _events_or_409(runtime: Runtime, video_id: str) -> dict[str, Any]:
     return events
 
 
-def _map_file(event: dict[str, Any], kind: str) -> str | None:
-    maps = event.get("maps")
-    if isinstance(maps, dict):
-        value = maps.get(kind)
-        return value if isinstance(value, str) else None
-    return None
-
-
 def _add_map_urls(video_id: str) -> Callable[[dict[str, Any]], None]:
     def decorate(events: dict[str, Any]) -> None:
         for event in events.get("events") or []:
             if isinstance(event, dict) and "id" in event:
                 base = f"/v1/videos/{video_id}/events/{event['id']}/maps"
                 event["map_urls"] = {
-                    kind.value: f"{base}/{kind.value}.png"
-                    for kind in MapKind
-                    if _map_file(event, kind.value) is not None
+                    kind.value: f"{base}/{kind.value}.png" for kind in available_kinds(event)
                 }
 
     return decorate
@@ -260,13 +251,13 @@ async def get_events(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDe
 
 @router.get(
     "/{video_id}/events/{event_id}/maps/{kind}.png",
-    response_class=FileResponse,
+    response_class=Response,
     summary="One attention map of one event, as PNG",
     responses={**problem_responses(404, 409), 200: {"content": {"image/png": {}}}},
 )
 def get_map(
     video_id: VideoId, event_id: EventId, kind: MapKind, principal: ViewerDep, runtime: RuntimeDep
-) -> FileResponse:
+) -> Response:
     events = _events_or_409(runtime, video_id)
     event = next(
         (
@@ -278,9 +269,10 @@ def get_map(
     )
     if event is None:
         raise HTTPException(404, f"video {video_id} has no event {event_id}")
-    name = _map_file(event, kind.value)
-    if name is None:
+    source = map_source(event, kind)
+    if source is None:
         raise HTTPException(404, f"event {event_id} has no {kind.value} map")
+    name, raw = source
     try:
         path = runtime.storage.result_file(video_id, name)
     except InvalidIdError:
@@ -289,7 +281,16 @@ def get_map(
     if not path.is_file():
         raise HTTPException(404, f"the {kind.value} map of event {event_id} is missing on disk")
     runtime.audit.record("read_map", principal.name, video_id=video_id)
-    return FileResponse(path, media_type="image/png")
+    if not raw:
+        return FileResponse(path, media_type="image/png")
+    video = events.get("video")
+    width, height = (video.get("width"), video.get("height")) if isinstance(video, dict) else (0, 0)
+    size = (width, height) if isinstance(width, int) and isinstance(height, int) else None
+    try:
+        return Response(render_heat_png(path, size), media_type="image/png")
+    except ValueError as exc:
+        logger.error("map %s of video %s cannot be rendered: %s", name, video_id, exc)
+        raise HTTPException(404, f"the {kind.value} map of event {event_id} is unreadable") from exc
 
 
 @router.get(
