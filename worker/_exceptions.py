@@ -2,48 +2,87 @@
 
 ::
 
-    AtconError (models._exceptions)
-     +-- VideoDecodeError (ValueError)   a file that is not a video FFmpeg can decode
-     +-- SettingsError (ValueError)      invalid or unsafe settings (no tokens outside dev mode)
-     +-- StorageError                    the data directory cannot be used as asked
-     |    +-- InvalidIdError (ValueError) an id that is not of the server's form
-     |    +-- VideoNotFoundError (KeyError-like: an id that names nothing on disk)
-     +-- QueueError                      the job queue refused an operation
-     |    +-- QueueUnavailableError      the broker (Redis) cannot be reached
-     |    +-- JobNotFoundError           no job with that id
-     +-- JobError                        a job that cannot succeed; it is not retried
+    models.AtconError
+     +-- WorkerError
+          +-- VideoDecodeError (ValueError)    the file cannot be decoded as a video
+          |    +-- NotAVideoError              an image, a document, text: no video container
+          |    +-- NoVideoStreamError          a container without a video stream (audio only)
+          |    +-- EmptyVideoError             nothing to decode: an empty file, zero frames
+          +-- CheckpointMismatchError          the checkpoint's classes or input size do not
+          |    (models.CheckpointError)        fit the job
+          +-- ResultsExistError (FileExistsError)  the results folder is already there
+          +-- SettingsError (ValueError)       invalid or unsafe settings (no tokens outside dev)
+          +-- StorageError                     the data directory cannot be used as asked
+          |    +-- InvalidIdError (ValueError) an id that is not of the server's form
+          |    +-- VideoNotFoundError          no video with that id is stored
+          +-- QueueError                       the job queue refused an operation
+          |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
+          |    +-- JobNotFoundError            no job with that id
+          +-- JobError                         a job that cannot succeed; it is not retried
 
-Low-level errors (``redis.RedisError``, ``OSError``, ``av.FFmpegError``) are translated
-into these at the module boundary with ``raise ... from exc``.
+Every message is a sentence a person can act on: what is wrong with which file and
+what to do about it. Low-level errors (FFmpeg's, Redis', the file system's) are
+chained with ``raise ... from``. Bad arguments raise plain ``ValueError``/``TypeError``
+naming the argument.
 """
 
 from __future__ import annotations
 
-from models._exceptions import AtconError
+from models._exceptions import AtconError, CheckpointError
 
 __all__ = [
     "AtconError",
+    "CheckpointMismatchError",
+    "EmptyVideoError",
     "InvalidIdError",
     "JobError",
     "JobNotFoundError",
+    "NoVideoStreamError",
+    "NotAVideoError",
     "QueueError",
     "QueueUnavailableError",
+    "ResultsExistError",
     "SettingsError",
     "StorageError",
     "VideoDecodeError",
     "VideoNotFoundError",
+    "WorkerError",
 ]
 
 
-class VideoDecodeError(AtconError, ValueError):
-    """The file is not a video FFmpeg can decode (text, image, audio only, truncated)."""
+class WorkerError(AtconError):
+    """Base class of every error the ``worker`` package raises on purpose."""
 
 
-class SettingsError(AtconError, ValueError):
+class VideoDecodeError(WorkerError, ValueError):
+    """The file cannot be decoded as a video (damaged, truncated, or not a video)."""
+
+
+class NotAVideoError(VideoDecodeError):
+    """The file is an image, a document or text, not a video container."""
+
+
+class NoVideoStreamError(VideoDecodeError):
+    """The container holds no video stream (an audio-only recording, say)."""
+
+
+class EmptyVideoError(VideoDecodeError):
+    """There is nothing to decode: the file is empty or its video stream has no frames."""
+
+
+class CheckpointMismatchError(WorkerError, CheckpointError):
+    """The checkpoint's classes or input size do not fit what the job needs."""
+
+
+class ResultsExistError(WorkerError, FileExistsError):
+    """The results folder exists already and overwriting was not asked for."""
+
+
+class SettingsError(WorkerError, ValueError):
     """The settings are invalid or unsafe for the mode the service runs in."""
 
 
-class StorageError(AtconError):
+class StorageError(WorkerError):
     """The data directory cannot be used as asked."""
 
 
@@ -55,7 +94,7 @@ class VideoNotFoundError(StorageError):
     """No video with that id is stored."""
 
 
-class QueueError(AtconError):
+class QueueError(WorkerError):
     """The job queue refused an operation."""
 
 
@@ -67,5 +106,5 @@ class JobNotFoundError(QueueError):
     """No job with that id."""
 
 
-class JobError(AtconError):
+class JobError(WorkerError):
     """A job that cannot succeed whatever the number of attempts; it is failed at once."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import av
 
-from ._exceptions import VideoDecodeError
+from ._exceptions import EmptyVideoError, NotAVideoError, NoVideoStreamError, VideoDecodeError
 
 __all__ = ["VideoProbe", "probe_video"]
 
@@ -43,8 +43,9 @@ class VideoProbe:
 def probe_video(path: str | Path) -> VideoProbe:
     """Open ``path``, check it has a video stream and decode its first two frames.
 
-    Raises ``VideoDecodeError`` with a sentence a person can act on for anything
-    else: an empty file, text, an image, a PDF, audio only, a truncated file.
+    Raises ``VideoDecodeError`` (or its kin ``EmptyVideoError``, ``NotAVideoError``,
+    ``NoVideoStreamError``) with a sentence a person can act on for anything else: an
+    empty file, text, an image, a PDF, audio only, a truncated file.
     """
     path = Path(path)
     try:
@@ -52,13 +53,13 @@ def probe_video(path: str | Path) -> VideoProbe:
     except OSError as exc:
         raise VideoDecodeError(f"the file could not be read: {exc}") from exc
     if size == 0:
-        raise VideoDecodeError("the file is empty; upload a video file")
+        raise EmptyVideoError("the file is empty; upload a video file")
     hint = "upload a video file FFmpeg can decode (MP4, AVI, MKV, WebM, MOV ...)"
     with open(path, "rb") as fh:
         head = fh.read(1024)
     for magic, what in _DOCUMENT_MAGIC.items():
         if head.startswith(magic):
-            raise VideoDecodeError(f"the file is {what}, not a video; {hint}")
+            raise NotAVideoError(f"the file is {what}, not a video; {hint}")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -68,10 +69,10 @@ def probe_video(path: str | Path) -> VideoProbe:
     with container:
         demuxer = container.format.name
         if any(marker in demuxer for marker in _IMAGE_DEMUXERS):
-            raise VideoDecodeError(f"the file is a still image or text ({demuxer}), not a video")
+            raise NotAVideoError(f"the file is a still image or text ({demuxer}), not a video")
         if not container.streams.video:
             what = "audio only" if container.streams.audio else "no video stream"
-            raise VideoDecodeError(f"the file has {what}; {hint}")
+            raise NoVideoStreamError(f"the file has {what}; {hint}")
         stream = container.streams.video[0]
         frames = []
         try:
