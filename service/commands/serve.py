@@ -37,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     if settings.dev and not settings.tokens:
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            logger.error(
+                "development mode without tokens makes every caller an admin; it only "
+                "binds to 127.0.0.1 (set ATCON_API_TOKENS to serve on %s)",
+                args.host,
+            )
+            return 2
         logger.warning("development mode without tokens: every caller is an admin")
     uvicorn.run(
         app,

@@ -157,6 +157,14 @@ async def receive_upload(
                 f"the request has no `{FILE_FIELD}` field; send the video as "
                 f"multipart/form-data in a field named `{FILE_FIELD}`"
             )
+    except OSError as exc:  # disk full, quota, the data directory gone
+        with contextlib.suppress(OSError):
+            dest.unlink()
+        raise UploadError(
+            f"the server could not store the upload ({exc.strerror or exc}); try again "
+            "later (an operator should check the data directory's free space)",
+            status=507,
+        ) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink()

@@ -61,3 +61,9 @@ def test_worker_healthcheck(monkeypatch, tmp_path, capsys):
         assert main(["worker", "detect", "--healthcheck"]) == 0
         assert json.loads(capsys.readouterr().out) == {"queue": "ok", "model": "ok"}
         assert main(["worker", "finetune", "--healthcheck"]) == 0
+
+
+def test_dev_mode_without_tokens_stays_on_loopback(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("ATCON_DATA_DIR", str(tmp_path))
+    assert main(["serve", "--dev", "--host", "0.0.0.0", "--port", "1"]) == 2
+    assert "only binds to 127.0.0.1" in caplog.text

@@ -115,7 +115,7 @@ def _job_or_none(queue: JobQueue, job_id: str) -> Job | None:
     status_code=202,
     response_model=UploadAccepted,
     summary="Upload a video; it is probed, stored and queued for detection",
-    responses=problem_responses(400, 413, 415),
+    responses=problem_responses(400, 413, 415, 507),
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_video(
