@@ -17,12 +17,18 @@ from worker.storage import Storage
 from .test_api_videos import upload
 
 
-def tiny_checkpoint(path, arch="mobilenet_v2"):
+def tiny_checkpoint(path, arch="mobilenet_v2", thresholds=None):
+    """A seeded 2-class checkpoint at 64 px; low ``thresholds`` make every frame an event."""
     from models.backbones import build_backbone
 
     torch.manual_seed(0)
     model = build_backbone(arch, 2)
-    info = CheckpointInfo(arch=arch, class_names=["bed_exit", "staff"], input_size=64)
+    info = CheckpointInfo(
+        arch=arch,
+        class_names=["bed_exit", "staff"],
+        input_size=64,
+        thresholds=thresholds or [],
+    )
     save_checkpoint(path, model, info)
     return path
 

@@ -112,7 +112,7 @@ def test_end_to_end_with_redis(tmp_path, server_env, tokens):
 def test_end_to_end_detection_with_a_worker_process(tmp_path, server_env, tokens):
     from .test_health import tiny_checkpoint
 
-    checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18")
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18", thresholds=[0.01, 0.01])
     with flushed_db(DB_E2E) as url:
         env = {**server_env, "ATCON_REDIS_URL": url, "ATCON_CHECKPOINT": str(checkpoint)}
         server = Server(env, tmp_path / "api.log").start()
@@ -129,12 +129,25 @@ def test_end_to_end_detection_with_a_worker_process(tmp_path, server_env, tokens
             assert job["status"] == "done", (job, worker.output())
             events = httpx.get(f"{server.url}/v1/videos/{body['video_id']}/events", headers=viewer)
             assert events.status_code == 200
-            for event in events.json()["events"]:
+            listed = events.json()["events"]
+            assert listed, "thresholds near 0 make every class an event"
+            for event in listed:
+                assert set(event["map_urls"]) == {
+                    "overlay",
+                    "gradcam",
+                    "guided_backprop",
+                    "mask",
+                    "frame",
+                }
                 for url in event["map_urls"].values():
                     png = httpx.get(server.url + url, headers=viewer)
                     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
             video = httpx.get(f"{server.url}/v1/videos/{body['video_id']}", headers=viewer).json()
             assert video["status"] == "done" and video["model_version"]
+            assert video["event_count"] == len(listed)
+            metrics = httpx.get(f"{server.url}/metrics", headers=bearer(tokens, Role.admin)).text
+            assert 'atcon_jobs{queue="detect",status="done"} 1' in metrics
+            assert 'atcon_frames_total{queue="detect"} 0' not in metrics
         finally:
             worker.stop()
             server.stop()
