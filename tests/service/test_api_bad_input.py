@@ -85,7 +85,7 @@ def test_text(client, auth, settings, healthy):
 
 
 def test_png(client, auth, settings, healthy):
-    assert "still image" in upload_file(client, auth, media.png_bytes(), 422, "frame.png")
+    assert "not a video" in upload_file(client, auth, media.png_bytes(), 422, "frame.png")
     assert_nothing_stored(settings)
 
 
@@ -100,7 +100,7 @@ def test_truncated_mp4(client, auth, settings, healthy):
 
 
 def test_audio_only(client, auth, settings, healthy):
-    assert "audio only" in upload_file(client, auth, media.audio_only_bytes(), 422, "a.m4a")
+    assert "audio" in upload_file(client, auth, media.audio_only_bytes(), 422, "a.m4a")
     assert_nothing_stored(settings)
 
 
