@@ -18,6 +18,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("service.commands.demo", "run the main job end to end on generated data"),
+    "detect": ("service.commands.detect", "find the events in a video, with attention maps"),
     "synth": ("service.commands.synth", "write synthetic ward videos with ground truth"),
 }
 
