@@ -556,6 +556,29 @@ def _frames(container: InputContainer, stream: VideoStream) -> Generator[VideoFr
             continue
 
 
+def _frame_at(
+    container: InputContainer, stream: VideoStream, target: int, *, from_start: bool
+) -> VideoFrame | None:
+    """The last frame with pts <= ``target``, decoded from the keyframe before it or the start."""
+    try:
+        container.seek(0 if from_start else target, stream=stream, backward=True)
+    except av.error.FFmpegError:
+        if from_start:
+            return None
+        container.seek(0, stream=stream, backward=True)
+    best: VideoFrame | None = None
+    frames = _frames(container, stream)
+    for frame in frames:
+        if frame.pts is None or frame.is_corrupt:
+            continue
+        if frame.pts <= target:
+            best = frame
+        if frame.pts >= target:
+            break
+    frames.close()
+    return best
+
+
 def extract_frames(
     path: str | Path,
     pts: Sequence[int],
@@ -581,20 +604,9 @@ def extract_frames(
         stream.thread_type = "AUTO"
         sar = _stream_sar(stream)
         for target in sorted({int(p) for p in pts}):
-            try:
-                container.seek(target, stream=stream, backward=True, any_frame=False)
-            except av.error.FFmpegError:
-                container.seek(0, stream=stream, backward=True, any_frame=False)
-            best: VideoFrame | None = None
-            frames = _frames(container, stream)
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                if frame.pts <= target:
-                    best = frame
-                if frame.pts >= target:
-                    break
-            frames.close()
+            best = _frame_at(container, stream, target, from_start=False)
+            if best is None:  # a damaged stretch after the keyframe: decode from the start
+                best = _frame_at(container, stream, target, from_start=True)
             if best is None:
                 raise VideoDecodeError(
                     f"the frame at pts {target} of {name!r} could not be decoded again; "
