@@ -74,7 +74,8 @@ def _twice_differentiable(module: nn.Module) -> bool:
             if grad.requires_grad:
                 torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
         except (NotImplementedError, RuntimeError) as exc:
-            ok = "not implemented" not in str(exc).lower()
+            message = str(exc).lower()  # autograd: "derivative for aten::X is not implemented"
+            ok = not ("derivative for" in message and "not implemented" in message)
         except Exception:  # shape or dtype trouble: not an activation we can probe
             ok = True
         _second_order_ok[kind] = ok
@@ -86,8 +87,8 @@ def check_twice_differentiable(model: nn.Module) -> None:
 
     The ATCON loss differentiates attention maps, which are themselves gradients, so
     every operation needs a second derivative. Autograd lacks one for some
-    activations (MobileNetV3's Hardswish, for one). Parameter-free leaf modules are
-    probed once per type on a tiny tensor.
+    activations (Hardsigmoid, in MobileNetV3's squeeze-excitation blocks, for one).
+    Parameter-free leaf modules are probed once per type on a tiny tensor.
     """
     bad = sorted(
         {
@@ -101,8 +102,8 @@ def check_twice_differentiable(model: nn.Module) -> None:
     if bad:
         raise UnsupportedActivationError(
             f"{type(model).__name__} uses {', '.join(bad)}, whose second derivative autograd "
-            "does not implement, so the ATCON loss cannot be differentiated; choose an "
-            "architecture with ReLU/SiLU activations (ResNet, DenseNet, MobileNetV2, EfficientNet)"
+            "does not implement, so the ATCON loss cannot be differentiated; choose "
+            "an architecture without it (ResNet, DenseNet, MobileNetV2, EfficientNet)"
         )
 
 
