@@ -14,7 +14,8 @@ queue worker keeps one per process). For each video:
    the checkpoint's per-class thresholds unless overridden;
 5. each event's peak frame is decoded again, pixel-identical, and its Grad-CAM and
    Guided Backprop maps (one guided pass where exact), soft mask and attention
-   consistency are computed in float32 and rendered;
+   consistency (one more Grad-CAM pass, on the masked frame: the quantity
+   :func:`models.atcon.attention_consistency` computes) are made in float32 and rendered;
 6. everything lands in a temporary folder renamed to ``out_dir`` at the end
    (:mod:`worker.results` documents the layout and the ``events.json`` schema).
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,8 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from models._hooks import resolve_layer
-from models.atcon import GB_NORMALIZATIONS, attention_consistency, soft_mask
-from models.attention import gradcam_and_guided_backprop
+from models.atcon import GB_NORMALIZATIONS, map_consistency, soft_mask
+from models.attention import grad_cam, gradcam_and_guided_backprop
 from models.checkpoint import CheckpointInfo, load_checkpoint
 from models.events import Event, segment_events
 
@@ -90,6 +92,13 @@ class DetectionConfig:
     autocast on CUDA, bfloat16 on a CPU with native support, float32 otherwise.
     ``channels_last=None`` uses channels-last memory format on CUDA and with autocast.
     ``expected_classes``, when set, must equal the checkpoint's classes (as a set).
+    ``torch_threads`` is PyTorch's intra-op thread count while :meth:`Detector.detect`
+    runs (restored after; it is process-wide): ``None`` gives the decoder half the CPU
+    cores on CPU (PyTorch's threads spin-wait, and fighting the decoder thread for
+    cores made inference several times slower on two cores), ``0`` leaves it alone.
+    ``skip_nonref`` lets the decoder skip frames nothing refers to (B-frames): less
+    decoding, samples up to a few source frames before each instant (their times stay
+    exact).
     """
 
     sample_fps: float = 2.0
@@ -109,6 +118,8 @@ class DetectionConfig:
     decode_threads: int = 0
     max_display_side: int = 960
     expected_classes: list[str] | None = None
+    torch_threads: int | None = None
+    skip_nonref: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
@@ -132,6 +143,10 @@ class DetectionConfig:
             raise ValueError(f"gb_normalization must be one of {', '.join(GB_NORMALIZATIONS)}")
         if self.prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be at least 1, got {self.prefetch_batches}")
+        if self.torch_threads is not None and self.torch_threads < 0:
+            raise ValueError(
+                f"torch_threads must be 0 (leave alone) or positive, got {self.torch_threads}"
+            )
         if self.max_display_side < 16:
             raise ValueError(f"max_display_side must be at least 16, got {self.max_display_side}")
 
@@ -307,6 +322,7 @@ class Detector:
             size=(size, size),
             batch_size=cfg.batch_size,
             threads=cfg.decode_threads,
+            skip_nonref=cfg.skip_nonref,
         )
         times, pts, scores = [], [], []
         with Prefetcher(sampler, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
@@ -352,14 +368,8 @@ class Detector:
             )
             cam, guided, _ = gradcam_and_guided_backprop(self.model, x, targets, layer=self.layer)
             mask = soft_mask(guided, cfg.mask_intensity, cfg.gb_normalization)
-            consistency = attention_consistency(
-                self.model,
-                x,
-                targets,
-                layer=self.layer,
-                mask_intensity=cfg.mask_intensity,
-                gb_normalization=cfg.gb_normalization,
-            )
+            masked_cam = grad_cam(self.model, mask.unsqueeze(1) * x, targets, layer=self.layer)
+            consistency = map_consistency(cam, masked_cam)
             for i, event in enumerate(chunk):
                 stem = safe_stem(event.id)
                 while stem in used:
@@ -399,6 +409,36 @@ class Detector:
         started = time.perf_counter()
         video = Path(video)
         info = probe(video)
+        threads = self.torch_threads
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._detect(video, info, Path(out_dir), video_id, progress, overwrite, started)
+        finally:
+            if threads:
+                torch.set_num_threads(previous)
+
+    @property
+    def torch_threads(self) -> int:
+        """PyTorch's intra-op threads during :meth:`detect` (0: left as the process has it)."""
+        wanted = self.config.torch_threads
+        if wanted is not None:
+            return wanted
+        if self.device.type != "cpu":
+            return 0
+        return max(1, (os.cpu_count() or 2) // 2)
+
+    def _detect(
+        self,
+        video: Path,
+        info: VideoInfo,
+        out_dir: Path,
+        video_id: str | None,
+        progress: Callable[[float], None] | None,
+        overwrite: bool,
+        started: float,
+    ) -> dict[str, Any]:
         timings = _Timings()
         with staged_directory(out_dir, overwrite=overwrite) as staging:
             times, pts, scores, sampler = self._score(video, timings, info.duration_s, progress)

@@ -195,12 +195,15 @@ def write_event_maps(
         "guided_backprop_raw": f"{stem}_guided_backprop.npy",
         "mask_raw": f"{stem}_mask.npy",
     }
-    save_png_atomic(frame, maps_dir / names["frame"])
-    save_png_atomic(heat_overlay(frame, heat), maps_dir / names["gradcam_overlay"])
     grey = (magnitude * 255).round().astype(np.uint8)
-    save_png_atomic(grey, maps_dir / names["guided_backprop"])
     masked = (frame.astype(np.float32) * soft[..., None]).round().astype(np.uint8)
-    save_png_atomic(masked, maps_dir / names["masked_frame"])
+    for key, image in (
+        ("frame", frame),
+        ("gradcam_overlay", heat_overlay(frame, heat)),
+        ("guided_backprop", grey),
+        ("masked_frame", masked),
+    ):
+        save_png_atomic(image, maps_dir / names[key], compress_level=1)
     np.save(maps_dir / names["gradcam_raw"], cam.astype(np.float32))
     np.save(maps_dir / names["guided_backprop_raw"], guided.astype(np.float32))
     np.save(maps_dir / names["mask_raw"], mask.astype(np.float32))

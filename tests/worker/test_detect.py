@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from models import CheckpointError
+from models.atcon import attention_consistency
 from models.attention import gradcam_and_guided_backprop
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, file_sha256, save_checkpoint
@@ -127,9 +128,10 @@ def test_scores_and_maps_match_a_direct_computation(
     (event,) = document["events"]
     peak = int(np.argmin(np.abs(saved["times"] - event["peak_s"])))
     (peak_frame,) = extract_frames(ward.video, [int(saved["pts"][peak])], sizes=[(INPUT, INPUT)])
-    cam, guided, _ = gradcam_and_guided_backprop(
-        model, normalise(peak_frame[0][None]), torch.tensor([0])
-    )
+    x = normalise(peak_frame[0][None])
+    cam, guided, _ = gradcam_and_guided_backprop(model, x, torch.tensor([0]))
+    consistency = float(attention_consistency(model, x, torch.tensor([0]))[0])
+    assert event["attention_consistency"] == pytest.approx(consistency, abs=1e-4)
     out = tmp_path / "out"
     np.testing.assert_allclose(np.load(out / event["maps"]["gradcam_raw"]), cam[0], atol=1e-5)
     np.testing.assert_allclose(

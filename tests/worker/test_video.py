@@ -21,6 +21,7 @@ from worker._exceptions import (
     VideoDecodeError,
 )
 from worker._prefetch import Prefetcher
+from worker.synth import SynthConfig, synthesize
 from worker.video import FrameSampler, _Timeline, extract_frames, probe
 
 
@@ -73,6 +74,16 @@ def test_source_slower_than_the_sampling_rate_gives_each_frame_once(tmp_path: Pa
     times, _, frames, _ = sample(path, fps=4.0)
     np.testing.assert_allclose(times, [0.0, 1.0, 2.0, 3.0])
     assert [frame_index(f, 4) for f in frames] == [0, 1, 2, 3]
+
+
+def test_skipping_non_reference_frames_keeps_exact_times(tmp_path: Path) -> None:
+    config = SynthConfig(seconds=4.0, fps=15.0, width=160, height=120, frames_fps=0)
+    path = synthesize(tmp_path, config, frames=False).video  # x264 with B-frames
+    all_times, _, _, full = sample(path, fps=15.0)
+    times, _, _, skipping = sample(path, fps=2.0, skip_nonref=True)
+    assert skipping.stats.decoded_frames < full.stats.decoded_frames == 60
+    assert set(np.round(times, 9)) <= set(np.round(all_times, 9))
+    assert len(times) == 8  # one per instant 0, 0.5, ..., 3.5
 
 
 # -- time: variable frame rate and odd time bases ----------------------------------------
