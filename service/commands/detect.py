@@ -58,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-gap", type=float, default=1.0, help="merge gaps shorter (s)")
     parser.add_argument("--padding", type=float, default=0.0, help="widen events by (s)")
     parser.add_argument("--no-maps", action="store_true", help="skip the attention maps")
+    parser.add_argument(
+        "--skip-nonref",
+        action="store_true",
+        help="decoder skips frames nothing refers to (B-frames): faster, samples up to a "
+        "few frames early",
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, help="PyTorch threads while detecting (default: half)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             merge_gap_s=args.merge_gap,
             padding_s=args.padding,
             maps=not args.no_maps,
+            skip_nonref=args.skip_nonref,
+            torch_threads=args.torch_threads,
         )
         detector = Detector(args.checkpoint, config=config, model_version=args.model_version)
         with tqdm(total=100, desc="detecting", unit="%", disable=not sys.stderr.isatty()) as bar:

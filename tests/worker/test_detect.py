@@ -295,6 +295,34 @@ def test_rotated_video_gives_upright_maps(detector: Detector, tmp_path: Path) ->
     assert frame[:6, -6:].mean() > 200  # the coded top-left marker is now top-right
 
 
+@pytest.mark.gpu
+def test_cuda_agrees_with_cpu(
+    checkpoint: Path, ward: SynthResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 means float32
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    runs = {"cpu": ("cpu", "float32"), "cuda32": ("cuda", "float32"), "cuda": ("cuda", "auto")}
+    documents, scores = {}, {}
+    for name, (device, precision) in runs.items():
+        config = DetectionConfig(device=device, precision=precision, thresholds=EVERYTHING_STAFF)
+        documents[name] = Detector(checkpoint, config=config).detect(ward.video, tmp_path / name)
+        scores[name] = np.load(tmp_path / name / "scores.npz")["scores"]
+    assert documents["cuda"]["model"]["device"].startswith("cuda")
+    assert documents["cuda"]["model"]["precision"] in ("bfloat16", "float16")
+    np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=0.02)
+    np.testing.assert_allclose(scores["cuda32"], scores["cpu"], atol=1e-4)
+    (cpu_event,), (gpu_event,) = documents["cpu"]["events"], documents["cuda32"]["events"]
+    assert gpu_event["peak_s"] == cpu_event["peak_s"]
+    assert gpu_event["attention_consistency"] == pytest.approx(
+        cpu_event["attention_consistency"], abs=1e-3
+    )
+    cams = [
+        np.load(tmp_path / name / event["maps"]["gradcam_raw"])
+        for name, event in (("cpu", cpu_event), ("cuda32", gpu_event))
+    ]
+    np.testing.assert_allclose(cams[1], cams[0], rtol=1e-3, atol=1e-4)
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
