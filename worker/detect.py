@@ -3,7 +3,7 @@
 One :class:`Detector` loads a checkpoint once and serves any number of videos (the
 queue worker keeps one per process). For each video:
 
-1. :func:`worker.video.probe` rejects what is not a decodable video, before anything
+1. :func:`worker.probe.probe` rejects what is not a decodable video, before anything
    is written;
 2. a decoder thread samples frames at ``sample_fps`` by presentation time, resized
    by FFmpeg straight to the model's input size, and hands them over a bounded queue
@@ -53,6 +53,7 @@ from models.events import Event, segment_events
 
 from ._exceptions import CheckpointMismatchError
 from ._prefetch import Prefetcher
+from .probe import VideoInfo, probe
 from .results import (
     EVENTS_FILE,
     MAPS_DIR,
@@ -63,7 +64,7 @@ from .results import (
     write_event_maps,
     write_json,
 )
-from .video import FrameSampler, VideoInfo, extract_frames, probe
+from .video import FrameSampler, extract_frames
 
 __all__ = ["PRECISIONS", "DetectionConfig", "Detector", "cpu_has_native_bfloat16"]
 
