@@ -48,6 +48,7 @@ __all__ = [
     "atcon_loss",
     "attention_consistency",
     "check_twice_differentiable",
+    "map_consistency",
     "pearson",
     "soft_mask",
 ]
@@ -195,6 +196,17 @@ def _consistency_terms(
     second, _ = grad_cam_with_targets(
         model, mask.unsqueeze(1) * images, classes, layer=target_layer, create_graph=create_graph
     )
+    return map_consistency(first, second, similarity)
+
+
+def map_consistency(first: Tensor, second: Tensor, similarity: str = "pearson") -> Tensor:
+    r"""Step 6 on given maps: similarity of :math:`\sigma(z(M^1_i))` and :math:`\sigma(z(M^2_i))`.
+
+    ``first`` and ``second`` are Grad-CAM maps (N, h, w) of the images and of the
+    masked images; returns (N,). Lets inference that already holds :math:`M^1` and
+    the mask score consistency with one more Grad-CAM pass instead of three.
+    """
+    _check_option("similarity", similarity, SIMILARITIES)
     a = torch.sigmoid(_standardize(first))
     b = torch.sigmoid(_standardize(second))
     return pearson(a, b) if similarity == "pearson" else _global_ssim(a, b)

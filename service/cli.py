@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.commands.serve", "run the HTTP API (and, without Redis, its workers)"),
     "worker": ("service.commands.worker", "consume a job queue (detect or finetune)"),
     "token": ("service.commands.token", "create API tokens"),
+    "detect": ("service.commands.detect", "find the events in a video, with attention maps"),
+    "synth": ("service.commands.synth", "write synthetic ward videos with ground truth"),
 }
 
 

@@ -21,9 +21,12 @@ import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
+from worker._exceptions import VideoDecodeError
+from worker.probe import VideoInfo, probe
+
 from .._exceptions import UploadError, UploadTooLargeError
 
-__all__ = ["FILE_FIELD", "ReceivedFile", "receive_upload"]
+__all__ = ["FILE_FIELD", "ReceivedFile", "probe_upload", "receive_upload"]
 
 FILE_FIELD = "file"
 #: room for the multipart framing and small extra fields in Content-Length
@@ -170,3 +173,16 @@ async def receive_upload(
             dest.unlink()
         raise
     return ReceivedFile(dest, writer.size, writer.filename)
+
+
+def probe_upload(path: Path) -> VideoInfo:
+    """:func:`worker.probe.probe` on a received upload, its errors phrased for the client.
+
+    The probe's messages name the file, here a server-chosen temporary name that means
+    nothing to the client (and is not for it to see): it becomes "the file".
+    """
+    try:
+        return probe(path)
+    except VideoDecodeError as exc:
+        message = str(exc).replace(repr(path.name), "the file", 1)
+        raise type(exc)(message[:1].upper() + message[1:]) from exc

@@ -43,6 +43,7 @@ def reject(client, auth, status: int, **request) -> str:
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert body["status"] == status and len(body["detail"]) > 20
+    assert ".part" not in body["detail"] and "upload-" not in body["detail"]  # no server names
     return body["detail"]
 
 

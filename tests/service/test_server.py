@@ -1,8 +1,8 @@
 """The API as a real uvicorn process (``atcon serve``), with real Redis where it says so.
 
 * end to end with Redis (db 13): upload over HTTP, the job in Redis, range reads,
-  the size limit on a streamed body, delete; with ``worker.detect`` merged, a real
-  ``atcon worker detect`` process turns the upload into events and maps;
+  the size limit on a streamed body, delete; and a real ``atcon worker detect``
+  process turning an upload into events and maps read back over HTTP;
 * Redis stopped while the API runs (a private redis-server): uploads answer 503 with
   a clear message, nothing accepted is lost, and work proceeds once Redis is back;
 * the embedded default (no Redis): after a restart, uploads without results are
@@ -10,8 +10,6 @@
 """
 
 from __future__ import annotations
-
-import importlib.util
 
 import httpx
 import pytest
@@ -23,11 +21,6 @@ from worker.settings import Role
 from worker.storage import Storage
 
 pytestmark = pytest.mark.slow
-
-needs_detector = pytest.mark.skipif(
-    importlib.util.find_spec("worker.detect") is None,
-    reason="worker.detect (the video pipeline, issue 4) is not merged yet",
-)
 
 
 def bearer(tokens, role: Role) -> dict[str, str]:
@@ -107,7 +100,6 @@ def test_end_to_end_with_redis(tmp_path, server_env, tokens):
             assert server.stop_cleanly(), server.output()
 
 
-@needs_detector
 @pytest.mark.redis
 def test_end_to_end_detection_with_a_worker_process(tmp_path, server_env, tokens):
     from .test_health import tiny_checkpoint
@@ -220,7 +212,6 @@ def test_embedded_restart_requeues_uploads_without_results(tmp_path, server_env,
         assert server.stop_cleanly(), server.output()
 
 
-@needs_detector
 def test_embedded_default_detects(tmp_path, server_env, tokens):
     from .test_health import tiny_checkpoint
 

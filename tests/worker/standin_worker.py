@@ -1,4 +1,4 @@
-"""A worker process whose detection stands in for ``worker.detect`` (not merged yet).
+"""A worker process with a slow stand-in for detection, for the crash test.
 
 ``python -m tests.worker.standin_worker NAME STEP_S`` consumes the ``detect`` queue
 named by the ``ATCON_*`` environment with the real :class:`worker.jobs.Worker`

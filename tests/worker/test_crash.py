@@ -2,13 +2,12 @@
 
 Real Redis (db 14), real worker processes with the real queue, leases and heartbeats.
 Every job must finish, each exactly once in the results. The first test's workers
-run a stand-in detection (``tests/worker/standin_worker.py``) until ``worker.detect``
-lands; the second runs ``atcon worker detect`` itself and is skipped until then.
+run a slow stand-in detection (``tests/worker/standin_worker.py``) whose pace lets the
+test count publications; the second runs ``atcon worker detect`` itself.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 
@@ -117,10 +116,6 @@ def test_killed_worker_jobs_finish_exactly_once(tmp_path):
             queue.close()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("worker.detect") is None,
-    reason="worker.detect (the video pipeline, issue 4) is not merged yet",
-)
 def test_killed_detect_worker_jobs_finish_exactly_once(tmp_path):
     from tests.service.test_health import tiny_checkpoint
 

@@ -1,14 +1,12 @@
 """The worker: jobs run in-process with heartbeats, progress, retries; the model cache.
 
-The detection model itself is ``worker.detect.Detector`` (the video pipeline); until
-that module exists the detection job runs here against a stand-in with the same
-``detect(video, out_dir, *, video_id, progress)`` contract, and the tests marked
-``needs_detector`` run the real one once it is importable.
+Most tests run the detection job against a fast stand-in with the contract of
+``worker.detect.Detector`` (``detect(video, out_dir, *, video_id, progress)``);
+``test_real_detector_through_the_worker`` runs the real one.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from pathlib import Path
@@ -22,11 +20,6 @@ from worker.memory_queue import MemoryQueue
 from worker.queue import JobState
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
-
-needs_detector = pytest.mark.skipif(
-    importlib.util.find_spec("worker.detect") is None,
-    reason="worker.detect (the video pipeline, issue 4) is not merged yet",
-)
 
 
 @pytest.fixture
@@ -255,7 +248,6 @@ def test_reconcile_requeues_uploads_without_results(queue, storage):
     assert reconcile(storage, queue) == []
 
 
-@needs_detector
 def test_real_detector_through_the_worker(queue, storage, settings, tmp_path):
     from tests.service.test_health import tiny_checkpoint
 

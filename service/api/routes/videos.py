@@ -20,14 +20,13 @@ from worker._exceptions import (
     VideoNotFoundError,
 )
 from worker.jobs import DETECT
-from worker.probe import probe_video
 from worker.queue import Job, JobQueue, JobState
 from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
 
 from ...core.maps import MapKind, available_kinds, map_source, render_heat_png
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
-from ...core.uploads import FILE_FIELD, receive_upload
+from ...core.uploads import FILE_FIELD, probe_upload, receive_upload
 from ..deps import AdminDep, EventId, OperatorDep, RuntimeDep, VideoId, ViewerDep
 from ..schemas import UploadAccepted, VideoList, VideoPublic, VideoUrls
 
@@ -130,7 +129,7 @@ async def upload_video(
         chunk=settings.upload_chunk_bytes,
     )
     try:
-        probe = await run_in_threadpool(probe_video, received.path)
+        probe = await run_in_threadpool(probe_upload, received.path)
     except VideoDecodeError:
         received.path.unlink(missing_ok=True)
         runtime.audit.record("upload", principal.name, outcome="rejected: not a video")
