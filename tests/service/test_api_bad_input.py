@@ -241,22 +241,14 @@ def test_viewer_uploading(client, auth, settings, healthy):
 
 
 def test_a_full_disk_is_a_507_and_leaves_nothing(client, auth, settings, monkeypatch, healthy):
-    """The data directory's disk fills up mid-upload (the OS answers ENOSPC)."""
+    """The data directory's disk fills up mid-upload: the OS answers ENOSPC."""
     import errno
-    import io
+    import os
 
-    real_open = open
+    def disk_full(fd, buffers):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    class FullDisk(io.FileIO):
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    def open_full(path, mode="r", *args, **kwargs):
-        if "w" in mode and str(path).endswith(".part"):
-            return FullDisk(path, "w")
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", open_full)
+    monkeypatch.setattr(os, "writev", disk_full)
     try:
         detail = upload_file(client, auth, media.video_bytes(), 507)
     finally:
