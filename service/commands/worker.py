@@ -36,7 +36,7 @@ def _healthcheck(kind: str) -> int:
     import json
 
     from worker._exceptions import AtconError
-    from worker.jobs import ModelCache
+    from worker.model_cache import ModelCache
     from worker.queue import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage

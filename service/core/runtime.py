@@ -14,7 +14,8 @@ from typing import Any
 
 from models._exceptions import CheckpointError
 from worker._exceptions import JobError, QueueError, StorageError
-from worker.jobs import DETECT, JOB_KINDS, ModelCache, Worker, model_version, reconcile
+from worker.jobs import DETECT, JOB_KINDS, Worker, reconcile
+from worker.model_cache import ModelCache, model_version
 from worker.queue import JobQueue, open_queue
 from worker.settings import Settings
 from worker.storage import ModelRef, Storage

@@ -15,8 +15,9 @@ import pytest
 
 from tests import media
 from worker._exceptions import JobError, VideoDecodeError
-from worker.jobs import JobContext, JobOutcome, ModelCache, Worker, detect_video, reconcile
+from worker.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
 from worker.memory_queue import MemoryQueue
+from worker.model_cache import ModelCache
 from worker.queue import JobState
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
