@@ -1,7 +1,7 @@
 """Real Redis for tests: the machine's server on 127.0.0.1:6379, one database per suite.
 
-The service's tests own databases 11-14, flushed before and after each test; the
-machine's Redis itself is never stopped. A private server (for "Redis stopped"
+The service's tests own databases 11-14 and the pages' tests 8-9, flushed before and
+after each test; the machine's Redis itself is never stopped. A private server (for "Redis stopped"
 tests) is started on a free port with :func:`private_redis`.
 """
 
@@ -20,7 +20,8 @@ import redis
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
-#: database of each suite; never 0-10 (other parts of the product) nor above 14
+#: database of each suite; never 0-7 or 10 (other parts of the product) nor above 14
+DB_PAGES = 8
 DB_QUEUE = 11
 DB_API = 12
 DB_E2E = 13
@@ -28,8 +29,8 @@ DB_CRASH = 14
 
 
 def redis_url(db: int, port: int = REDIS_PORT) -> str:
-    if not 11 <= db <= 14:
-        raise ValueError(f"db must be one of the service's databases 11-14, got {db}")
+    if not (11 <= db <= 14 or db in (8, 9)):
+        raise ValueError(f"db must be one of the service's databases 8-9 or 11-14, got {db}")
     return f"redis://{REDIS_HOST}:{port}/{db}"
 
 

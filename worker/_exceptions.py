@@ -15,6 +15,9 @@
           +-- StorageError                     the data directory cannot be used as asked
           |    +-- InvalidIdError (ValueError) an id that is not of the server's form
           |    +-- VideoNotFoundError          no video with that id is stored
+          |    +-- EventNotFoundError          the video's results hold no such event
+          |    +-- NoResultsError              the video has no results yet (still queued,
+          |                                    running, or failed)
           +-- QueueError                       the job queue refused an operation
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
@@ -34,9 +37,11 @@ __all__ = [
     "AtconError",
     "CheckpointMismatchError",
     "EmptyVideoError",
+    "EventNotFoundError",
     "InvalidIdError",
     "JobError",
     "JobNotFoundError",
+    "NoResultsError",
     "NoVideoStreamError",
     "NotAVideoError",
     "QueueError",
@@ -92,6 +97,14 @@ class InvalidIdError(StorageError, ValueError):
 
 class VideoNotFoundError(StorageError):
     """No video with that id is stored."""
+
+
+class EventNotFoundError(StorageError):
+    """The video's results hold no event with that id."""
+
+
+class NoResultsError(StorageError):
+    """The video has no results yet: its job is queued, running, or failed."""
 
 
 class QueueError(WorkerError):

@@ -70,6 +70,14 @@ class MemoryQueue(JobQueue):
                 raise JobNotFoundError(f"no job {job_id}")
             return self._copy(job)
 
+    def jobs(self, kind: str, limit: int = 50) -> list[Job]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._lock:
+            found = [job for job in self._jobs.values() if job.kind == kind]
+            found.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
+            return [self._copy(job) for job in found[:limit]]
+
     def _housekeep(self, now: float) -> None:
         """Move due retries and expired leases back to the ready queues (lock held)."""
         while self._delayed and self._delayed[0][0] <= now:

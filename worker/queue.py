@@ -126,6 +126,10 @@ class JobQueue(abc.ABC):
         return found
 
     @abc.abstractmethod
+    def jobs(self, kind: str, limit: int = 50) -> list[Job]:
+        """The ``limit`` most recently created jobs of ``kind`` in any state, newest first."""
+
+    @abc.abstractmethod
     def reserve(self, kind: str, consumer: str, timeout_s: float) -> Lease | None:
         """The next job of ``kind`` for ``consumer``, waiting up to ``timeout_s``."""
 

@@ -338,6 +338,18 @@ class RedisQueue(JobQueue):
             rows = pipe.execute()
         return {row["job_id"]: self._job_from_hash(row) for row in rows if row}
 
+    def jobs(self, kind: str, limit: int = 50) -> list[Job]:
+        """Every job of ``kind`` is in one of its per-state sets; read them all, sort by
+        creation time. Fine for the tens to thousands of jobs a kind like ``finetune``
+        accumulates; the sets are never scanned on a hot path."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with self._errors():
+            ids = self.client.sunion([self._key("jobs", kind, s.value) for s in JobState])
+        found = list(self.get_many(sorted(ids)).values())
+        found.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
+        return found[:limit]
+
     def _start(self, kind: str, consumer: str, entry: str, job_id: str) -> Lease | None:
         outcome = self._run("start", kind, job_id, consumer, entry, self.settings.max_attempts)
         if outcome[0] != "ok":

@@ -6,8 +6,11 @@ path)::
     <data_dir>/
       uploads/<video_id>/source       the uploaded bytes
       uploads/<video_id>/video.json   VideoRecord: probe metadata, client file name, job id
+      uploads/<video_id>/reviews.json clinicians' verdicts on its events (worker.reviews)
       results/<video_id>/             the detector's output: events.json, scores, maps/
       models/                         model versions and the ACTIVE pointer (worker.versions)
+      frames/                         the frame pool for fine-tuning (worker.frame_pool)
+      session.key                     signs the web pages' session cookies (service)
       tmp/                            partial uploads and results being built
       audit.log                       JSON lines: who read, uploaded or deleted what
 

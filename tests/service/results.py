@@ -36,7 +36,13 @@ class ResultsWriter:
     def __init__(self, data_dir: Path) -> None:
         self.storage = Storage(data_dir)
 
-    def write(self, video_id: str, events: int = 2, model_version: str = "v-test") -> dict:
+    def write(
+        self,
+        video_id: str,
+        events: int = 2,
+        model_version: str = "v-test",
+        consistency: float | None = 0.5,
+    ) -> dict:
         staging = self.storage.staging_dir(video_id) / "results"
         (staging / "maps").mkdir(parents=True)
         listed = []
@@ -58,7 +64,7 @@ class ResultsWriter:
                     "peak_s": 1.5 + index,
                     "score": 0.9,
                     "mean_score": 0.8,
-                    "attention_consistency": 0.5,
+                    "attention_consistency": consistency,
                     "maps": maps,
                 }
             )
@@ -67,7 +73,11 @@ class ResultsWriter:
             "video_id": video_id,
             "video": {"width": 8, "height": 6},
             "sampling": {"samples": 10},
-            "model": {"version": model_version},
+            "model": {
+                "version": model_version,
+                "class_names": ["bed_exit", "staff"],
+                "input_size": 16,
+            },
             "events": listed,
         }
         (staging / "events.json").write_text(json.dumps(content))
