@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from worker.queue import JobQueue
 
-from .api.routes import health, jobs, videos
+from .api.routes import health, jobs, reviews, videos
 from .core.config import Settings, get_settings
 from .core.problems import install_problem_handlers
 from .core.runtime import Runtime
@@ -60,6 +60,7 @@ def create_app(
 
     install_problem_handlers(app)
     app.include_router(videos.router)
+    app.include_router(reviews.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
     return app

@@ -21,6 +21,7 @@ from worker.storage import Storage
 from ..core.config import Role, Settings
 from ..core.runtime import Runtime
 from ..core.security import Principal, authenticate
+from ..core.sessions import COOKIE_NAME, CSRF_HEADER
 
 __all__ = [
     "AdminDep",
@@ -75,11 +76,34 @@ _bearer = HTTPBearer(
 )
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_principal(
-    settings: SettingsDep,
+    request: Request,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller: a bearer token, else the web pages' session cookie.
+
+    A request authenticated by the cookie that changes something must carry the
+    session's CSRF secret in ``X-CSRF-Token`` (see :mod:`service.core.sessions`).
+    """
+    settings = runtime.settings
     token = credentials.credentials if credentials is not None else None
+    if token is None and COOKIE_NAME in request.cookies:
+        session = runtime.sessions.decode(request.cookies[COOKIE_NAME])
+        principal = runtime.sessions.principal(session, settings) if session else None
+        if principal is not None:
+            if request.method not in _SAFE_METHODS and not runtime.sessions.check_csrf(
+                session, request.headers.get(CSRF_HEADER)
+            ):
+                raise HTTPException(
+                    403,
+                    f"this request came with a browser session but without its CSRF token "
+                    f"(the {CSRF_HEADER} header); reload the page and try again",
+                )
+            return principal
     principal = authenticate(token, settings)
     if principal is None:
         detail = (

@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from worker.queue import Job, JobState
+from worker.reviews import EventReview, Verdict
 
 __all__ = [
     "DeadLetters",
     "JobPublic",
     "Readiness",
+    "ReviewCreate",
+    "ReviewPublic",
     "UploadAccepted",
     "VideoList",
     "VideoPublic",
@@ -94,3 +97,33 @@ class VideoList(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, Any]
+
+
+class ReviewCreate(BaseModel):
+    """A clinician's verdict on one event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict = Field(
+        description="confirmed: the event happened; false_positive: it did not"
+    )
+
+
+class ReviewPublic(BaseModel):
+    event_id: str
+    verdict: Verdict
+    reviewer: str = Field(description="the name of the token that reviewed it")
+    reviewed_at: dt.datetime
+    label: str
+    start_s: float
+    end_s: float
+    peak_s: float | None
+    model_version: str | None
+    frame_id: str | None = Field(
+        description="the event's peak frame in the frame pool, labeled by this verdict"
+    )
+    frame_labels: list[str] = Field(description="[label] when confirmed, [] when not")
+
+    @classmethod
+    def from_review(cls, review: EventReview) -> ReviewPublic:
+        return cls.model_validate(review.to_dict())

@@ -2,8 +2,9 @@
 
 ``GET /v1/videos/{id}/events`` is what pages and clients poll; re-reading and
 re-serialising the JSON each time would cost more than the rest of the request. The
-cache key is the file's inode, size and modification time, so a re-published result
-(a new rename) is seen at once.
+cache key is the file's inode, size and modification time (with those of the video's
+``reviews.json``, which the answer includes), so a re-published result or a new
+review (each a new rename) is seen at once.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EventsCache"]
+__all__ = ["EventsCache", "Version"]
+
+#: what identifies one version of the files an answer is built from
+Version = tuple[Any, ...]
 
 
 class EventsCache:
     def __init__(self, max_entries: int = 256) -> None:
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Version, bytes]] = OrderedDict()
 
     @staticmethod
     def version(path: Path) -> tuple[int, int, int] | None:
@@ -32,7 +36,7 @@ class EventsCache:
             return None
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    def get(self, key: str, version: tuple[int, int, int]) -> bytes | None:
+    def get(self, key: str, version: Version) -> bytes | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != version:
@@ -43,7 +47,7 @@ class EventsCache:
     def build(
         self,
         key: str,
-        version: tuple[int, int, int],
+        version: Version,
         content: dict[str, Any],
         decorate: Callable[[dict[str, Any]], None],
     ) -> bytes:

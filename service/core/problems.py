@@ -18,8 +18,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker._exceptions import (
+    EventNotFoundError,
     InvalidIdError,
     JobNotFoundError,
+    NoResultsError,
     QueueError,
     QueueUnavailableError,
     StorageError,
@@ -180,8 +182,10 @@ def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
         return exc.status, None
     if isinstance(exc, VideoDecodeError | InvalidIdError):
         return 422, None
-    if isinstance(exc, VideoNotFoundError | JobNotFoundError):
+    if isinstance(exc, VideoNotFoundError | JobNotFoundError | EventNotFoundError):
         return 404, None
+    if isinstance(exc, NoResultsError):
+        return 409, None
     if isinstance(exc, QueueUnavailableError):
         return 503, {"Retry-After": "30"}
     if isinstance(exc, QueueError):

@@ -22,6 +22,7 @@ from worker.storage import ModelRef, Storage
 
 from .audit import AuditLog
 from .events_cache import EventsCache
+from .sessions import SessionCodec, load_secret
 
 __all__ = ["ModelCheck", "ModelStatus", "Runtime"]
 
@@ -33,6 +34,8 @@ class ModelStatus:
     ok: bool
     version: str | None
     detail: str
+    #: the classes the model predicts (empty unless it loaded)
+    class_names: tuple[str, ...] = ()
 
 
 class ModelCheck:
@@ -71,10 +74,10 @@ class ModelCheck:
         from models.checkpoint import load_checkpoint
 
         try:
-            load_checkpoint(ref.checkpoint)
+            _, info = load_checkpoint(ref.checkpoint)
         except CheckpointError as exc:
             return ModelStatus(False, ref.version, str(exc))
-        return ModelStatus(True, model_version(ref), "loadable")
+        return ModelStatus(True, model_version(ref), "loadable", tuple(info.class_names))
 
     @property
     def version(self) -> str | None:
@@ -88,6 +91,8 @@ class Runtime:
     queue: JobQueue
     audit: AuditLog
     model_check: ModelCheck
+    #: signs the browser pages' session cookies (secret: <data_dir>/session.key)
+    sessions: SessionCodec
     events_cache: EventsCache = field(default_factory=EventsCache)
     workers: list[Worker] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -108,6 +113,7 @@ class Runtime:
             queue=queue or open_queue(settings),
             audit=AuditLog(storage.audit_log),
             model_check=ModelCheck(storage, settings),
+            sessions=SessionCodec(load_secret(storage.root / "session.key")),
         )
         try:
             reconcile(storage, runtime.queue)

@@ -1,5 +1,5 @@
-"""One router per resource: videos, jobs, health (healthz, readyz, metrics)."""
+"""One router per resource: videos, reviews, jobs, health (healthz, readyz, metrics)."""
 
-from . import health, jobs, videos
+from . import health, jobs, reviews, videos
 
-__all__ = ["health", "jobs", "videos"]
+__all__ = ["health", "jobs", "reviews", "videos"]

@@ -21,6 +21,7 @@ from worker._exceptions import (
 )
 from worker.jobs import DETECT
 from worker.queue import Job, JobQueue, JobState
+from worker.reviews import REVIEWS_NAME, EventReview, read_reviews, review_of
 from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
 
 from ...core.maps import MapKind, available_kinds, map_source, render_heat_png
@@ -30,7 +31,7 @@ from ...core.uploads import FILE_FIELD, probe_upload, receive_upload
 from ..deps import AdminDep, EventId, OperatorDep, RuntimeDep, VideoId, ViewerDep
 from ..schemas import UploadAccepted, VideoList, VideoPublic, VideoUrls
 
-__all__ = ["router"]
+__all__ = ["job_or_none", "router", "video_public"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _model_version(events: dict[str, Any]) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def _public(record: VideoRecord, job: Job | None, storage: Storage) -> VideoPublic:
+def video_public(record: VideoRecord, job: Job | None, storage: Storage) -> VideoPublic:
     events = storage.read_events(record.video_id)
     status: JobState | None = job.status if job is not None else None
     progress = job.progress if job is not None else None
@@ -102,7 +103,7 @@ def _public(record: VideoRecord, job: Job | None, storage: Storage) -> VideoPubl
     )
 
 
-def _job_or_none(queue: JobQueue, job_id: str) -> Job | None:
+def job_or_none(queue: JobQueue, job_id: str) -> Job | None:
     try:
         return queue.get(job_id)
     except (JobNotFoundError, QueueUnavailableError):
@@ -181,7 +182,7 @@ def list_videos(
         jobs = runtime.queue.get_many([r.job_id for r in page])
     runtime.audit.record("list_videos", principal.name)
     return VideoList(
-        videos=[_public(r, jobs.get(r.job_id), runtime.storage) for r in page],
+        videos=[video_public(r, jobs.get(r.job_id), runtime.storage) for r in page],
         total=len(records),
     )
 
@@ -195,14 +196,14 @@ def list_videos(
 def get_video(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> VideoPublic:
     record = runtime.storage.get_video(video_id)
     runtime.audit.record("read_video", principal.name, video_id=video_id)
-    return _public(record, _job_or_none(runtime.queue, record.job_id), runtime.storage)
+    return video_public(record, job_or_none(runtime.queue, record.job_id), runtime.storage)
 
 
 def _events_or_409(runtime: Runtime, video_id: str) -> dict[str, Any]:
     record = runtime.storage.get_video(video_id)
     events = runtime.storage.read_events(video_id)
     if events is None:
-        job = _job_or_none(runtime.queue, record.job_id)
+        job = job_or_none(runtime.queue, record.job_id)
         state = f"its job is {job.status.value}" if job is not None else "its job is unknown"
         if job is not None and job.status is JobState.running:
             state += f" ({job.progress:.0%} done)"
@@ -214,7 +215,16 @@ def _events_or_409(runtime: Runtime, video_id: str) -> dict[str, Any]:
     return events
 
 
-def _add_map_urls(video_id: str) -> Callable[[dict[str, Any]], None]:
+def _events_and_reviews(
+    runtime: Runtime, video_id: str
+) -> tuple[dict[str, Any], dict[str, EventReview]]:
+    events = _events_or_409(runtime, video_id)
+    return events, read_reviews(runtime.storage, video_id)
+
+
+def _decorate(video_id: str, reviews: dict[str, EventReview]) -> Callable[[dict[str, Any]], None]:
+    """Adds each event's map URLs and its review (None when not reviewed)."""
+
     def decorate(events: dict[str, Any]) -> None:
         for event in events.get("events") or []:
             if isinstance(event, dict) and "id" in event:
@@ -222,13 +232,15 @@ def _add_map_urls(video_id: str) -> Callable[[dict[str, Any]], None]:
                 event["map_urls"] = {
                     kind.value: f"{base}/{kind.value}.png" for kind in available_kinds(event)
                 }
+                review = review_of(event, reviews)
+                event["review"] = review.to_dict() if review is not None else None
 
     return decorate
 
 
 @router.get(
     "/{video_id}/events",
-    summary="The video's events (events.json of the detector) with map URLs",
+    summary="The video's events (events.json of the detector) with map URLs and reviews",
     response_class=Response,
     responses={
         **problem_responses(404, 409),
@@ -236,14 +248,18 @@ def _add_map_urls(video_id: str) -> Callable[[dict[str, Any]], None]:
     },
 )
 async def get_events(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> Response:
-    storage = runtime.storage
+    storage, cache = runtime.storage, runtime.events_cache
     path = storage.results_dir(video_id) / EVENTS_NAME
-    version = runtime.events_cache.version(path)
-    body = runtime.events_cache.get(video_id, version) if version is not None else None
+    reviews_path = storage.upload_dir(video_id) / REVIEWS_NAME
+    version = (cache.version(path), cache.version(reviews_path))
+    body = cache.get(video_id, version) if version[0] is not None else None
     if body is None:
-        events = await run_in_threadpool(_events_or_409, runtime, video_id)
-        version = runtime.events_cache.version(path) or (0, 0, 0)
-        body = runtime.events_cache.build(video_id, version, events, _add_map_urls(video_id))
+        events, reviews = await run_in_threadpool(_events_and_reviews, runtime, video_id)
+        if version[0] is None:  # published since the first look; stat what was read
+            version = (cache.version(path) or (0, 0, 0), cache.version(reviews_path))
+        # keyed by the versions seen *before* reading: a file changed meanwhile gets a
+        # new key, so a stale answer is never served under it
+        body = cache.build(video_id, version, events, _decorate(video_id, reviews))
     runtime.audit.record("read_events", principal.name, video_id=video_id)
     return Response(body, media_type="application/json")
 
