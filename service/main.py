@@ -20,6 +20,7 @@ from .api.routes import health, jobs, reviews, videos
 from .core.config import Settings, get_settings
 from .core.problems import install_problem_handlers
 from .core.runtime import Runtime
+from .web import install_pages
 
 __all__ = ["create_app"]
 
@@ -63,4 +64,5 @@ def create_app(
     app.include_router(reviews.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    install_pages(app)
     return app

@@ -1,0 +1,80 @@
+"""The models page (admin): versions with their cards, activation and roll-back, and
+fine-tune jobs with their progress and a button that queues one.
+
+Activating a retired version is the roll-back: the registry moves its ``ACTIVE``
+pointer and the workers pick the model up between jobs (:mod:`worker.versions`).
+The button queues a ``finetune`` job with the default settings; ``POST /v1/finetune``
+takes options.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, Response
+
+from worker._exceptions import QueueError, QueueUnavailableError
+from worker.jobs import FINETUNE
+from worker.queue import Job
+from worker.versions import ModelRegistry, UnknownVersionError, VersionError
+
+from ..core.config import Role
+from .session import PageDep, PageError
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_JOBS_SHOWN = 20
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(page: PageDep) -> Response:
+    page.require(Role.admin)
+    runtime = page.runtime
+    registry = ModelRegistry(runtime.storage.models)
+    versions = list(reversed(registry.versions()))
+    jobs: list[Job] = []
+    queue_down = False
+    try:
+        jobs = runtime.queue.jobs(FINETUNE, _JOBS_SHOWN)
+    except QueueUnavailableError:
+        queue_down = True
+    return page.render(
+        "models.html",
+        versions=versions,
+        active=registry.active_version(),
+        served=runtime.model_check.check(),
+        jobs=jobs,
+        queue_down=queue_down,
+    )
+
+
+@router.post("/models/{version}/activate", response_class=HTMLResponse)
+async def activate(version: str, page: PageDep) -> Response:
+    principal = page.require(Role.admin)
+    await page.form()
+    registry = ModelRegistry(page.runtime.storage.models)
+    try:
+        registry.activate(version, reason=f"activated by {principal.name} on the models page")
+    except UnknownVersionError:
+        raise PageError(404, "No such version", f"There is no model version {version}.") from None
+    except VersionError as exc:
+        raise PageError(409, "Cannot activate", str(exc)) from None
+    page.runtime.audit.record("activate_model", principal.name, outcome=version)
+    return page.redirect("/models?activated=" + version)
+
+
+@router.post("/models/finetune", response_class=HTMLResponse)
+async def start_finetune(page: PageDep) -> Response:
+    principal = page.require(Role.admin)
+    await page.form()
+    try:
+        job = page.runtime.queue.enqueue(FINETUNE, {})
+    except QueueUnavailableError:
+        raise PageError(
+            503, "Queue unavailable", "The job queue cannot be reached; try again in a minute."
+        ) from None
+    except QueueError as exc:
+        raise PageError(409, "Not queued", str(exc)) from None
+    page.runtime.audit.record("finetune", principal.name, job_id=job.job_id)
+    return page.redirect("/models?queued=" + job.job_id)
