@@ -33,9 +33,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ._exceptions import (
     JobError,
@@ -71,6 +71,10 @@ DETECT = "detect"
 FINETUNE = "finetune"
 
 
+class ProgressFn(Protocol):
+    def __call__(self, fraction: float, detail: Mapping[str, Any] | None = None) -> None: ...
+
+
 class LeaseLostError(Exception):
     """Raised inside a job when its lease went to another worker; the job is abandoned."""
 
@@ -92,7 +96,8 @@ class JobContext:
     settings: Settings
     storage: Storage
     models: ModelCache
-    progress: Callable[[float], None]
+    #: ``progress(fraction, detail=None)``: fraction of the work done, optional JSON detail
+    progress: ProgressFn
 
 
 @dataclass(frozen=True)
@@ -344,10 +349,10 @@ class Worker:
                     return None
                 time.sleep(min(2.0, self.settings.heartbeat_s))
 
-    def _progress_reporter(self, lease: Lease, heartbeat: _Heartbeat) -> Callable[[float], None]:
+    def _progress_reporter(self, lease: Lease, heartbeat: _Heartbeat) -> ProgressFn:
         last = [0.0, -1.0]  # time of the last report, value reported
 
-        def report(fraction: float) -> None:
+        def report(fraction: float, detail: Mapping[str, Any] | None = None) -> None:
             if heartbeat.lost.is_set():
                 raise LeaseLostError(lease.job_id)
             fraction = min(1.0, max(0.0, float(fraction)))
@@ -356,7 +361,7 @@ class Worker:
                 return
             last[0], last[1] = now, fraction
             try:
-                if not self.queue.set_progress(lease, fraction):
+                if not self.queue.set_progress(lease, fraction, detail):
                     heartbeat.lost.set()
                     raise LeaseLostError(lease.job_id)
             except QueueUnavailableError as exc:
