@@ -275,6 +275,7 @@ def finetune_atcon(
             key = "sup_norm_now" if schedule is Schedule.COMBINED else "sup_norm"
             cap = config.balance_ratio * state[key]
             scale = min(1.0, cap / norm) if norm > 0 else 1.0
+            result.extras["sup_grad_norm"] = state[key]
         _add_into(total, atcon_grads, scale)
         result.extras.update(atcon_grad_norm=norm, atcon_scale=scale, atcon_weight=weight)
         if reference is not None:

@@ -362,7 +362,7 @@ def predict_scores(
             images = items[0] if isinstance(items, (list, tuple)) else items
             logits = model(images.to(device)).float()
             scores.append(torch.sigmoid(logits) if multi_label else F.softmax(logits, dim=1))
-            if isinstance(items, (list, tuple)):
+            if isinstance(items, (list, tuple)) and len(items) > 1:
                 targets.append(items[1].float())
     finally:
         for module, flag in was_training.items():

@@ -18,6 +18,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("service.commands.demo", "run the main job end to end on generated data"),
+    "train": ("service.commands.train", "train a frame classifier (optionally with ATCON)"),
+    "finetune": ("service.commands.finetune", "ATCON fine-tune a checkpoint on unlabeled frames"),
+    "evaluate": ("service.commands.evaluate", "score a checkpoint on labeled frames (and boxes)"),
 }
 
 
