@@ -64,6 +64,9 @@ SIZE = 32
 CANVAS = 64
 NUM_CLASSES = 10
 VARIANTS = ("none", "none+guards", "max", "max+guards")
+#: the alternating schedule with ATCON weight 0: what the schedule alone costs
+CONTROL = "control"
+METHODS = ("baseline", CONTROL, *VARIANTS)
 
 
 # --------------------------------------------------------------------------- data
@@ -175,6 +178,7 @@ class Candidate:
     mask_intensity: float
     layer: str
     balance_ratio: float | None = None  # guarded variants only
+    preserve_weight: float = 0.0  # guarded variants only
 
     @property
     def guarded(self) -> bool:
@@ -189,6 +193,8 @@ class Candidate:
         ]
         if self.balance_ratio is not None:
             parts.append(f"balance={self.balance_ratio:g}")
+        if self.guarded:
+            parts.append(f"kl={self.preserve_weight:g}")
         return " ".join(parts)
 
 
@@ -247,9 +253,11 @@ def atcon_config(
         atcon_warmup_steps=settings.steps // 5 if guarded else 0,
         balance_gradients=guarded,
         balance_ratio=candidate.balance_ratio or 1.0,
-        preserve_weight=1.0 if guarded else 0.0,
+        preserve_weight=candidate.preserve_weight if guarded else 0.0,
         mask_intensity=candidate.mask_intensity,
-        gb_normalization=candidate.variant.split("+")[0],
+        gb_normalization="none"
+        if candidate.variant == CONTROL
+        else candidate.variant.split("+")[0],
         layer=candidate.layer,
         multi_label=False,
         seed=seed + 1,
@@ -317,7 +325,15 @@ def consistency_of(model: nn.Module, images: Tensor) -> float:
 def candidates_stage1(variant: str, grid: dict[str, Any]) -> list[Candidate]:
     if variant.endswith("+guards"):
         return [
-            Candidate(variant, 1.0, grid["pL"], grid["mask"], "layer4", balance_ratio=ratio)
+            Candidate(
+                variant,
+                1.0,
+                grid["pL"],
+                grid["mask"],
+                "layer4",
+                balance_ratio=ratio,
+                preserve_weight=grid["preserve"],
+            )
             for ratio in grid["balance_ratios"]
         ]
     return [
@@ -329,6 +345,8 @@ def candidates_stage2(best: Candidate, grid: dict[str, Any]) -> list[Candidate]:
     out = [dataclasses.replace(best, layer="layer3")]
     out += [dataclasses.replace(best, mask_intensity=m) for m in grid["alt_masks"]]
     out += [dataclasses.replace(best, labeled_probability=p) for p in grid["alt_pL"]]
+    if best.guarded:
+        out += [dataclasses.replace(best, preserve_weight=w) for w in grid["alt_preserve"]]
     return out
 
 
@@ -420,7 +438,7 @@ def plot_f1(results: dict[str, Any], path: Path) -> None:
 
     ks = sorted(int(k) for k in results["per_k"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    methods = ["baseline", *VARIANTS]
+    methods = list(METHODS)
     for offset, method in enumerate(methods):
         means, errors = [], []
         for k in ks:
@@ -429,7 +447,7 @@ def plot_f1(results: dict[str, Any], path: Path) -> None:
             half = paired_interval(values)[2] - mean if len(values) > 1 else 0.0
             means.append(mean)
             errors.append(half)
-        xs = [k * (1 + 0.03 * (offset - 2)) for k in ks]
+        xs = [k * (1 + 0.03 * (offset - 3)) for k in ks]
         ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=method)
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
@@ -501,10 +519,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--render-only",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="rewrite digits.md and the F1 plot from a saved --json file (no training)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     # one thread: on a shared 2-core machine two threads wait on each other (5x slower)
     torch.set_num_threads(args.threads)
+    if args.render_only is not None:
+        saved = json.loads(args.render_only.read_text())
+        args.ks = [int(k) for k in saved["per_k"]]
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_f1(saved, args.out / "digits_f1.png")
+        (args.out / "digits.md").write_text(render_page(saved, saved["command"], args))
+        print(table(saved))
+        return 0
 
     if args.quick:
         settings = Settings(
@@ -515,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             unlabeled_batch_size=8,
             warmup_lr=1e-3,
         )
-        grid = {
+        grid: dict[str, Any] = {
             "lrs": [1e-4],
             "weights": [1e-2],
             "balance_ratios": [1.0],
@@ -523,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             "mask": 8.0,
             "alt_masks": [],
             "alt_pL": [],
+            "preserve": 1.0,
+            "alt_preserve": [],
         }
         data = load_digits_data(test_per_class=10, val_per_class=5)
         seeds = list(range(min(args.seeds, 2)))
@@ -542,7 +577,9 @@ def main(argv: list[str] | None = None) -> int:
             "pL": 0.5,
             "mask": 8.0,
             "alt_masks": [32.0],
-            "alt_pL": [],
+            "alt_pL": [0.8],
+            "preserve": 1.0,
+            "alt_preserve": [0.0],
         }
         data = load_digits_data(test_per_class=50, val_per_class=20)
         seeds = list(range(args.seeds))
@@ -574,16 +611,10 @@ def main(argv: list[str] | None = None) -> int:
             baseline = run_baseline(data, split, start, settings, selection["lr"], seed)
             models = {"baseline": baseline}
             record["baseline"] = {"test_f1": f1_of(baseline, test_images, test_labels)}
-            for variant in VARIANTS:
-                run = run_atcon(
-                    data,
-                    split,
-                    start,
-                    settings,
-                    selection["chosen"][variant],
-                    selection["lr"],
-                    seed,
-                )
+            control = Candidate(CONTROL, 0.0, grid["pL"], grid["mask"], "layer4")
+            for variant in (CONTROL, *VARIANTS):
+                candidate = control if variant == CONTROL else selection["chosen"][variant]
+                run = run_atcon(data, split, start, settings, candidate, selection["lr"], seed)
                 models[variant] = run.model
                 record[variant] = {
                     "test_f1": f1_of(run.model, test_images, test_labels),
@@ -599,13 +630,13 @@ def main(argv: list[str] | None = None) -> int:
                 "K=%d seed %d: %s",
                 k,
                 seed,
-                ", ".join(f"{m} {record[m]['test_f1']:.3f}" for m in ["baseline", *VARIANTS]),
+                ", ".join(f"{m} {record[m]['test_f1']:.3f}" for m in METHODS),
             )
             runs.append(record)
             if seed == seeds[0] and k == args.ks[0]:
                 grid_models = models
         summary = {}
-        for method in ["baseline", *VARIANTS]:
+        for method in METHODS:
             f1s = [r[method]["test_f1"] for r in runs]
             entry: dict[str, Any] = {
                 "f1_mean": statistics.fmean(f1s),
@@ -622,9 +653,12 @@ def main(argv: list[str] | None = None) -> int:
                 entry.update(
                     lift=lift,
                     miou_lift=miou_lift,
+                    lift_vs_control=paired_interval(
+                        [r[method]["test_f1"] - r[CONTROL]["test_f1"] for r in runs]
+                    ),
                     wins=sum(r[method]["test_f1"] > r["baseline"]["test_f1"] for r in runs),
                     collapsed=sum(bool(r[method]["collapsed"]) for r in runs),
-                    setting=selection["chosen"][method].label(),
+                    setting=(control if method == CONTROL else selection["chosen"][method]).label(),
                 )
             summary[method] = entry
         results["per_k"][str(k)] = {
@@ -653,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(
         ["bench/digits.py", *(argv if argv is not None else sys.argv[1:])]
     )
+    results["command"] = command
     (args.out / "digits.md").write_text(render_page(results, command, args))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -702,9 +737,13 @@ def _verdict(results: dict[str, Any]) -> list[str]:
         ups = [m for m in VARIANTS if summary[m]["lift"][1] > 0]
         downs = [m for m in VARIANTS if summary[m]["lift"][2] < 0]
         best = max(VARIANTS, key=lambda m: summary[m]["lift"][0])
+        control = summary[CONTROL]["lift"]
         text = (
             f"- **K = {k}** (baseline macro-F1 {base:.3f}, {n} seeds): the best ATCON variant "
-            f"is `{best}`, lift {_fmt_interval(summary[best]['lift'])} points. "
+            f"is `{best}`, lift {_fmt_interval(summary[best]['lift'])} points over the "
+            f"baseline and {_fmt_interval(summary[best]['lift_vs_control'])} over the control "
+            f"(the same schedule with ATCON weight 0, itself {_fmt_interval(control)} over the "
+            "baseline). "
         )
         if ups:
             text += (
@@ -768,12 +807,15 @@ def render_page(results: dict[str, Any], command: str, args: argparse.Namespace)
         f"for the baseline), unlabeled batches of {s['unlabeled_batch_size']}; alpha is set so "
         "a step is supervised with probability pL = alpha|L| / (alpha|L| + |U|). BatchNorm "
         "frozen, Adam.",
+        "- Control: the same alternating schedule with ATCON weight 0 (its unlabeled steps "
+        "change nothing), to separate what the schedule costs (fewer supervised steps) from "
+        "what the ATCON loss does.",
         "- Variants: `none` = the published mask (raw Guided-Backprop magnitudes); `max` = "
         "the magnitudes divided by their per-image maximum before the threshold. `+guards` = "
         "collapse stop (window 4 batches, entropy or distinct-class fraction below half the "
         "starting model's), gradient balancing (ATCON gradient norm capped at `balance` x the "
         f"running supervised one), ATCON weight warm-up over {s['steps'] // 5} steps, and "
-        "prediction preservation KL(start || current) with weight 1.",
+        "prediction preservation KL(start || current) with weight `kl`.",
         f"- Weak localisation: {sizes['canvases']} test digits each pasted at a random place on "
         f"a {CANVAS}x{CANVAS} blank canvas; box = the digit's ink (pixels above 0.25). Grad-CAM "
         "of the true class at `layer4`, rectified, upsampled, scaled to [0, 1], thresholded at "
@@ -788,22 +830,24 @@ def render_page(results: dict[str, Any], command: str, args: argparse.Namespace)
         out += [
             f"### K = {k} labeled images per class (lr {block['lr']:g})",
             "",
-            "| method | chosen setting | macro-F1 | lift, pts [95% CI] | ATCON better | guard "
-            "stops | mIoU | mIoU lift, pts [95% CI] | consistency |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | chosen setting | macro-F1 | lift, pts [95% CI] | lift over control | "
+            "better than baseline | guard stops | mIoU | mIoU lift, pts [95% CI] | consistency |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, e in block["summary"].items():
             if method == "baseline":
                 out.append(
-                    f"| baseline | lr {block['lr']:g} | {e['f1_mean']:.3f} | | | | "
+                    f"| baseline | lr {block['lr']:g} | {e['f1_mean']:.3f} | | | | | "
                     f"{e['miou_mean']:.3f} | | {e['consistency_mean']:.3f} |"
                 )
             else:
+                name = "control (ATCON weight 0)" if method == CONTROL else f"ATCON `{method}`"
+                versus = "" if method == CONTROL else _fmt_interval(e["lift_vs_control"])
                 out.append(
-                    f"| ATCON `{method}` | {e['setting']} | {e['f1_mean']:.3f} | "
-                    f"{_fmt_interval(e['lift'])} | {e['wins']}/{n} | {e['collapsed']}/{n} | "
-                    f"{e['miou_mean']:.3f} | {_fmt_interval(e['miou_lift'])} | "
-                    f"{e['consistency_mean']:.3f} |"
+                    f"| {name} | {e['setting']} | {e['f1_mean']:.3f} | "
+                    f"{_fmt_interval(e['lift'])} | {versus} | {e['wins']}/{n} | "
+                    f"{e['collapsed']}/{n} | {e['miou_mean']:.3f} | "
+                    f"{_fmt_interval(e['miou_lift'])} | {e['consistency_mean']:.3f} |"
                 )
         out.append("")
     out += [
@@ -821,9 +865,10 @@ def render_page(results: dict[str, Any], command: str, args: argparse.Namespace)
         "",
         "Chosen per K on one selection draw (its own labeled sample and initialisation, seed "
         "100 + K), by validation macro-F1. Stage 1 tries the ATCON weight `w` (unguarded) or the "
-        "balance ratio (guarded, w = 1); stage 2 tries the best of stage 1 with the Grad-CAM "
-        "layer `layer3` and with another mask intensity `mi`. The learning rate is chosen for "
-        "the baseline and shared by ATCON (same budget).",
+        "balance ratio (guarded, w = 1, kl = 1); stage 2 tries the best of stage 1 with the "
+        "Grad-CAM layer `layer3`, with another mask intensity `mi`, with a higher labeled-step "
+        "probability `pL` and (guarded) without the preservation term. The learning rate is "
+        "chosen for the baseline and shared by ATCON (same budget).",
         "",
         "| K | method | setting | validation macro-F1 | guard stopped |",
         "|---|---|---|---|---|",
@@ -838,12 +883,12 @@ def render_page(results: dict[str, Any], command: str, args: argparse.Namespace)
         "",
         "## Per seed",
         "",
-        "| K | seed | baseline | " + " | ".join(VARIANTS) + " |",
-        "|---|---|---|" + "---|" * len(VARIANTS),
+        "| K | seed | baseline | control | " + " | ".join(VARIANTS) + " |",
+        "|---|---|---|---|" + "---|" * len(VARIANTS),
     ]
     for k, block in results["per_k"].items():
         for run in block["runs"]:
-            cells = [f"{run['baseline']['test_f1']:.3f}"] + [
+            cells = [f"{run[m]['test_f1']:.3f}" for m in ("baseline", CONTROL)] + [
                 f"{run[m]['test_f1']:.3f}" + (" (stopped)" if run[m]["collapsed"] else "")
                 for m in VARIANTS
             ]

@@ -71,7 +71,9 @@ class FinetuneConfig:
     atcon_weight: float = 1.0
     #: steps over which the ATCON weight ramps linearly from 0 to ``atcon_weight``
     atcon_warmup_steps: int = 0
-    balance_gradients: bool = False
+    #: cap the ATCON gradient norm at ``balance_ratio`` x the supervised one; ``None``:
+    #: whenever a labeled set is given (True without one is an error)
+    balance_gradients: bool | None = None
     balance_ratio: float = 1.0
     #: weight of KL(starting model || current model) on unlabeled batches
     preserve_weight: float = 0.0
@@ -201,6 +203,7 @@ def finetune_atcon(
         raise ValueError(f"the {schedule.value} schedule needs a labeled set (labeled=...)")
     if config.balance_gradients and labeled is None:
         raise ValueError("balance_gradients needs a labeled set to measure the supervised gradient")
+    balance = labeled is not None if config.balance_gradients is None else config.balance_gradients
 
     torch.manual_seed(config.seed)
     model.to(context.device)
@@ -256,20 +259,22 @@ def finetune_atcon(
             return total
         share = batch.shape[0] / global_size
         weight = config.atcon_weight * warmup_factor(step, config.atcon_warmup_steps)
-        loss = atcon_loss(
-            model,
-            batch,
-            layer=layer,
-            mask_intensity=config.mask_intensity,
-            gb_normalization=config.gb_normalization,
-            similarity=config.similarity,
-            method=config.method,
-        )
-        result.losses["atcon"] = float(loss.detach()) * share
-        atcon_grads = _grads(loss * share * weight, params) if weight > 0 else total
+        atcon_grads = total
+        if weight > 0:  # a zero weight (a control run) skips the costly loss
+            loss = atcon_loss(
+                model,
+                batch,
+                layer=layer,
+                mask_intensity=config.mask_intensity,
+                gb_normalization=config.gb_normalization,
+                similarity=config.similarity,
+                method=config.method,
+            )
+            result.losses["atcon"] = float(loss.detach()) * share
+            atcon_grads = _grads(loss * share * weight, params)
         scale = 1.0
         norm = float(gradient_norm(atcon_grads))
-        if config.balance_gradients:
+        if balance:
             if "sup_norm" not in state:
                 supervised_part(step)  # measure only; the step is not taken
             key = "sup_norm_now" if schedule is Schedule.COMBINED else "sup_norm"

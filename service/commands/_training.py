@@ -18,74 +18,74 @@ SCHEDULES = ("alternating", "combined", "unsupervised")
 
 
 def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
-    """ATCON options; ``prefix`` ("atcon-") keeps ``train``'s supervised options apart."""
-    group = parser.add_argument_group("ATCON fine-tuning")
-    group.add_argument(
-        f"--{prefix}steps",
-        dest="ft_steps",
-        type=int,
-        default=200,
-        help="fine-tuning steps (default 200)",
+    """ATCON options; ``prefix`` ("atcon-") keeps ``train``'s supervised options apart.
+
+    Options left out take the defaults of ``models.finetune.FinetuneConfig`` (chosen
+    by ``bench/digits.py``), so the dataclass is the one place they are set.
+    """
+    group = parser.add_argument_group(
+        "ATCON fine-tuning (defaults: models.finetune.FinetuneConfig)"
     )
-    group.add_argument(
-        f"--{prefix}lr",
-        dest="ft_lr",
-        type=float,
-        default=1e-4,
-        help="fine-tuning learning rate (default 1e-4)",
-    )
-    group.add_argument(
-        "--unlabeled-batch-size",
-        type=int,
-        default=16,
-        help="unlabeled images per ATCON step (default 16)",
-    )
-    group.add_argument(
+    add = group.add_argument
+    add(f"--{prefix}steps", dest="steps", type=int, help="fine-tuning steps")
+    add(f"--{prefix}lr", dest="lr", type=float, help="fine-tuning learning rate")
+    add("--unlabeled-batch-size", type=int, help="unlabeled images per ATCON step")
+    add(
         "--alpha",
         type=float,
-        default=1.0,
         help="alternating: weight of |L| in the labeled-step probability "
-        "alpha|L|/(alpha|L|+|U|); combined: weight of the ATCON term (default 1)",
+        "alpha|L|/(alpha|L|+|U|); combined: weight of the ATCON term",
     )
-    group.add_argument(
-        "--atcon-weight", type=float, default=1.0, help="multiplier of the ATCON loss (default 1)"
-    )
-    group.add_argument(
+    add("--atcon-weight", type=float, help="multiplier of the ATCON loss")
+    add(
         "--atcon-warmup",
+        dest="atcon_warmup_steps",
         type=int,
-        default=0,
         metavar="STEPS",
-        help="ramp the ATCON weight linearly over this many steps (default 0)",
+        help="ramp the ATCON weight linearly over this many steps",
     )
-    group.add_argument(
+    add(
         "--balance-gradients",
-        action="store_true",
-        help="cap the ATCON gradient norm at --balance-ratio x the supervised one",
+        action=argparse.BooleanOptionalAction,
+        help="cap the ATCON gradient norm at --balance-ratio x the supervised one "
+        "(default: on when labeled frames are given)",
     )
-    group.add_argument("--balance-ratio", type=float, default=1.0)
-    group.add_argument(
+    add("--balance-ratio", type=float)
+    add(
         "--preserve-weight",
         type=float,
-        default=0.0,
         help="weight of KL(starting model || current) on unlabeled batches",
     )
-    group.add_argument("--mask-intensity", type=float, default=8.0)
-    group.add_argument("--gb-normalization", choices=("none", "max"), default="none")
-    group.add_argument("--similarity", choices=("pearson", "ssim"), default="pearson")
-    group.add_argument(
-        "--method", choices=("guided_backprop", "integrated_gradients"), default="guided_backprop"
+    add("--mask-intensity", type=float)
+    add("--gb-normalization", choices=("none", "max"))
+    add("--similarity", choices=("pearson", "ssim"))
+    add("--method", choices=("guided_backprop", "integrated_gradients"))
+    add("--layer", help="Grad-CAM layer by module name, e.g. layer3 (default: automatic)")
+    add(
+        "--collapse-guard",
+        dest="guard_enabled",
+        action=argparse.BooleanOptionalAction,
+        help="stop when predictions on unlabeled frames collapse",
     )
-    group.add_argument(
-        "--layer",
-        default=None,
-        help="Grad-CAM layer by module name, e.g. layer3 (default: automatic)",
-    )
-    group.add_argument(
-        "--no-collapse-guard",
-        action="store_true",
-        help="do not stop when predictions on unlabeled frames collapse",
-    )
-    group.add_argument("--collapse-window", type=int, default=4, metavar="BATCHES")
+    add("--collapse-window", dest="guard_window", type=int, metavar="BATCHES")
+
+
+_FINETUNE_FIELDS = (
+    "steps",
+    "lr",
+    "unlabeled_batch_size",
+    "alpha",
+    "atcon_weight",
+    "atcon_warmup_steps",
+    "balance_gradients",
+    "balance_ratio",
+    "preserve_weight",
+    "mask_intensity",
+    "gb_normalization",
+    "similarity",
+    "method",
+    "layer",
+)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -110,29 +110,23 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def finetune_config(args: argparse.Namespace, schedule: str, batch_size: int) -> FinetuneConfig:
-    from models.finetune import FinetuneConfig
-    from models.guards import CollapseGuardConfig
+    """The options given on the command line over ``FinetuneConfig``'s defaults."""
+    import dataclasses
 
-    return FinetuneConfig(
-        schedule=schedule,
-        steps=args.ft_steps,
-        lr=args.ft_lr,
-        batch_size=batch_size,
-        unlabeled_batch_size=args.unlabeled_batch_size,
-        alpha=args.alpha,
-        atcon_weight=args.atcon_weight,
-        atcon_warmup_steps=args.atcon_warmup,
-        balance_gradients=args.balance_gradients,
-        balance_ratio=args.balance_ratio,
-        preserve_weight=args.preserve_weight,
-        mask_intensity=args.mask_intensity,
-        gb_normalization=args.gb_normalization,
-        similarity=args.similarity,
-        method=args.method,
-        layer=args.layer,
-        seed=args.seed,
-        guard=CollapseGuardConfig(enabled=not args.no_collapse_guard, window=args.collapse_window),
-    )
+    from models.finetune import FinetuneConfig
+
+    given: dict[str, Any] = {
+        name: getattr(args, name) for name in _FINETUNE_FIELDS if getattr(args, name) is not None
+    }
+    config = FinetuneConfig(schedule=schedule, batch_size=batch_size, seed=args.seed, **given)
+    guard = {
+        name: getattr(args, f"guard_{name}")
+        for name in ("enabled", "window")
+        if getattr(args, f"guard_{name}") is not None
+    }
+    if guard:
+        config.guard = dataclasses.replace(config.guard, **guard)
+    return config
 
 
 def log_path(args: argparse.Namespace) -> Path:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from models.checkpoint import file_sha256, load_checkpoint
+from models.finetune import FinetuneConfig
 from service.cli import main
 from tests.frame_data import write_boxes, write_labeled_dir, write_unlabeled_dir
 
@@ -118,13 +119,22 @@ def test_finetune_records_its_parent_and_keeps_it(data, trained, tmp_path, capsy
             str(out),
             "--steps",
             "3",
+            "--mask-intensity",
+            "4",
+            "--no-collapse-guard",
             "--no-progress",
         ]
     )
     assert code == 0
     _, info = load_checkpoint(out)
     assert info.parent_hash == parent_hash and file_sha256(trained) == parent_hash
-    assert info.config["finetune"]["schedule"] == "unsupervised"
+    tuned = info.config["finetune"]
+    assert tuned["schedule"] == "unsupervised" and tuned["steps"] == 3
+    assert tuned["mask_intensity"] == 4.0 and tuned["guard"]["enabled"] is False
+    defaults = FinetuneConfig()  # options not given keep the library's defaults
+    assert tuned["atcon_weight"] == defaults.atcon_weight
+    assert tuned["preserve_weight"] == defaults.preserve_weight
+    assert tuned["guard"]["window"] == defaults.guard.window
     assert "supervised" in info.config  # the parent's configuration is kept
     summary = json.loads(capsys.readouterr().out)
     assert summary["sha256"] == file_sha256(out)
@@ -267,6 +277,9 @@ def _train_args(labeled: Path, unlabeled: Path, out: Path) -> list[str]:
         "4",
         "--alpha",
         "2",
+        # gradient balancing measures each process's own norms (documented), so it is
+        # off here; with it on the replicas agree but differ from one process
+        "--no-balance-gradients",
         "--out",
         str(out),
         "--no-progress",
