@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from worker.queue import JobQueue
 
-from .api.routes import health, jobs, videos
+from .api.routes import finetune, frames, health, jobs, models, videos
 from .core.config import Settings, get_settings
 from .core.problems import install_problem_handlers
 from .core.runtime import Runtime
@@ -61,5 +61,8 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(videos.router)
     app.include_router(jobs.router)
+    app.include_router(frames.router)
+    app.include_router(models.router)
+    app.include_router(finetune.router)
     app.include_router(health.router)
     return app

@@ -165,12 +165,34 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
         storage.publish_results(video_id, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _collect_frames(ctx, detector, video_id, version)
     event_list = events.get("events")
     count = len(event_list) if isinstance(event_list, list) else 0
     return JobOutcome(
         {"video_id": video_id, "event_count": count, "model_version": version},
         frames=_frames_of(events),
     )
+
+
+def _collect_frames(ctx: JobContext, detector: Any, video_id: str, version: str) -> None:
+    """Feed the frame pool from a processed video; a failure here never fails the job."""
+    from .frame_pool import FramePool, collect_from_detection
+
+    settings, storage = ctx.settings, ctx.storage
+    try:
+        pool = FramePool(storage.frames, detector.info.input_size, settings.pool_val_fraction)
+        added = collect_from_detection(
+            pool,
+            detector,
+            storage.source_path(video_id),
+            storage.results_dir(video_id) / "scores.npz",
+            video_id=video_id,
+            frames_per_minute=settings.pool_frames_per_minute,
+            model_version=version,
+        )
+        logger.info("video %s: %d frames added to the frame pool", video_id, len(added))
+    except Exception:
+        logger.exception("video %s: frames not added to the frame pool", video_id)
 
 
 # -- the worker -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ path)::
       uploads/<video_id>/video.json   VideoRecord: probe metadata, client file name, job id
       results/<video_id>/             the detector's output: events.json, scores, maps/
       models/                         model versions and the ACTIVE pointer (worker.versions)
+      frames/                         the frame pool for fine-tuning (worker.frame_pool)
       tmp/                            partial uploads and results being built
       audit.log                       JSON lines: who read, uploaded or deleted what
 
@@ -155,12 +156,13 @@ class Storage:
         self.uploads = self.root / "uploads"
         self.results = self.root / "results"
         self.models = self.root / "models"
+        self.frames = self.root / "frames"
         self.tmp = self.root / "tmp"
         self.audit_log = self.root / "audit.log"
 
     def ensure_layout(self) -> None:
         try:
-            for folder in (self.uploads, self.results, self.models, self.tmp):
+            for folder in (self.uploads, self.results, self.models, self.frames, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"data directory {self.root} cannot be created: {exc}") from exc
