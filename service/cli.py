@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "token": ("service.commands.token", "create API tokens"),
     "detect": ("service.commands.detect", "find the events in a video, with attention maps"),
     "synth": ("service.commands.synth", "write synthetic ward videos with ground truth"),
+    "train": ("service.commands.train", "train a frame classifier (optionally with ATCON)"),
+    "finetune": ("service.commands.finetune", "ATCON fine-tune a checkpoint on unlabeled frames"),
+    "evaluate": ("service.commands.evaluate", "score a checkpoint on labeled frames (and boxes)"),
 }
 
 

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from worker.queue import JobQueue
 
-from .api.routes import health, jobs, reviews, videos
+from .api.routes import finetune, frames, health, jobs, models, reviews, videos
 from .core.config import Settings, get_settings
 from .core.problems import install_problem_handlers
 from .core.runtime import Runtime
@@ -63,6 +63,9 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(reviews.router)
     app.include_router(jobs.router)
+    app.include_router(frames.router)
+    app.include_router(models.router)
+    app.include_router(finetune.router)
     app.include_router(health.router)
     install_pages(app)
     return app

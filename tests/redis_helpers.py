@@ -20,7 +20,9 @@ import redis
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
-#: database of each suite; never 0-7 or 10 (other parts of the product) nor above 14
+#: database of each suite: 7 fine-tune end to end, 8-9 pages, 10 scheduler, 11-14 the
+#: service; never 0-6 nor above 14
+DB_FINETUNE_E2E = 7
 DB_PAGES = 8
 DB_QUEUE = 11
 DB_API = 12
@@ -29,8 +31,8 @@ DB_CRASH = 14
 
 
 def redis_url(db: int, port: int = REDIS_PORT) -> str:
-    if not (11 <= db <= 14 or db in (8, 9)):
-        raise ValueError(f"db must be one of the service's databases 8-9 or 11-14, got {db}")
+    if not 7 <= db <= 14:
+        raise ValueError(f"db must be one of the test suites' databases 7-14, got {db}")
     return f"redis://{REDIS_HOST}:{port}/{db}"
 
 

@@ -22,6 +22,8 @@
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
           +-- JobError                         a job that cannot succeed; it is not retried
+          +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
+                                               boxes.csv that cannot be used as it is
 
 Every message is a sentence a person can act on: what is wrong with which file and
 what to do about it. Low-level errors (FFmpeg's, Redis', the file system's) are
@@ -38,6 +40,7 @@ __all__ = [
     "CheckpointMismatchError",
     "EmptyVideoError",
     "EventNotFoundError",
+    "FrameDataError",
     "InvalidIdError",
     "JobError",
     "JobNotFoundError",
@@ -121,3 +124,7 @@ class JobNotFoundError(QueueError):
 
 class JobError(WorkerError):
     """A job that cannot succeed whatever the number of attempts; it is failed at once."""
+
+
+class FrameDataError(WorkerError, ValueError):
+    """Frame data that cannot be used: bad labels.csv, unknown classes, no usable frames."""

@@ -216,6 +216,23 @@ class Detector:
         self.on_thresholds = [float(on[name]) for name in self.class_names]
         self.off_thresholds = [v * cfg.offset_ratio for v in self.on_thresholds]
 
+    def frame_consistency(self, frames: np.ndarray) -> np.ndarray:
+        """Attention consistency (the Pearson ATCON maximises) of uint8 (B, S, S, 3) frames.
+
+        ``S`` is the checkpoint's input size; the top class of each frame is explained.
+        """
+        from models.atcon import attention_consistency
+
+        x = self._preprocess(np.ascontiguousarray(frames))
+        scores = attention_consistency(
+            self.model,
+            x,
+            layer=self.layer,
+            mask_intensity=self.config.mask_intensity,
+            gb_normalization=self.config.gb_normalization,
+        )
+        return np.asarray(scores.float().cpu().numpy(), dtype=np.float64)
+
     # -- setup -----------------------------------------------------------------------
     def _check_fit(self, model: nn.Module, info: CheckpointInfo) -> None:
         """Raise :class:`CheckpointMismatchError` unless the checkpoint fits this job.

@@ -340,3 +340,42 @@ class FramePool:
             os.link(source, target)
         except OSError:  # another file system: copy instead
             target.write_bytes(source.read_bytes())
+
+
+def collect_from_detection(
+    pool: FramePool,
+    detector: Any,
+    source: Path,
+    scores_npz: Path,
+    *,
+    video_id: str,
+    frames_per_minute: float,
+    model_version: str,
+) -> list[str]:
+    """Add an even sample of a processed video's frames to the pool, scored for review.
+
+    ``detector`` is the :class:`worker.detect.Detector` that processed ``source``;
+    ``scores_npz`` its per-frame scores (``times``, ``pts``). About
+    ``frames_per_minute`` frames per minute of video are taken, at least one.
+    """
+    from .video import extract_frames
+
+    if frames_per_minute <= 0:
+        return []
+    with np.load(scores_npz) as scores:
+        times, pts = scores["times"], scores["pts"]
+    if len(times) == 0:
+        return []
+    duration_min = max(float(times[-1]) - float(times[0]), 1e-9) / 60.0
+    count = max(1, min(len(times), round(duration_min * frames_per_minute)))
+    picks = np.unique(np.linspace(0, len(times) - 1, count).round().astype(int))
+    size = pool.image_size
+    arrays = extract_frames(source, [int(pts[i]) for i in picks], sizes=[(size, size)])
+    frames = np.stack([a[0] for a in arrays])
+    consistency = detector.frame_consistency(frames)
+    added = []
+    for i, frame, score in zip(picks, frames, consistency, strict=True):
+        record = pool.add_frame(frame, video_id=video_id, time_s=float(times[i]))
+        pool.set_consistency(record.frame_id, float(score), model_version)
+        added.append(record.frame_id)
+    return added

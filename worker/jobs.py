@@ -33,9 +33,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ._exceptions import (
     JobError,
@@ -71,6 +71,10 @@ DETECT = "detect"
 FINETUNE = "finetune"
 
 
+class ProgressFn(Protocol):
+    def __call__(self, fraction: float, detail: Mapping[str, Any] | None = None) -> None: ...
+
+
 class LeaseLostError(Exception):
     """Raised inside a job when its lease went to another worker; the job is abandoned."""
 
@@ -92,7 +96,8 @@ class JobContext:
     settings: Settings
     storage: Storage
     models: ModelCache
-    progress: Callable[[float], None]
+    #: ``progress(fraction, detail=None)``: fraction of the work done, optional JSON detail
+    progress: ProgressFn
 
 
 @dataclass(frozen=True)
@@ -160,12 +165,34 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
         storage.publish_results(video_id, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _collect_frames(ctx, detector, video_id, version)
     event_list = events.get("events")
     count = len(event_list) if isinstance(event_list, list) else 0
     return JobOutcome(
         {"video_id": video_id, "event_count": count, "model_version": version},
         frames=_frames_of(events),
     )
+
+
+def _collect_frames(ctx: JobContext, detector: Any, video_id: str, version: str) -> None:
+    """Feed the frame pool from a processed video; a failure here never fails the job."""
+    from .frame_pool import FramePool, collect_from_detection
+
+    settings, storage = ctx.settings, ctx.storage
+    try:
+        pool = FramePool(storage.frames, detector.info.input_size, settings.pool_val_fraction)
+        added = collect_from_detection(
+            pool,
+            detector,
+            storage.source_path(video_id),
+            storage.results_dir(video_id) / "scores.npz",
+            video_id=video_id,
+            frames_per_minute=settings.pool_frames_per_minute,
+            model_version=version,
+        )
+        logger.info("video %s: %d frames added to the frame pool", video_id, len(added))
+    except Exception:
+        logger.exception("video %s: frames not added to the frame pool", video_id)
 
 
 # -- the worker -------------------------------------------------------------------------------
@@ -344,10 +371,10 @@ class Worker:
                     return None
                 time.sleep(min(2.0, self.settings.heartbeat_s))
 
-    def _progress_reporter(self, lease: Lease, heartbeat: _Heartbeat) -> Callable[[float], None]:
+    def _progress_reporter(self, lease: Lease, heartbeat: _Heartbeat) -> ProgressFn:
         last = [0.0, -1.0]  # time of the last report, value reported
 
-        def report(fraction: float) -> None:
+        def report(fraction: float, detail: Mapping[str, Any] | None = None) -> None:
             if heartbeat.lost.is_set():
                 raise LeaseLostError(lease.job_id)
             fraction = min(1.0, max(0.0, float(fraction)))
@@ -356,7 +383,7 @@ class Worker:
                 return
             last[0], last[1] = now, fraction
             try:
-                if not self.queue.set_progress(lease, fraction):
+                if not self.queue.set_progress(lease, fraction, detail):
                     heartbeat.lost.set()
                     raise LeaseLostError(lease.job_id)
             except QueueUnavailableError as exc:

@@ -153,13 +153,18 @@ class MemoryQueue(JobQueue):
             self._held[lease.job_id].expires = time.monotonic() + self.settings.visibility_timeout_s
             return True
 
-    def set_progress(self, lease: Lease, fraction: float) -> bool:
+    def set_progress(
+        self, lease: Lease, fraction: float, detail: Mapping[str, Any] | None = None
+    ) -> bool:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
         with self._lock:
             if not self._holds(lease):
                 return False
-            self._jobs[lease.job_id].progress = round(fraction, 4)
+            job = self._jobs[lease.job_id]
+            job.progress = round(fraction, 4)
+            if detail is not None:
+                job.detail = copy.deepcopy(dict(detail))
             return True
 
     def complete(

@@ -75,6 +75,8 @@ class Job:
     attempts: int = 0
     result: dict[str, Any] | None = None
     worker: str | None = None
+    #: what the running job last said about itself (fine-tune: step, steps, losses)
+    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,10 @@ class JobQueue(abc.ABC):
         """Extend the lease; False when it was lost (the job went to someone else)."""
 
     @abc.abstractmethod
-    def set_progress(self, lease: Lease, fraction: float) -> bool:
-        """Record progress in [0, 1]; False when the lease was lost."""
+    def set_progress(
+        self, lease: Lease, fraction: float, detail: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Record progress in [0, 1] (and a small JSON ``detail``); False if the lease was lost."""
 
     @abc.abstractmethod
     def complete(

@@ -137,10 +137,10 @@ redis.call('HSET', jkey, 'heartbeat_at', now())
 return 1
 """
 
-# ARGV: prefix kind job_id lease fraction
+# ARGV: prefix kind job_id lease fraction detail
 _PROGRESS = """
 if redis.call('HGET', jkey, 'lease') ~= ARGV[4] then return 0 end
-redis.call('HSET', jkey, 'progress', ARGV[5])
+redis.call('HSET', jkey, 'progress', ARGV[5], 'detail', ARGV[6])
 return 1
 """
 
@@ -299,6 +299,7 @@ class RedisQueue(JobQueue):
             return float(value) if value not in (None, "") else None
 
         result = data.get("result")
+        detail = data.get("detail")
         return Job(
             job_id=data["job_id"],
             kind=data["kind"],
@@ -312,6 +313,7 @@ class RedisQueue(JobQueue):
             attempts=int(data.get("attempts") or 0),
             result=json.loads(result) if result else None,
             worker=data.get("worker") or None,
+            detail=json.loads(detail) if detail else None,
         )
 
     # -- the interface ------------------------------------------------------------------------
@@ -431,11 +433,16 @@ class RedisQueue(JobQueue):
             self._run("heartbeat", lease.job.kind, lease.job_id, lease.consumer, entry, lease.token)
         )
 
-    def set_progress(self, lease: Lease, fraction: float) -> bool:
+    def set_progress(
+        self, lease: Lease, fraction: float, detail: Mapping[str, Any] | None = None
+    ) -> bool:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        encoded = json.dumps(dict(detail)) if detail else ""
         return bool(
-            self._run("progress", lease.job.kind, lease.job_id, lease.token, f"{fraction:.4f}")
+            self._run(
+                "progress", lease.job.kind, lease.job_id, lease.token, f"{fraction:.4f}", encoded
+            )
         )
 
     def complete(

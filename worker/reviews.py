@@ -41,6 +41,7 @@ from PIL import Image
 
 from ._exceptions import EventNotFoundError, NoResultsError, StorageError
 from .frame_pool import FramePool, UnknownFrameError
+from .settings import Settings
 from .storage import Storage, atomic_write_json
 
 __all__ = [
@@ -98,13 +99,16 @@ class EventReview:
         return cls(**data)
 
 
-def frame_pool(storage: Storage, events: dict[str, Any] | None = None) -> FramePool:
-    """The data directory's frame pool, at the input size of the model of ``events``."""
+def frame_pool(
+    storage: Storage, settings: Settings, events: dict[str, Any] | None = None
+) -> FramePool:
+    """The data directory's frame pool, at the input size of the model that produced
+    ``events`` (the size detection adds that model's frames at)."""
     size = DEFAULT_POOL_SIZE
     model = (events or {}).get("model")
     if isinstance(model, dict) and isinstance(model.get("input_size"), int):
         size = int(model["input_size"])
-    return FramePool(storage.root / "frames", image_size=size)
+    return FramePool(storage.frames, size, settings.pool_val_fraction)
 
 
 def _path(storage: Storage, video_id: str) -> Path:

@@ -133,6 +133,40 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=16, ge=1)
     device: str | None = None
 
+    #: frame pool: frames each detection adds per minute of video; share of labeled
+    #: frames held out for validation (the promotion gate's data)
+    pool_frames_per_minute: float = Field(default=4.0, ge=0)
+    pool_val_fraction: float = Field(default=0.3, ge=0, le=1)
+    #: nightly fine-tune: cron expression in ``finetune_timezone``; skipped unless at
+    #: least ``finetune_min_new_frames`` frames arrived since the last fine-tune
+    finetune_schedule: str = "0 2 * * *"
+    finetune_timezone: str = "UTC"
+    finetune_min_new_frames: int = Field(default=200, ge=0)
+    #: fine-tune defaults (a request may override them)
+    finetune_steps: int = Field(default=200, ge=1)
+    finetune_lr: float = Field(default=1e-5, gt=0)
+    finetune_batch_size: int = Field(default=16, ge=1)
+    #: promotion gate: the largest fall in validation macro-F1 allowed, in points
+    gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
+
+    @field_validator("finetune_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from .scheduler import validate_cron
+
+        return validate_cron(value)
+
+    @field_validator("finetune_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known IANA time zone") from None
+        return value
+
     @field_validator("redis_url", "device", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:

@@ -158,12 +158,13 @@ class Storage:
         self.uploads = self.root / "uploads"
         self.results = self.root / "results"
         self.models = self.root / "models"
+        self.frames = self.root / "frames"
         self.tmp = self.root / "tmp"
         self.audit_log = self.root / "audit.log"
 
     def ensure_layout(self) -> None:
         try:
-            for folder in (self.uploads, self.results, self.models, self.tmp):
+            for folder in (self.uploads, self.results, self.models, self.frames, self.tmp):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"data directory {self.root} cannot be created: {exc}") from exc

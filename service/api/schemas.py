@@ -42,6 +42,9 @@ class JobPublic(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     attempts: int
+    detail: dict[str, Any] | None = Field(
+        default=None, description="what a running job last reported (fine-tune: steps, losses)"
+    )
 
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
@@ -55,6 +58,7 @@ class JobPublic(BaseModel):
             started_at=_time(job.started_at),
             finished_at=_time(job.finished_at),
             attempts=job.attempts,
+            detail=job.detail,
         )
 
 

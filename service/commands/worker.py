@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--burst", action="store_true", help="stop when the queue is empty instead of waiting"
     )
     parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="finetune: do not run the nightly scheduler in this process",
+    )
+    parser.add_argument(
         "--healthcheck",
         action="store_true",
         help="check Redis answers and (detect) the model file exists, then exit 0 or 1",
@@ -89,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker = Worker(open_queue(settings), storage, settings, args.kind, name=args.name)
+    if args.kind == "finetune" and not args.no_scheduler:
+        from worker.finetune import start_scheduler
+
+        start_scheduler(storage, worker.queue, settings, stop)
     try:
         handled = worker.run(stop, max_jobs=args.max_jobs, burst=args.burst)
     finally:

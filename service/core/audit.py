@@ -32,9 +32,11 @@ class AuditLog:
         *,
         video_id: str | None = None,
         job_id: str | None = None,
+        model_version: str | None = None,
+        frame_ids: list[str] | None = None,
         outcome: str = "ok",
     ) -> None:
-        entry = {
+        entry: dict[str, object] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "token": token,
             "action": action,
@@ -42,6 +44,10 @@ class AuditLog:
             "job_id": job_id,
             "outcome": outcome,
         }
+        if model_version is not None:
+            entry["model_version"] = model_version
+        if frame_ids is not None:
+            entry["frame_ids"] = frame_ids
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         try:
             with self._lock:

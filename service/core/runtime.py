@@ -14,7 +14,7 @@ from typing import Any
 
 from models._exceptions import CheckpointError
 from worker._exceptions import JobError, QueueError, StorageError
-from worker.jobs import DETECT, JOB_KINDS, Worker, reconcile
+from worker.jobs import DETECT, FINETUNE, JOB_KINDS, Worker, reconcile
 from worker.model_cache import ModelCache, model_version
 from worker.queue import JobQueue, open_queue
 from worker.settings import Settings
@@ -34,8 +34,6 @@ class ModelStatus:
     ok: bool
     version: str | None
     detail: str
-    #: the classes the model predicts (empty unless it loaded)
-    class_names: tuple[str, ...] = ()
 
 
 class ModelCheck:
@@ -74,10 +72,10 @@ class ModelCheck:
         from models.checkpoint import load_checkpoint
 
         try:
-            _, info = load_checkpoint(ref.checkpoint)
+            load_checkpoint(ref.checkpoint)
         except CheckpointError as exc:
             return ModelStatus(False, ref.version, str(exc))
-        return ModelStatus(True, model_version(ref), "loadable", tuple(info.class_names))
+        return ModelStatus(True, model_version(ref), "loadable")
 
     @property
     def version(self) -> str | None:
@@ -125,7 +123,29 @@ class Runtime:
             else (settings.embedded_workers if settings.embedded else 0)
         )
         runtime.start_workers(count)
+        if settings.embedded and count > 0:
+            runtime.start_finetune()
         return runtime
+
+    def start_finetune(self) -> None:
+        """Embedded default: one fine-tune worker thread and the nightly scheduler."""
+        from worker.finetune import start_scheduler
+
+        worker = Worker(
+            self.queue,
+            self.storage,
+            self.settings,
+            FINETUNE,
+            name="embedded-finetune",
+            models=ModelCache(self.storage, self.settings),
+        )
+        thread = threading.Thread(
+            target=self._work, args=(worker,), name="finetune-worker", daemon=True
+        )
+        self.workers.append(worker)
+        self._threads.append(thread)
+        thread.start()
+        self._threads.append(start_scheduler(self.storage, self.queue, self.settings, self._stop))
 
     def start_workers(self, count: int) -> None:
         if count <= 0:

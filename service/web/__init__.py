@@ -14,8 +14,8 @@ Page routes::
     GET  /videos                videos table, upload (operator)
     GET  /videos/{video_id}     player, timeline, maps, review buttons (operator)
     POST /videos/{video_id}/events/{event_id}/review    verdict form (operator)
-    GET  /review                review queue; POST /review/frames/{id}/labels (operator)
-    GET  /review/frames/{frame_id}.png
+    GET  /review                review queue (images from /v1/frames)
+    POST /review/frames/{frame_id}/labels                label form (operator)
     GET  /models                versions and fine-tunes (admin)
     POST /models/{version}/activate, POST /models/finetune   (admin)
     GET  /static/...            CSS and JavaScript

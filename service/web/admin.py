@@ -3,8 +3,10 @@ fine-tune jobs with their progress and a button that queues one.
 
 Activating a retired version is the roll-back: the registry moves its ``ACTIVE``
 pointer and the workers pick the model up between jobs (:mod:`worker.versions`).
-The button queues a ``finetune`` job with the default settings; ``POST /v1/finetune``
-takes options.
+The button queues a fine-tune with the default settings
+(:func:`worker.finetune.queue_finetune`, trigger ``page``); ``POST /v1/finetune``
+takes options. A running fine-tune shows its phase, step and losses (the job's
+``detail``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from worker._exceptions import QueueError, QueueUnavailableError
+from worker.finetune import queue_finetune
 from worker.jobs import FINETUNE
 from worker.queue import Job
 from worker.versions import ModelRegistry, UnknownVersionError, VersionError
@@ -60,7 +63,7 @@ async def activate(version: str, page: PageDep) -> Response:
         raise PageError(404, "No such version", f"There is no model version {version}.") from None
     except VersionError as exc:
         raise PageError(409, "Cannot activate", str(exc)) from None
-    page.runtime.audit.record("activate_model", principal.name, outcome=version)
+    page.runtime.audit.record("activate_model", principal.name, model_version=version)
     return page.redirect("/models?activated=" + version)
 
 
@@ -69,12 +72,12 @@ async def start_finetune(page: PageDep) -> Response:
     principal = page.require(Role.admin)
     await page.form()
     try:
-        job = page.runtime.queue.enqueue(FINETUNE, {})
+        job_id = queue_finetune(page.runtime.queue, trigger="page")
     except QueueUnavailableError:
         raise PageError(
             503, "Queue unavailable", "The job queue cannot be reached; try again in a minute."
         ) from None
     except QueueError as exc:
         raise PageError(409, "Not queued", str(exc)) from None
-    page.runtime.audit.record("finetune", principal.name, job_id=job.job_id)
-    return page.redirect("/models?queued=" + job.job_id)
+    page.runtime.audit.record("finetune", principal.name, job_id=job_id)
+    return page.redirect("/models?queued=" + job_id)

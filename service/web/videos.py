@@ -209,7 +209,7 @@ async def review_form(video_id: str, event_id: str, page: PageDep) -> Response:
     storage = page.runtime.storage
 
     def review() -> None:
-        pool = frame_pool(storage, storage.read_events(video_id))
+        pool = frame_pool(storage, page.runtime.settings, storage.read_events(video_id))
         review_event(storage, pool, video_id, event_id, verdict, principal.name)
 
     try:

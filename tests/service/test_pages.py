@@ -343,12 +343,13 @@ def test_the_review_queue_lists_least_consistent_first_and_labels(app_client, to
         ids[value] = record.frame_id
     sign_in(app_client, tokens[Role.viewer])
     html = app_client.get("/review").text
-    listed = re.findall(r'src="/review/frames/([0-9a-f]{32})\.png"', html)
+    listed = re.findall(r'src="/v1/frames/([0-9a-f]{32})/image\.png"', html)
     assert listed == [ids[0.2], ids[0.5], ids[0.7]]
     assert "0.20 (low)" in html and "Save labels" not in html
-    image = app_client.get(f"/review/frames/{ids[0.2]}.png")
-    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
-    assert app_client.get("/review/frames/" + "0" * 32 + ".png").status_code == 404
+    for url in re.findall(r'<img src="(/v1/frames/[^"]+)"', html):  # with the session cookie
+        image = app_client.get(url)
+        assert image.status_code == 200 and image.content[:4] == b"\x89PNG", url
+    assert len(re.findall(r'<img src="(/v1/frames/[^"]+)"', html)) == 9
 
     csrf = sign_in(app_client, tokens[Role.operator])
     html = app_client.get("/review").text
@@ -361,7 +362,7 @@ def test_the_review_queue_lists_least_consistent_first_and_labels(app_client, to
     assert pool.get(ids[0.2]).labels == ["bed_exit", "staff"]
     none = app_client.post(f"/review/frames/{ids[0.5]}/labels", data={"csrf_token": csrf})
     assert none.status_code == 200 and pool.get(ids[0.5]).labels == []
-    assert re.findall(r'src="/review/frames/([0-9a-f]{32})\.png"', saved.text) in (
+    assert re.findall(r'src="/v1/frames/([0-9a-f]{32})/image\.png"', saved.text) in (
         [ids[0.5], ids[0.7]],
         [ids[0.7]],
     )
@@ -418,5 +419,6 @@ def test_models_page_activates_rolls_back_and_queues_fine_tunes(app_client, toke
     queued = app_client.post("/models/finetune", data={"csrf_token": csrf})
     assert queued.status_code == 200 and "Fine-tune job queued." in queued.text
     [job] = queue.jobs(FINETUNE)
-    assert job.payload == {} and f"<code>{job.job_id[:8]}</code>" in queued.text
+    assert job.payload == {"request": {}, "trigger": "page"}
+    assert f"<code>{job.job_id[:8]}</code>" in queued.text
     assert f'data-job-id="{job.job_id}" data-status="queued"' in queued.text

@@ -42,13 +42,15 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO / "test-artifacts"
 #: JavaScript: the player finished seeking and shows a frame (no spinner in screenshots)
-PLAYER_SETTLED = (
-    "(() => { const v = document.getElementById('player'); "
-    "return !v.seeking && v.readyState >= 3; })()"
-)
+PLAYER_SETTLED = """() => {
+  const v = document.getElementById('player');
+  return !v.seeking && v.readyState >= 3;
+}"""
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
-#: JavaScript: every shown map image of the event panel has loaded
+#: JavaScript predicates are functions: an expression string would be eval'd in the
+#: page, which its Content-Security-Policy forbids
+#: every shown map image of the event panel has loaded
 MAPS_LOADED = """() => {
   const imgs = [...document.querySelectorAll('#event-detail img:not([hidden])')];
   return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
@@ -206,7 +208,7 @@ def test_operator_uploads_reviews_and_signs_out(browser, server, tokens, ward):
 
         row.get_by_role("link", name="ward.mp4").click()
         page.wait_for_url("**/videos/*")
-        page.wait_for_function("document.getElementById('player').readyState >= 1")
+        page.wait_for_function("() => document.getElementById('player').readyState >= 1")
         data = json.loads(page.locator("#video-data").text_content())
         events = data["events"]
         assert len(page.locator("#lanes .lane").all()) == 2, "one lane per class"
@@ -273,7 +275,8 @@ def test_operator_uploads_reviews_and_signs_out(browser, server, tokens, ward):
         waiting = frames.count()
         assert waiting >= 1
         page.wait_for_function(
-            "[...document.querySelectorAll('ol.frames img')].every(i => i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('ol.frames > li:first-child img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
         )
         shot(page, "review")
         first = frames.first

@@ -251,6 +251,17 @@ def test_progress_must_be_a_fraction(make_queue: MakeQueue):
         queue.set_progress(lease, 1.5)
 
 
+def test_progress_detail_is_kept_with_the_job(make_queue: MakeQueue):
+    queue = make_queue()
+    job = queue.enqueue("finetune", {})
+    lease = queue.reserve("finetune", "w", timeout_s=2)
+    assert lease is not None and queue.get(job.job_id).detail is None
+    assert queue.set_progress(lease, 0.25, {"step": 5, "steps": 20, "losses": {"atcon": -0.5}})
+    stored = queue.get(job.job_id)
+    assert stored.progress == 0.25
+    assert stored.detail == {"step": 5, "steps": 20, "losses": {"atcon": -0.5}}
+
+
 @pytest.mark.redis
 def test_unreachable_redis_raises_queue_unavailable(tmp_path):
     settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/11")

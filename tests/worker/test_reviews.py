@@ -21,6 +21,7 @@ from worker.reviews import (
     review_event,
     review_of,
 )
+from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, atomic_write_json, new_id
 
 
@@ -46,7 +47,7 @@ def video(storage: Storage) -> tuple[str, dict]:
 
 @pytest.fixture
 def pool(storage: Storage, video) -> FramePool:
-    return frame_pool(storage, video[1])
+    return frame_pool(storage, Settings(data_dir=storage.root), video[1])
 
 
 def test_confirming_labels_the_peak_frame_with_the_event_label(storage, pool, video):
@@ -114,7 +115,7 @@ def test_results_without_a_peak_frame_still_record_the_verdict(storage, video):
     for event in events["events"]:
         event.pop("maps")
     (storage.results_dir(video_id) / "events.json").write_text(json.dumps(events))
-    pool = frame_pool(storage, events)
+    pool = frame_pool(storage, Settings(data_dir=storage.root), events)
     review = review_event(storage, pool, video_id, "bed_exit-0", "confirmed", "alice")
     assert review.frame_id is None and pool.records() == []
     assert read_reviews(storage, video_id)["bed_exit-0"].verdict is Verdict.confirmed

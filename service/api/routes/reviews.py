@@ -38,7 +38,7 @@ def put_review(
     frame in the frame pool: the event's label when confirmed, none when a false positive.
     409 while the video has no results."""
     storage = runtime.storage
-    pool = frame_pool(storage, storage.read_events(video_id))
+    pool = frame_pool(storage, runtime.settings, storage.read_events(video_id))
     review = review_event(storage, pool, video_id, event_id, body.verdict, principal.name)
     runtime.audit.record(
         "review", principal.name, video_id=video_id, outcome=f"{body.verdict.value} {event_id}"

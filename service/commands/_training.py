@@ -1,0 +1,154 @@
+"""Options shared by ``atcon train`` and ``atcon finetune``, and their error handling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.finetune import FinetuneConfig
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = ("alternating", "combined", "unsupervised")
+
+
+def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """ATCON options; ``prefix`` ("atcon-") keeps ``train``'s supervised options apart.
+
+    Options left out take the defaults of ``models.finetune.FinetuneConfig`` (chosen
+    by ``bench/digits.py``), so the dataclass is the one place they are set.
+    """
+    group = parser.add_argument_group(
+        "ATCON fine-tuning (defaults: models.finetune.FinetuneConfig)"
+    )
+    add = group.add_argument
+    add(f"--{prefix}steps", dest="steps", type=int, help="fine-tuning steps")
+    add(f"--{prefix}lr", dest="lr", type=float, help="fine-tuning learning rate")
+    add("--unlabeled-batch-size", type=int, help="unlabeled images per ATCON step")
+    add(
+        "--alpha",
+        type=float,
+        help="alternating: weight of |L| in the labeled-step probability "
+        "alpha|L|/(alpha|L|+|U|); combined: weight of the ATCON term",
+    )
+    add("--atcon-weight", type=float, help="multiplier of the ATCON loss")
+    add(
+        "--atcon-warmup",
+        dest="atcon_warmup_steps",
+        type=int,
+        metavar="STEPS",
+        help="ramp the ATCON weight linearly over this many steps",
+    )
+    add(
+        "--balance-gradients",
+        action=argparse.BooleanOptionalAction,
+        help="cap the ATCON gradient norm at --balance-ratio x the supervised one "
+        "(default: on when labeled frames are given)",
+    )
+    add("--balance-ratio", type=float)
+    add(
+        "--preserve-weight",
+        type=float,
+        help="weight of KL(starting model || current) on unlabeled batches",
+    )
+    add("--mask-intensity", type=float)
+    add("--gb-normalization", choices=("none", "max"))
+    add("--similarity", choices=("pearson", "ssim"))
+    add("--method", choices=("guided_backprop", "integrated_gradients"))
+    add("--layer", help="Grad-CAM layer by module name, e.g. layer3 (default: automatic)")
+    add(
+        "--collapse-guard",
+        dest="guard_enabled",
+        action=argparse.BooleanOptionalAction,
+        help="stop when predictions on unlabeled frames collapse",
+    )
+    add("--collapse-window", dest="guard_window", type=int, metavar="BATCHES")
+
+
+_FINETUNE_FIELDS = (
+    "steps",
+    "lr",
+    "unlabeled_batch_size",
+    "alpha",
+    "atcon_weight",
+    "atcon_warmup_steps",
+    "balance_gradients",
+    "balance_ratio",
+    "preserve_weight",
+    "mask_intensity",
+    "gb_normalization",
+    "similarity",
+    "method",
+    "layer",
+)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="labeled frames held out to choose thresholds (default 0.2)",
+    )
+    parser.add_argument(
+        "--augment", action="store_true", help="random flips and crops of labeled frames"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="JSON-lines log (default: OUT with the suffix .log.jsonl)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def finetune_config(args: argparse.Namespace, schedule: str, batch_size: int) -> FinetuneConfig:
+    """The options given on the command line over ``FinetuneConfig``'s defaults."""
+    import dataclasses
+
+    from models.finetune import FinetuneConfig
+
+    given: dict[str, Any] = {
+        name: getattr(args, name) for name in _FINETUNE_FIELDS if getattr(args, name) is not None
+    }
+    config = FinetuneConfig(schedule=schedule, batch_size=batch_size, seed=args.seed, **given)
+    guard = {
+        name: getattr(args, f"guard_{name}")
+        for name in ("enabled", "window")
+        if getattr(args, f"guard_{name}") is not None
+    }
+    if guard:
+        config.guard = dataclasses.replace(config.guard, **guard)
+    return config
+
+
+def log_path(args: argparse.Namespace) -> Path:
+    if args.log is not None:
+        return Path(args.log)
+    out = Path(args.out)
+    return out.with_name(out.name + ".log.jsonl")
+
+
+def print_json(data: dict[str, Any]) -> None:
+    print(json.dumps(data, indent=2, default=str))  # noqa: T201 - the command's output
+
+
+def run_guarded(body: Any) -> int:
+    """Run ``body()``; turn the project's named errors into one log line and exit code 1."""
+    from models._exceptions import AtconError
+    from worker._exceptions import WorkerError
+
+    try:
+        return int(body())
+    except (AtconError, WorkerError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        sys.stdout.flush()

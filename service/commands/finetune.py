@@ -1,0 +1,116 @@
+"""``atcon finetune``: ATCON fine-tuning of a checkpoint on unlabeled frames.
+
+Writes a new checkpoint (recording its parent's hash); on collapse or a NaN loss it
+stops with a message and writes nothing. Runs data-parallel under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from . import _training
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nightly",
+        action="store_true",
+        help="do what the nightly scheduler does, once: queue a fine-tune of the active "
+        "model on the frame pool if enough new frames arrived (for an outside cron)",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="model to start from")
+    parser.add_argument(
+        "--unlabeled",
+        type=Path,
+        metavar="DIR",
+        help="directory of unlabeled JPEG/PNG frames",
+    )
+    parser.add_argument(
+        "--labeled",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="labeled frames (labels.csv) for the alternating/combined schedules",
+    )
+    parser.add_argument("--out", type=Path, help="checkpoint to write")
+    parser.add_argument(
+        "--schedule",
+        choices=_training.SCHEDULES,
+        default=None,
+        help="default: alternating with --labeled, unsupervised without",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="labeled images per step")
+    _training.add_common_options(parser)
+    _training.add_finetune_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.nightly:
+        return _nightly()
+    missing = [flag for flag in ("checkpoint", "unlabeled", "out") if getattr(args, flag) is None]
+    if missing:
+        logger.error("atcon finetune needs %s (or --nightly)", ", ".join(f"--{m}" for m in missing))
+        return 2
+    return _training.run_guarded(lambda: _run(args))
+
+
+def _nightly() -> int:
+    """Queue a fine-tune if the nightly conditions hold; print the job id or why not."""
+    import json
+
+    from worker.finetune import run_nightly_once
+    from worker.queue import open_queue
+    from worker.settings import get_settings
+    from worker.storage import Storage
+
+    settings = get_settings()
+    if settings.redis_url is None:
+        logger.error(
+            "atcon finetune --nightly queues work for `atcon worker finetune` and so needs "
+            "ATCON_REDIS_URL; the embedded default (`atcon serve`) schedules by itself"
+        )
+        return 2
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    queue = open_queue(settings)
+    try:
+        job_id, why = run_nightly_once(storage, queue, settings)
+    finally:
+        queue.close()
+    print(json.dumps({"queued": job_id is not None, "job_id": job_id, "reason": why}))  # noqa: T201
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from models.distributed import init_from_environment, shutdown
+    from worker.training import DataOptions, finetune_checkpoint
+
+    schedule = args.schedule or ("alternating" if args.labeled else "unsupervised")
+    if schedule != "unsupervised" and args.labeled is None:
+        raise ValueError(f"--schedule {schedule} needs --labeled DIR")
+    context = init_from_environment(args.device)
+    try:
+        report = finetune_checkpoint(
+            args.checkpoint,
+            args.unlabeled,
+            args.out,
+            config=_training.finetune_config(args, schedule, args.batch_size),
+            labeled_dir=args.labeled,
+            data=DataOptions(
+                val_fraction=args.val_fraction, augment=args.augment, split_seed=args.seed
+            ),
+            log_path=_training.log_path(args),
+            progress=not args.no_progress,
+            context=context,
+        )
+    finally:
+        shutdown(context)
+    if context.is_main:
+        _training.print_json(
+            {"out": report.out, "sha256": report.sha256, "metrics": report.metrics}
+        )
+    return 0

@@ -1,0 +1,410 @@
+"""Training, fine-tuning and evaluation from frame directories to checkpoint files.
+
+The thin adapter between the files on disk (:mod:`worker.frames`, checkpoints)
+and the pure training code in :mod:`models`. The ``atcon train``, ``atcon
+finetune`` and ``atcon evaluate`` commands call these, and so does the fine-tune
+job. A checkpoint is written only when its run succeeded, atomically, so a crash,
+a NaN loss or a collapse never replaces a good file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from models._exceptions import CheckpointError, TrainingError
+from models.backbones import build_backbone
+from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+from models.distributed import DistributedContext
+from models.finetune import FinetuneConfig, FinetuneOutcome, finetune_atcon, named_layer
+from models.metrics import (
+    best_f1_thresholds,
+    classification_report,
+    mean_attention_consistency,
+    weak_localization_iou,
+)
+from models.training import (
+    Callback,
+    ProgressBar,
+    SupervisedConfig,
+    config_to_dict,
+    predict_scores,
+    train_supervised,
+)
+
+from .frames import (
+    BoxDataset,
+    FrameTransform,
+    LabeledFrameDataset,
+    LabeledFrames,
+    UnlabeledFrameDataset,
+    find_unlabeled_frames,
+    read_boxes,
+    read_labeled_frames,
+    split_indices,
+)
+from .training_log import JsonLinesLog
+
+__all__ = [
+    "DataOptions",
+    "RunReport",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "finetune_checkpoint",
+    "train_model",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataOptions:
+    """How frames become tensors and how the labeled set is split (saved in checkpoints)."""
+
+    image_size: int = 224
+    val_fraction: float = 0.2
+    augment: bool = False
+    split_seed: int = 0
+
+
+@dataclass
+class RunReport:
+    """What a train or fine-tune run produced."""
+
+    out: Path | None
+    sha256: str | None
+    metrics: dict[str, Any]
+    #: the reason ATCON fine-tuning stopped early (collapse, NaN), when it did
+    atcon_error: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _callbacks(log: JsonLinesLog | None, progress: bool) -> list[Callback]:
+    callbacks: list[Callback] = []
+    if progress:
+        callbacks.append(ProgressBar())
+    if log is not None:
+        callbacks.append(log)
+    return callbacks
+
+
+def _validation_metrics(
+    model: nn.Module,
+    dataset: Dataset[Any] | None,
+    info: CheckpointInfo,
+    *,
+    choose_thresholds: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Set ``info.thresholds`` on the validation set (when asked) and score it."""
+    if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+        return {}
+    scores, targets = predict_scores(model, dataset, multi_label=info.multi_label, device=device)
+    assert targets is not None
+    if choose_thresholds:
+        info.thresholds = best_f1_thresholds(scores, targets)
+    report = classification_report(
+        scores,
+        targets,
+        info.thresholds,
+        multi_label=info.multi_label,
+        class_names=info.class_names,
+    )
+    return {"validation": {**report, "images": len(dataset)}}  # type: ignore[arg-type]
+
+
+def _split(
+    frames: LabeledFrames, transform: FrameTransform, plain: FrameTransform, data: DataOptions
+) -> tuple[LabeledFrameDataset, LabeledFrameDataset | None]:
+    train_idx, val_idx = split_indices(len(frames), data.val_fraction, seed=data.split_seed)
+    val = LabeledFrameDataset(frames, plain, val_idx) if val_idx else None
+    if val is None:
+        logger.warning("no validation split: decision thresholds stay at 0.5")
+    return LabeledFrameDataset(frames, transform, train_idx), val
+
+
+def train_model(
+    labeled_dir: str | Path,
+    out: str | Path,
+    *,
+    arch: str = "resnet18",
+    config: SupervisedConfig | None = None,
+    data: DataOptions | None = None,
+    unlabeled_dir: str | Path | None = None,
+    finetune: FinetuneConfig | None = None,
+    weights: str | Path | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    multi_label: bool | None = None,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+    context: DistributedContext | None = None,
+) -> RunReport:
+    """Train a classifier on a labeled frame directory and write its checkpoint to ``out``.
+
+    Supervised training (``config``) first; then, when ``finetune`` and
+    ``unlabeled_dir`` are given, ATCON fine-tuning of that model. Decision thresholds
+    are chosen on the validation split. ``multi_label=None`` picks single-label
+    (softmax) when every frame has exactly one class, multi-label otherwise. If ATCON
+    fine-tuning stops (collapse, NaN), the supervised model is written and the
+    reason is returned in ``RunReport.atcon_error``.
+    """
+    context = context or DistributedContext()
+    config = config or SupervisedConfig()
+    data = data or DataOptions()
+    frames = read_labeled_frames(labeled_dir)
+    if multi_label is None:
+        multi_label = not frames.single_label
+        logger.info(
+            "%s-label training (%d classes)",
+            "multi" if multi_label else "single",
+            len(frames.class_names),
+        )
+    config.multi_label = multi_label
+    info = CheckpointInfo(
+        arch=arch,
+        class_names=frames.class_names,
+        input_size=data.image_size,
+        multi_label=multi_label,
+        arch_kwargs=dict(arch_kwargs or {}),
+    )
+    transform = FrameTransform(data.image_size, info.mean, info.std, augment=data.augment)
+    plain = FrameTransform(data.image_size, info.mean, info.std)
+    train_set, val_set = _split(frames, transform, plain, data)
+    torch.manual_seed(config.seed)
+    model = build_backbone(arch, len(frames.class_names), weights=weights, **info.arch_kwargs)
+    log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
+    callbacks = _callbacks(log, progress)
+    outcome = train_supervised(model, train_set, config, callbacks=callbacks, context=context)
+    configs: dict[str, Any] = {
+        "supervised": config_to_dict(config),
+        "data": config_to_dict(data),
+    }
+    metrics: dict[str, Any] = {"supervised_steps": outcome.steps, "world_size": context.world_size}
+    history = list(outcome.history)
+    atcon_error = None
+    if finetune is not None and unlabeled_dir is not None:
+        finetune.multi_label = multi_label
+        unlabeled = find_unlabeled_frames(unlabeled_dir)
+        if not unlabeled.paths:
+            raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")
+        try:
+            tuned = finetune_atcon(
+                model,
+                UnlabeledFrameDataset(unlabeled.paths, plain),
+                finetune,
+                labeled=None if finetune.schedule == "unsupervised" else train_set,
+                callbacks=callbacks,
+                context=context,
+            )
+        except TrainingError as exc:
+            atcon_error = str(exc)
+            logger.error("%s", exc)
+            metrics["atcon_error"] = atcon_error
+        else:
+            configs["finetune"] = config_to_dict(finetune)
+            metrics.update(_finetune_metrics(tuned))
+            history += tuned.history
+    metrics["replica_max_abs_diff"] = context.replica_max_abs_diff(model)
+    info.config = configs
+    report = RunReport(
+        out=None, sha256=None, metrics=metrics, atcon_error=atcon_error, history=history
+    )
+    if context.is_main:
+        metrics.update(
+            _validation_metrics(model, val_set, info, choose_thresholds=True, device=context.device)
+        )
+        info.metrics = metrics
+        report.sha256 = save_checkpoint(out, model, info)
+        report.out = Path(out)
+        if log is not None:
+            log.record("checkpoint", path=str(out), sha256=report.sha256, metrics=metrics)
+            log.close()
+    return report
+
+
+def _finetune_metrics(outcome: FinetuneOutcome) -> dict[str, Any]:
+    return {
+        "atcon_steps": outcome.steps,
+        "atcon_labeled_steps": outcome.labeled_steps,
+        "atcon_unlabeled_steps": outcome.unlabeled_steps,
+        "atcon_labeled_probability": outcome.labeled_probability,
+        "collapse_reference": outcome.reference_stats,
+        "collapse_final": outcome.final_stats,
+    }
+
+
+def finetune_checkpoint(
+    checkpoint: str | Path,
+    unlabeled_dir: str | Path,
+    out: str | Path,
+    *,
+    config: FinetuneConfig | None = None,
+    labeled_dir: str | Path | None = None,
+    data: DataOptions | None = None,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+    context: DistributedContext | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunReport:
+    """ATCON fine-tune the model in ``checkpoint`` and write the result to ``out``.
+
+    ``callbacks`` see every step (a job reports its progress through one).
+
+    Nothing is written when fine-tuning stops (collapse, NaN): :class:`TrainingError`
+    propagates and ``checkpoint`` is untouched. With ``labeled_dir``, its classes must
+    be the checkpoint's (:class:`CheckpointError` otherwise), thresholds are chosen
+    again on its validation split, and the ``alternating``/``combined`` schedules
+    train on the rest. The new checkpoint records the parent's sha256.
+    """
+    context = context or DistributedContext()
+    config = config or FinetuneConfig()
+    model, parent = load_checkpoint(checkpoint, map_location=context.device)
+    data = data or DataOptions(image_size=parent.input_size)
+    data.image_size = parent.input_size
+    config.multi_label = parent.multi_label
+    plain = FrameTransform(parent.input_size, parent.mean, parent.std)
+    augmented = FrameTransform(parent.input_size, parent.mean, parent.std, augment=data.augment)
+    labeled_set = val_set = None
+    if labeled_dir is not None:
+        frames = _frames_for(parent, labeled_dir, checkpoint)
+        labeled_set, val_set = _split(frames, augmented, plain, data)
+    if config.schedule != "unsupervised" and labeled_set is None:
+        raise ValueError(f"the {config.schedule} schedule needs labeled frames (labeled_dir)")
+    unlabeled = find_unlabeled_frames(unlabeled_dir)
+    if not unlabeled.paths:
+        raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")
+    named_layer(model, config.layer)  # a bad layer name fails before any work
+    log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
+    tuned = finetune_atcon(
+        model,
+        UnlabeledFrameDataset(unlabeled.paths, plain),
+        config,
+        labeled=labeled_set,
+        callbacks=[*_callbacks(log, progress), *callbacks],
+        context=context,
+    )
+    info = CheckpointInfo.from_dict(parent.to_dict())
+    info.parent_hash = parent.sha256
+    info.config = {
+        **parent.config,
+        "finetune": config_to_dict(config),
+        "data": config_to_dict(data),
+    }
+    metrics: dict[str, Any] = {**_finetune_metrics(tuned), "world_size": context.world_size}
+    metrics["replica_max_abs_diff"] = context.replica_max_abs_diff(model)
+    report = RunReport(out=None, sha256=None, metrics=metrics, history=tuned.history)
+    if context.is_main:
+        metrics.update(
+            _validation_metrics(model, val_set, info, choose_thresholds=True, device=context.device)
+        )
+        info.metrics = metrics
+        report.sha256 = save_checkpoint(out, model, info)
+        report.out = Path(out)
+        if log is not None:
+            log.record("checkpoint", path=str(out), sha256=report.sha256, metrics=metrics)
+            log.close()
+    return report
+
+
+def _frames_for(
+    info: CheckpointInfo, labeled_dir: str | Path, checkpoint: str | Path
+) -> LabeledFrames:
+    """Read labeled frames against a checkpoint's classes; a mismatch is a CheckpointError."""
+    from ._exceptions import FrameDataError
+
+    try:
+        return read_labeled_frames(
+            labeled_dir, class_names=info.class_names, class_source=f"checkpoint {checkpoint}"
+        )
+    except FrameDataError as exc:
+        if "unknown class" in str(exc) or "differ from" in str(exc):
+            raise CheckpointError(f"checkpoint classes do not match the data: {exc}") from exc
+        raise
+
+
+def evaluate_model(
+    model: nn.Module,
+    info: CheckpointInfo,
+    dataset: Dataset[Any],
+    *,
+    boxes: Dataset[Any] | None = None,
+    cam_threshold: float = 0.5,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """``{"macro_f1", "map", "per_class_f1", "consistency", "miou"}`` of a model on data.
+
+    ``consistency`` is the mean attention consistency (published ATCON settings, top
+    class) over the images; ``miou`` the mean weak-localisation IoU over ``boxes``
+    (``None`` without boxes).
+    """
+    from torch.utils.data import default_collate
+
+    model.eval().to(device)
+    scores, targets = predict_scores(
+        model, dataset, multi_label=info.multi_label, batch_size=batch_size, device=device
+    )
+    if targets is None:
+        raise ValueError("dataset must yield (image, target) pairs")
+    report = classification_report(
+        scores, targets, info.thresholds, multi_label=info.multi_label, class_names=info.class_names
+    )
+    size = len(dataset)  # type: ignore[arg-type]
+    consistency: list[float] = []
+    for start in range(0, size, batch_size):
+        items = [dataset[i] for i in range(start, min(size, start + batch_size))]
+        images = default_collate(items)[0].to(device)
+        consistency.append(mean_attention_consistency(model, images) * len(items))
+    report["consistency"] = sum(consistency) / size
+    report["miou"] = None
+    if boxes is not None and len(boxes) > 0:  # type: ignore[arg-type]
+        total, count = 0.0, len(boxes)  # type: ignore[arg-type]
+        for start in range(0, count, batch_size):
+            images, labels, rects = default_collate(
+                [boxes[i] for i in range(start, min(count, start + batch_size))]
+            )
+            ious = weak_localization_iou(
+                model, images.to(device), labels.to(device), rects, threshold=cam_threshold
+            )
+            total += float(ious.sum())
+        report["miou"] = total / count
+    report["images"] = size
+    return report
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    labeled_dir: str | Path,
+    *,
+    boxes_csv: str | Path | None = None,
+    cam_threshold: float = 0.5,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a labeled frame directory (and boxes), as :func:`evaluate_model`."""
+    model, info = load_checkpoint(checkpoint, map_location=device)
+    frames = _frames_for(info, labeled_dir, checkpoint)
+    plain = FrameTransform(info.input_size, info.mean, info.std)
+    box_set = None
+    if boxes_csv is not None:
+        box_list = read_boxes(boxes_csv, root=labeled_dir, class_names=info.class_names)
+        box_set = BoxDataset(box_list, info.class_names, plain)
+    result = evaluate_model(
+        model,
+        info,
+        LabeledFrameDataset(frames, plain),
+        boxes=box_set,
+        cam_threshold=cam_threshold,
+        batch_size=batch_size,
+        device=device,
+    )
+    result["checkpoint_sha256"] = info.sha256
+    result["skipped"] = len(frames.skipped)
+    return result
