@@ -118,7 +118,9 @@ class Page:
         return form
 
     def context(self, **values: Any) -> dict[str, Any]:
+        settings = self.runtime.settings
         return {
+            "open_dev": settings.dev and not settings.tokens,
             "user": self.principal,
             "csrf_token": self.session.csrf,
             "can_operate": self.can(Role.operator),

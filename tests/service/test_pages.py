@@ -251,6 +251,26 @@ def test_the_timeline_has_a_lane_per_class_drawn_to_scale(client, auth, tokens, 
     assert 'form class="verdict"' not in html, "viewers get no review buttons"
 
 
+def test_a_video_without_events_says_so_and_requests_no_empty_image(client, auth, tokens, results):
+    video_id = upload(client, auth)
+    results.write(video_id, events=0)
+    sign_in(client, tokens[Role.viewer])
+    html = client.get(f"/videos/{video_id}").text
+    assert "No events were detected in this video." in html
+    assert 'src=""' not in html, "an empty src would fetch the page itself"
+
+
+def test_development_mode_without_tokens_signs_anyone_in_as_dev(tmp_path):
+    from worker.settings import Settings
+
+    with TestClient(create_app(Settings(data_dir=tmp_path, dev=True), workers=0)) as c:
+        form = c.get("/signin")
+        assert "Development mode without tokens" in form.text
+        c.post("/signin", data={"csrf_token": csrf_of(form.text), "token": "anything"})
+        page = c.get("/models")
+        assert page.status_code == 200 and "Signed in as <strong>dev</strong>" in page.text
+
+
 def test_low_consistency_stands_out_with_a_sentence(client, auth, tokens, results):
     video_id = upload(client, auth)
     results.write(video_id, events=1, consistency=0.12)

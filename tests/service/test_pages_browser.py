@@ -146,7 +146,7 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(browser, server: Server, token: str, viewport=DESKTOP):  # type: ignore[no-untyped-def]
+def sign_in(browser, server: Server, token: str, viewport=DESKTOP, shot_as=None):  # type: ignore[no-untyped-def]
     """A fresh browser context signed in with ``token`` (typed, then Enter).
 
     ``page.problems`` collects script errors and Content-Security-Policy violations;
@@ -169,6 +169,8 @@ def sign_in(browser, server: Server, token: str, viewport=DESKTOP):  # type: ign
     )
     page.goto(server.url + "/videos")
     assert page.url.startswith(server.url + "/signin"), "signed out: the sign-in page"
+    if shot_as:
+        shot(page, shot_as)
     page.get_by_label("API token").fill(token)
     page.keyboard.press("Enter")  # keyboard only
     page.wait_for_url(server.url + "/videos")
@@ -193,9 +195,8 @@ def processed_video(server: Server, tokens: dict[Role, str], ward: Ward) -> str:
 
 
 def test_operator_uploads_reviews_and_signs_out(browser, server, tokens, ward):
-    context, page = sign_in(browser, server, tokens[Role.operator])
+    context, page = sign_in(browser, server, tokens[Role.operator], shot_as="signin")
     try:
-        shot(page, "signin-done-videos-empty")
         # upload from the page, with progress, then the table follows the job to "done"
         page.get_by_label("Video file").set_input_files(str(ward.video))
         page.get_by_role("button", name="Upload").click()
