@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterable
@@ -30,6 +29,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .storage import atomic_write_bytes
 
 __all__ = [
     "ExportedFrames",
@@ -98,17 +99,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FramePool:
     """Frames at ``image_size`` x ``image_size`` stored under ``root``."""
 
@@ -130,7 +120,7 @@ class FramePool:
         )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        _write_atomic(self.root / f"{record.frame_id}.png", buffer.getvalue())
+        atomic_write_bytes(self.root / f"{record.frame_id}.png", buffer.getvalue())
         self._save_record(record)  # the record last: a frame without one is not listed
         return record
 
@@ -213,7 +203,7 @@ class FramePool:
 
     def _save_record(self, record: FrameRecord) -> None:
         data = json.dumps(asdict(record), sort_keys=True).encode()
-        _write_atomic(self._record_path(record.frame_id), data)
+        atomic_write_bytes(self._record_path(record.frame_id), data)
 
     def get(self, frame_id: str) -> FrameRecord:
         path = self._record_path(frame_id)

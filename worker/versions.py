@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +31,8 @@ from typing import Any
 
 from models.checkpoint import file_sha256
 
+from .storage import atomic_write_bytes, atomic_write_json
+
 __all__ = [
     "GateDecision",
     "ModelCard",
@@ -41,7 +41,6 @@ __all__ = [
     "VersionError",
     "VersionStatus",
     "promotion_gate",
-    "write_json_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,21 +143,6 @@ def promotion_gate(
         f"validation macro-F1 {f1_before:.4f} -> {f1_after:.4f}, "
         f"consistency {cons_before:.4f} -> {cons_after:.4f}: promoted",
     )
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> str:
@@ -265,7 +249,7 @@ class ModelRegistry:
                     metrics_after=metrics_after,
                     history=[{"at": _now(), "status": str(stored), "reason": reason}],
                 )
-                write_json_atomic(staging / self.CARD, card.to_dict())
+                atomic_write_json(staging / self.CARD, card.to_dict())
                 try:
                     staging.rename(self.root / name)  # fails if another process took the name
                 except OSError:
@@ -285,7 +269,7 @@ class ModelRegistry:
         card.status = status
         card.reason = reason
         card.history.append({"at": _now(), "status": str(status), "reason": reason})
-        write_json_atomic(self._dir(card.version) / self.CARD, card.to_dict())
+        atomic_write_json(self._dir(card.version) / self.CARD, card.to_dict())
         return card
 
     def activate(self, version: str, *, reason: str = "activated by an admin") -> ModelCard:
@@ -296,12 +280,7 @@ class ModelRegistry:
                 f"model version {version} was rejected ({card.reason}) and cannot be activated"
             )
         previous = self.active_version()
-        fd, tmp = tempfile.mkstemp(prefix=".ACTIVE.", suffix=".tmp", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / self.POINTER)
+        atomic_write_bytes(self.root / self.POINTER, (version + "\n").encode())
         if previous and previous != version:
             self._rewrite(self.get(previous), VersionStatus.RETIRED, f"replaced by {version}")
         logger.info("model version %s is now active (was %s)", version, previous)

@@ -101,7 +101,7 @@ def test_interrupted_registration_leaves_no_version(
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("worker.versions.write_json_atomic", crash)
+    monkeypatch.setattr("worker.versions.atomic_write_json", crash)
     with pytest.raises(KeyboardInterrupt):
         registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="x")
     monkeypatch.undo()

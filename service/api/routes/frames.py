@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -88,6 +90,17 @@ def _no_model(exc: Exception) -> HTTPException:
     return HTTPException(503, f"the frame pool needs a model to serve: {exc}")
 
 
+@contextmanager
+def _answers() -> Iterator[None]:
+    """Unknown frames answer 404; no model to serve, 503."""
+    try:
+        yield
+    except UnknownFrameError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except LookupError as exc:
+        raise _no_model(exc) from exc
+
+
 @router.post(
     "",
     status_code=201,
@@ -158,12 +171,8 @@ def review_queue(
 def get_frame(
     request: Request, frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep
 ) -> FramePublic:
-    try:
+    with _answers():
         return FramePublic.from_record(_maps(request).pool().get(frame_id))
-    except UnknownFrameError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except LookupError as exc:
-        raise _no_model(exc) from exc
 
 
 @router.get(
@@ -175,12 +184,8 @@ def get_frame(
 def frame_image(
     request: Request, frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep
 ) -> FileResponse:
-    try:
+    with _answers():
         path = _maps(request).pool().image_path(frame_id)
-    except UnknownFrameError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except LookupError as exc:
-        raise _no_model(exc) from exc
     return FileResponse(path, media_type="image/png")
 
 
@@ -198,12 +203,8 @@ def frame_map(
     kind: str = Path(pattern="^(" + "|".join(FRAME_MAP_KINDS) + ")$"),
 ) -> FileResponse:
     maps = _maps(request)
-    try:
+    with _answers():
         path = maps.render(maps.pool(), frame_id, kind)
-    except UnknownFrameError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except LookupError as exc:
-        raise _no_model(exc) from exc
     return FileResponse(path, media_type="image/png")
 
 
@@ -221,14 +222,10 @@ def put_labels(
     runtime: RuntimeDep,
 ) -> FramePublic:
     maps = _maps(request)
-    try:
-        pool = maps.pool()
-        record = pool.set_labels(frame_id, body.labels, maps.class_names())
-    except UnknownFrameError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except LookupError as exc:
-        raise _no_model(exc) from exc
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    with _answers():
+        try:
+            record = maps.pool().set_labels(frame_id, body.labels, maps.class_names())
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
     runtime.audit.record("label_frame", principal.name, frame_ids=[frame_id])
     return FramePublic.from_record(record)
