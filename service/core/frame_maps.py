@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from starlette.requests import Request
 from torch import nn
 
 from models.checkpoint import CheckpointInfo
@@ -22,7 +23,7 @@ from worker.frame_pool import FramePool, FrameRecord
 from worker.settings import Settings
 from worker.storage import Storage
 
-__all__ = ["FRAME_MAP_KINDS", "FrameMaps"]
+__all__ = ["FRAME_MAP_KINDS", "FrameMaps", "frame_maps"]
 
 FRAME_MAP_KINDS = ("gradcam", "guided_backprop")
 
@@ -114,3 +115,13 @@ class FrameMaps:
             heat_overlay(frame, heat) if kind == "gradcam" else (gb * 255).round().astype(np.uint8)
         )
         return save_png_atomic(picture, target)
+
+
+def frame_maps(request: Request) -> FrameMaps:
+    """The app's one :class:`FrameMaps` (created on first use), for routes and pages."""
+    maps: FrameMaps | None = getattr(request.app.state, "frame_maps", None)
+    if maps is None:
+        runtime = request.app.state.runtime
+        maps = FrameMaps(runtime.storage, runtime.settings)
+        request.app.state.frame_maps = maps
+    return maps

@@ -16,9 +16,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from worker.frame_pool import FramePool, UnknownFrameError
 
-# one FrameMaps (the served model for pool frames) per app, shared with the frames API
-from ..api.routes.frames import _maps as frame_maps
 from ..core.config import Role
+
+# one FrameMaps (the served model for pool frames) per app, shared with the frames API
+from ..core.frame_maps import frame_maps
 from .session import PageDep, PageError
 from .videos import LOW_CONSISTENCY
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.frame_pool import FrameRecord, InvalidFrameError, UnknownFrameError
 
-from ...core.frame_maps import FRAME_MAP_KINDS, FrameMaps
+from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ..deps import OperatorDep, RuntimeDep, ViewerDep
 
@@ -77,15 +77,6 @@ class LabelsUpdate(BaseModel):
     )
 
 
-def _maps(request: Request) -> FrameMaps:
-    runtime = request.app.state.runtime
-    maps: FrameMaps | None = getattr(request.app.state, "frame_maps", None)
-    if maps is None:
-        maps = FrameMaps(runtime.storage, runtime.settings)
-        request.app.state.frame_maps = maps
-    return maps
-
-
 def _no_model(exc: Exception) -> HTTPException:
     return HTTPException(503, f"the frame pool needs a model to serve: {exc}")
 
@@ -122,7 +113,7 @@ async def add_frames(
     if not data:
         raise HTTPException(400, "the file is empty; send an image or a zip of images")
     try:
-        pool = await run_in_threadpool(_maps(request).pool)
+        pool = await run_in_threadpool(frame_maps(request).pool)
     except (LookupError, OSError) as exc:
         raise _no_model(exc) from exc
     try:
@@ -153,7 +144,7 @@ def review_queue(
     runtime: RuntimeDep,
     limit: int = Query(20, ge=1, le=200),
 ) -> ReviewQueue:
-    maps = _maps(request)
+    maps = frame_maps(request)
     try:
         pool = maps.pool()
         maps.score_unscored(pool, pool.records(labeled=False), limit=limit)
@@ -172,7 +163,7 @@ def get_frame(
     request: Request, frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep
 ) -> FramePublic:
     with _answers():
-        return FramePublic.from_record(_maps(request).pool().get(frame_id))
+        return FramePublic.from_record(frame_maps(request).pool().get(frame_id))
 
 
 @router.get(
@@ -185,7 +176,7 @@ def frame_image(
     request: Request, frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep
 ) -> FileResponse:
     with _answers():
-        path = _maps(request).pool().image_path(frame_id)
+        path = frame_maps(request).pool().image_path(frame_id)
     return FileResponse(path, media_type="image/png")
 
 
@@ -202,7 +193,7 @@ def frame_map(
     runtime: RuntimeDep,
     kind: str = Path(pattern="^(" + "|".join(FRAME_MAP_KINDS) + ")$"),
 ) -> FileResponse:
-    maps = _maps(request)
+    maps = frame_maps(request)
     with _answers():
         path = maps.render(maps.pool(), frame_id, kind)
     return FileResponse(path, media_type="image/png")
@@ -221,7 +212,7 @@ def put_labels(
     principal: OperatorDep,
     runtime: RuntimeDep,
 ) -> FramePublic:
-    maps = _maps(request)
+    maps = frame_maps(request)
     with _answers():
         try:
             record = maps.pool().set_labels(frame_id, body.labels, maps.class_names())
