@@ -48,6 +48,7 @@ __all__ = [
     "atcon_loss",
     "attention_consistency",
     "check_twice_differentiable",
+    "map_consistency",
     "pearson",
     "soft_mask",
 ]
@@ -74,7 +75,8 @@ def _twice_differentiable(module: nn.Module) -> bool:
             if grad.requires_grad:
                 torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
         except (NotImplementedError, RuntimeError) as exc:
-            ok = "not implemented" not in str(exc).lower()
+            message = str(exc).lower()  # autograd: "derivative for aten::X is not implemented"
+            ok = not ("derivative for" in message and "not implemented" in message)
         except Exception:  # shape or dtype trouble: not an activation we can probe
             ok = True
         _second_order_ok[kind] = ok
@@ -86,8 +88,8 @@ def check_twice_differentiable(model: nn.Module) -> None:
 
     The ATCON loss differentiates attention maps, which are themselves gradients, so
     every operation needs a second derivative. Autograd lacks one for some
-    activations (MobileNetV3's Hardswish, for one). Parameter-free leaf modules are
-    probed once per type on a tiny tensor.
+    activations (Hardsigmoid, in MobileNetV3's squeeze-excitation blocks, for one).
+    Parameter-free leaf modules are probed once per type on a tiny tensor.
     """
     bad = sorted(
         {
@@ -101,8 +103,8 @@ def check_twice_differentiable(model: nn.Module) -> None:
     if bad:
         raise UnsupportedActivationError(
             f"{type(model).__name__} uses {', '.join(bad)}, whose second derivative autograd "
-            "does not implement, so the ATCON loss cannot be differentiated; choose an "
-            "architecture with ReLU/SiLU activations (ResNet, DenseNet, MobileNetV2, EfficientNet)"
+            "does not implement, so the ATCON loss cannot be differentiated; choose "
+            "an architecture without it (ResNet, DenseNet, MobileNetV2, EfficientNet)"
         )
 
 
@@ -194,6 +196,17 @@ def _consistency_terms(
     second, _ = grad_cam_with_targets(
         model, mask.unsqueeze(1) * images, classes, layer=target_layer, create_graph=create_graph
     )
+    return map_consistency(first, second, similarity)
+
+
+def map_consistency(first: Tensor, second: Tensor, similarity: str = "pearson") -> Tensor:
+    r"""Step 6 on given maps: similarity of :math:`\sigma(z(M^1_i))` and :math:`\sigma(z(M^2_i))`.
+
+    ``first`` and ``second`` are Grad-CAM maps (N, h, w) of the images and of the
+    masked images; returns (N,). Lets inference that already holds :math:`M^1` and
+    the mask score consistency with one more Grad-CAM pass instead of three.
+    """
+    _check_option("similarity", similarity, SIMILARITIES)
     a = torch.sigmoid(_standardize(first))
     b = torch.sigmoid(_standardize(second))
     return pearson(a, b) if similarity == "pearson" else _global_ssim(a, b)

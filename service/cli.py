@@ -18,6 +18,11 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("service.commands.demo", "run the main job end to end on generated data"),
+    "serve": ("service.commands.serve", "run the HTTP API (and, without Redis, its workers)"),
+    "worker": ("service.commands.worker", "consume a job queue (detect or finetune)"),
+    "token": ("service.commands.token", "create API tokens"),
+    "detect": ("service.commands.detect", "find the events in a video, with attention maps"),
+    "synth": ("service.commands.synth", "write synthetic ward videos with ground truth"),
     "train": ("service.commands.train", "train a frame classifier (optionally with ATCON)"),
     "finetune": ("service.commands.finetune", "ATCON fine-tune a checkpoint on unlabeled frames"),
     "evaluate": ("service.commands.evaluate", "score a checkpoint on labeled frames (and boxes)"),

@@ -2,23 +2,118 @@
 
 ::
 
-    WorkerError
-     +-- FrameDataError (ValueError)   a frame directory, labels.csv, classes.txt or
-          |                            boxes.csv that cannot be used as it is
-          +-- ClassMismatchError       labels or classes.txt that differ from the classes
-                                       fixed by a checkpoint (or classes.txt)
+    models.AtconError
+     +-- WorkerError
+          +-- VideoDecodeError (ValueError)    the file cannot be decoded as a video
+          |    +-- NotAVideoError              an image, a document, text: no video container
+          |    +-- NoVideoStreamError          a container without a video stream (audio only)
+          |    +-- EmptyVideoError             nothing to decode: an empty file, zero frames
+          +-- CheckpointMismatchError          the checkpoint's classes or input size do not
+          |    (models.CheckpointError)        fit the job
+          +-- ResultsExistError (FileExistsError)  the results folder is already there
+          +-- SettingsError (ValueError)       invalid or unsafe settings (no tokens outside dev)
+          +-- StorageError                     the data directory cannot be used as asked
+          |    +-- InvalidIdError (ValueError) an id that is not of the server's form
+          |    +-- VideoNotFoundError          no video with that id is stored
+          +-- QueueError                       the job queue refused an operation
+          |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
+          |    +-- JobNotFoundError            no job with that id
+          +-- JobError                         a job that cannot succeed; it is not retried
+          +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
+               |                               boxes.csv that cannot be used as it is
+               +-- ClassMismatchError          labels or classes.txt that differ from the
+                                               classes fixed for them (a checkpoint's)
 
-Errors of the models underneath (``models.AtconError`` and its subclasses) pass
-through unchanged.
+Every message is a sentence a person can act on: what is wrong with which file and
+what to do about it. Low-level errors (FFmpeg's, Redis', the file system's) are
+chained with ``raise ... from``. Bad arguments raise plain ``ValueError``/``TypeError``
+naming the argument.
 """
 
 from __future__ import annotations
 
-__all__ = ["ClassMismatchError", "FrameDataError", "WorkerError"]
+from models._exceptions import AtconError, CheckpointError
+
+__all__ = [
+    "AtconError",
+    "CheckpointMismatchError",
+    "ClassMismatchError",
+    "EmptyVideoError",
+    "FrameDataError",
+    "InvalidIdError",
+    "JobError",
+    "JobNotFoundError",
+    "NoVideoStreamError",
+    "NotAVideoError",
+    "QueueError",
+    "QueueUnavailableError",
+    "ResultsExistError",
+    "SettingsError",
+    "StorageError",
+    "VideoDecodeError",
+    "VideoNotFoundError",
+    "WorkerError",
+]
 
 
-class WorkerError(Exception):
-    """Base class of every error this package raises on purpose."""
+class WorkerError(AtconError):
+    """Base class of every error the ``worker`` package raises on purpose."""
+
+
+class VideoDecodeError(WorkerError, ValueError):
+    """The file cannot be decoded as a video (damaged, truncated, or not a video)."""
+
+
+class NotAVideoError(VideoDecodeError):
+    """The file is an image, a document or text, not a video container."""
+
+
+class NoVideoStreamError(VideoDecodeError):
+    """The container holds no video stream (an audio-only recording, say)."""
+
+
+class EmptyVideoError(VideoDecodeError):
+    """There is nothing to decode: the file is empty or its video stream has no frames."""
+
+
+class CheckpointMismatchError(WorkerError, CheckpointError):
+    """The checkpoint's classes or input size do not fit what the job needs."""
+
+
+class ResultsExistError(WorkerError, FileExistsError):
+    """The results folder exists already and overwriting was not asked for."""
+
+
+class SettingsError(WorkerError, ValueError):
+    """The settings are invalid or unsafe for the mode the service runs in."""
+
+
+class StorageError(WorkerError):
+    """The data directory cannot be used as asked."""
+
+
+class InvalidIdError(StorageError, ValueError):
+    """An id that is not of the form the server hands out."""
+
+
+class VideoNotFoundError(StorageError):
+    """No video with that id is stored."""
+
+
+class QueueError(WorkerError):
+    """The job queue refused an operation."""
+
+
+class QueueUnavailableError(QueueError):
+    """The broker cannot be reached (Redis stopped, network down)."""
+
+
+class JobNotFoundError(QueueError):
+    """No job with that id."""
+
+
+class JobError(WorkerError):
+    """A job that cannot succeed whatever the number of attempts; it is failed at once."""
 
 
 class FrameDataError(WorkerError, ValueError):

@@ -10,6 +10,7 @@ a NaN loss or a collapse never replaces a good file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,8 +252,11 @@ def finetune_checkpoint(
     log_path: str | Path | None = None,
     progress: bool = True,
     context: DistributedContext | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> RunReport:
     """ATCON fine-tune the model in ``checkpoint`` and write the result to ``out``.
+
+    ``callbacks`` see every step (a job reports its progress through one).
 
     Nothing is written when fine-tuning stops (collapse, NaN): :class:`TrainingError`
     propagates and ``checkpoint`` is untouched. With ``labeled_dir``, its classes must
@@ -284,7 +288,7 @@ def finetune_checkpoint(
         UnlabeledFrameDataset(unlabeled.paths, plain),
         config,
         labeled=labeled_set,
-        callbacks=_callbacks(log, progress),
+        callbacks=[*_callbacks(log, progress), *callbacks],
         context=context,
     )
     info = CheckpointInfo.from_dict(parent.to_dict())

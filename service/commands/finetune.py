@@ -16,11 +16,16 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model to start from")
+    parser.add_argument(
+        "--nightly",
+        action="store_true",
+        help="do what the nightly scheduler does, once: queue a fine-tune of the active "
+        "model on the frame pool if enough new frames arrived (for an outside cron)",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="model to start from")
     parser.add_argument(
         "--unlabeled",
         type=Path,
-        required=True,
         metavar="DIR",
         help="directory of unlabeled JPEG/PNG frames",
     )
@@ -31,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="labeled frames (labels.csv) for the alternating/combined schedules",
     )
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
+    parser.add_argument("--out", type=Path, help="checkpoint to write")
     parser.add_argument(
         "--schedule",
         choices=_training.SCHEDULES,
@@ -44,7 +49,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nightly:
+        return _nightly()
+    missing = [flag for flag in ("checkpoint", "unlabeled", "out") if getattr(args, flag) is None]
+    if missing:
+        logger.error("atcon finetune needs %s (or --nightly)", ", ".join(f"--{m}" for m in missing))
+        return 2
     return _training.run_guarded(lambda: _run(args))
+
+
+def _nightly() -> int:
+    """Queue a fine-tune if the nightly conditions hold; print the job id or why not."""
+    import json
+
+    from worker.finetune import run_nightly_once
+    from worker.queue import open_queue
+    from worker.settings import get_settings
+    from worker.storage import Storage
+
+    settings = get_settings()
+    if settings.redis_url is None:
+        logger.error(
+            "atcon finetune --nightly queues work for `atcon worker finetune` and so needs "
+            "ATCON_REDIS_URL; the embedded default (`atcon serve`) schedules by itself"
+        )
+        return 2
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    queue = open_queue(settings)
+    try:
+        job_id, why = run_nightly_once(storage, queue, settings)
+    finally:
+        queue.close()
+    print(json.dumps({"queued": job_id is not None, "job_id": job_id, "reason": why}))  # noqa: T201
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,40 @@
+"""``/v1/finetune``: queue an ATCON fine-tune of the active model on the frame pool (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel
+
+from worker._exceptions import InvalidIdError
+from worker.finetune import FinetuneRequest, queue_finetune
+
+from ...core.problems import PROBLEM_RESPONSES
+from ..deps import AdminDep, RuntimeDep
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["finetune"], responses=PROBLEM_RESPONSES)
+
+
+class FinetuneAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+@router.post(
+    "/finetune",
+    status_code=202,
+    response_model=FinetuneAccepted,
+    summary="Queue a fine-tune; GET the status URL for its steps, losses and result",
+)
+def start_finetune(
+    principal: AdminDep, runtime: RuntimeDep, body: FinetuneRequest | None = None
+) -> FinetuneAccepted:
+    """Fine-tunes run one at a time: a second request waits in the queue. The result
+    is a new model version, promoted only if the gate allows (see ``/v1/models``)."""
+    try:
+        job_id = queue_finetune(runtime.queue, body, trigger="api")
+    except InvalidIdError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    runtime.audit.record("finetune", principal.name, job_id=job_id)
+    return FinetuneAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}")

@@ -1,0 +1,43 @@
+"""``/v1/jobs``: a job's status and progress; dead letters and requeue (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from worker.jobs import JOB_KINDS
+
+from ...core.problems import PROBLEM_RESPONSES, problem_responses
+from ..deps import AdminDep, JobId, RuntimeDep, ViewerDep
+from ..schemas import DeadLetters, JobPublic
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=PROBLEM_RESPONSES)
+
+KindQuery = Query("detect", pattern="^(" + "|".join(JOB_KINDS) + ")$", description="job kind")
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problem_responses(404))
+def get_job(job_id: JobId, principal: ViewerDep, runtime: RuntimeDep) -> JobPublic:
+    """The job's status, progress (fraction of the video decoded) and last error."""
+    return JobPublic.from_job(runtime.queue.get(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/requeue",
+    status_code=202,
+    response_model=JobPublic,
+    responses=problem_responses(404, 409),
+)
+def requeue_job(job_id: JobId, principal: AdminDep, runtime: RuntimeDep) -> JobPublic:
+    """Start a failed job afresh (its attempts reset); 409 unless it failed."""
+    job = runtime.queue.requeue(job_id)
+    runtime.audit.record("requeue", principal.name, job_id=job_id)
+    return JobPublic.from_job(job)
+
+
+@router.get("/dead-letters", response_model=DeadLetters)
+def dead_letters(principal: AdminDep, runtime: RuntimeDep, kind: str = KindQuery) -> DeadLetters:
+    """Jobs that failed for good, newest first, with their last error."""
+    jobs = runtime.queue.dead_letters(kind)
+    return DeadLetters(kind=kind, jobs=[JobPublic.from_job(j) for j in jobs])

@@ -1,0 +1,106 @@
+"""``atcon worker KIND``: a queue consumer that keeps its model loaded between jobs.
+
+Run any number of them, on any machine that reaches Redis (``ATCON_REDIS_URL``) and
+shares the data directory (``ATCON_DATA_DIR``). SIGTERM or Ctrl-C finishes the job
+in hand and stops; a second one stops at once (the job goes to another worker after
+the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("detect", "finetune")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=KINDS, help="which queue to consume")
+    parser.add_argument("--name", help="consumer name (default: host-pid-random)")
+    parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
+    parser.add_argument(
+        "--burst", action="store_true", help="stop when the queue is empty instead of waiting"
+    )
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="finetune: do not run the nightly scheduler in this process",
+    )
+    parser.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="check Redis answers and (detect) the model file exists, then exit 0 or 1",
+    )
+
+
+def _healthcheck(kind: str) -> int:
+    import json
+
+    from worker._exceptions import AtconError
+    from worker.model_cache import ModelCache
+    from worker.queue import open_queue
+    from worker.settings import get_settings
+    from worker.storage import Storage
+
+    settings = get_settings()
+    checks: dict[str, str] = {}
+    try:
+        if settings.redis_url is None:
+            raise ValueError("ATCON_REDIS_URL is not set")
+        queue = open_queue(settings)
+        queue.ping()
+        queue.close()
+        checks["queue"] = "ok"
+        if kind == "detect":
+            ref = ModelCache(Storage(settings.data_dir), settings).reference()
+            if not ref.checkpoint.is_file():
+                raise ValueError(f"checkpoint {ref.checkpoint} does not exist")
+            checks["model"] = "ok"
+    except (AtconError, ValueError) as exc:
+        checks["error"] = str(exc)
+    print(json.dumps(checks))  # noqa: T201 - the command's output
+    return 1 if "error" in checks else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.jobs import Worker
+    from worker.queue import open_queue
+    from worker.settings import get_settings
+    from worker.storage import Storage
+
+    if args.healthcheck:
+        return _healthcheck(args.kind)
+    settings = get_settings()
+    if settings.redis_url is None:
+        logger.error(
+            "atcon worker needs ATCON_REDIS_URL; without Redis, `atcon serve` runs the "
+            "workers in its own process"
+        )
+        return 2
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.info("signal %d: finishing the job in hand, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = Worker(open_queue(settings), storage, settings, args.kind, name=args.name)
+    if args.kind == "finetune" and not args.no_scheduler:
+        from worker.finetune import start_scheduler
+
+        start_scheduler(storage, worker.queue, settings, stop)
+    try:
+        handled = worker.run(stop, max_jobs=args.max_jobs, burst=args.burst)
+    finally:
+        worker.queue.close()
+    logger.info("worker %s stops after %d job(s)", worker.name, handled)
+    return 0

@@ -1,0 +1,1 @@
+"""Cross-cutting parts of the API: settings, security, audit, problems, metrics, uploads."""

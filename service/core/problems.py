@@ -1,0 +1,189 @@
+"""Errors as ``application/problem+json`` (RFC 9457), each with a sentence to act on.
+
+Named exceptions of ``worker`` and ``service`` map to a status here, at the HTTP
+boundary; routes raise them (or ``HTTPException``) and never build error bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker._exceptions import (
+    InvalidIdError,
+    JobNotFoundError,
+    QueueError,
+    QueueUnavailableError,
+    StorageError,
+    VideoDecodeError,
+    VideoNotFoundError,
+)
+
+from .._exceptions import UploadError
+
+__all__ = [
+    "PROBLEM_RESPONSES",
+    "Problem",
+    "install_problem_handlers",
+    "problem_response",
+    "problem_responses",
+]
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457): ``detail`` says what went wrong and what to do."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {
+            "model": Problem,
+            "description": HTTPStatus(code).phrase,
+            "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for code in codes
+    }
+
+
+#: the error answers every authenticated route may give, for the OpenAPI document
+PROBLEM_RESPONSES = problem_responses(401, 403, 422, 503)
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    request: Request | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail[:1].upper() + detail[1:],
+        instance=request.url.path if request is not None else None,
+    ).model_dump()
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_TYPE)
+
+
+_ID_HINTS = {
+    "video_id": "a video id is the 32 lowercase hex digits the upload answered with",
+    "job_id": "a job id is the 32 lowercase hex digits the upload answered with",
+    "event_id": "an event id is one listed in the video's events",
+    "kind": "see the allowed values in the OpenAPI document (/openapi.json)",
+}
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        name = loc[-1] if loc else "request"
+        hint = _ID_HINTS.get(name)
+        message = f"{name}: {error.get('msg', 'invalid')}"
+        parts.append(f"{message} ({hint})" if hint else message)
+    return "the request is invalid: " + "; ".join(parts) if parts else "the request is invalid"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed here; this path accepts " + ", ".join(
+                allowed
+            )
+        return problem_response(exc.status_code, detail, request, headers=headers)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
+        return problem_response(422, _validation_detail(exc), request, extra={"errors": errors})
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        status, headers = _status_of(exc)
+        if status >= 500:
+            logger.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(status, _sentence(exc), request, headers=headers)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error in %s %s", request.method, request.url.path)
+        return problem_response(
+            500, "the server failed to answer this request; the error is in its log", request
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    for kind in (UploadError, VideoDecodeError, StorageError, QueueError):
+        app.add_exception_handler(kind, domain_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path.
+
+    Starlette's 405 names only the methods of the first route that matched the path;
+    the document knows them all. The path templates are compiled once per app.
+    """
+    app = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            regex = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{regex}$"), {m.upper() for m in operations}))
+        app.state.allowed_methods = table
+    methods: set[str] = set()
+    for compiled, allowed in table:
+        if compiled.match(request.url.path):
+            methods |= allowed
+    return sorted(methods)
+
+
+def _sentence(exc: Exception) -> str:
+    if isinstance(exc, QueueUnavailableError):
+        return (
+            "the job queue cannot be reached, so nothing was accepted or changed; try again "
+            "in a minute (an operator should check Redis)"
+        )
+    return str(exc) or type(exc).__name__
+
+
+def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
+    if isinstance(exc, UploadError):
+        return exc.status, None
+    if isinstance(exc, VideoDecodeError | InvalidIdError):
+        return 422, None
+    if isinstance(exc, VideoNotFoundError | JobNotFoundError):
+        return 404, None
+    if isinstance(exc, QueueUnavailableError):
+        return 503, {"Retry-After": "30"}
+    if isinstance(exc, QueueError):
+        return 409, None
+    return 503, {"Retry-After": "30"}  # StorageError: the data directory is unusable now

@@ -1,0 +1,68 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds the app; its lifespan starts a :class:`Runtime`
+(storage, queue, audit log, and in the embedded default the worker threads) and
+stops it on shutdown. ``atcon serve`` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from worker.queue import JobQueue
+
+from .api.routes import finetune, frames, health, jobs, models, videos
+from .core.config import Settings, get_settings
+from .core.problems import install_problem_handlers
+from .core.runtime import Runtime
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    queue: JobQueue | None = None,
+    workers: int | None = None,
+) -> FastAPI:
+    """The API. ``queue`` replaces the one the settings name; ``workers`` the number of
+    embedded detect worker threads (default: ``ATCON_EMBEDDED_WORKERS`` without Redis, 0
+    with it)."""
+    settings = settings or get_settings()
+    settings.check_safe_to_serve()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await run_in_threadpool(
+            lambda: Runtime.start(settings, queue=queue, workers=workers)
+        )
+        app.state.runtime = runtime
+        mode = "embedded (no Redis)" if settings.embedded else "Redis"
+        logger.info("ATCON API ready: queue %s, data in %s", mode, settings.data_dir)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.stop)
+
+    app = FastAPI(
+        title="ATCON event detection",
+        version="1",
+        summary="Upload patient videos, get events with their attention maps.",
+        lifespan=lifespan,
+    )
+
+    install_problem_handlers(app)
+    app.include_router(videos.router)
+    app.include_router(jobs.router)
+    app.include_router(frames.router)
+    app.include_router(models.router)
+    app.include_router(finetune.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,188 @@
+"""The fine-tuning API: frames, review queue, labels, models, fine-tune requests."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.main import create_app
+from worker.settings import Role
+from worker.versions import ModelRegistry, VersionStatus
+
+from .test_health import tiny_checkpoint
+
+
+def _png(value: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 60), (value, 200 - value, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app_client(make_settings, tmp_path) -> Iterator[TestClient]:
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18")
+    settings = make_settings(checkpoint=checkpoint)
+    with TestClient(create_app(settings, workers=0)) as client:
+        yield client
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_frames_upload_review_and_labels(app_client: TestClient, auth) -> None:
+    upload = app_client.post(
+        "/v1/frames",
+        files={
+            "file": (
+                "frames.zip",
+                _zip(
+                    {
+                        "a.png": _png(10),
+                        "sub/b.png": _png(90),
+                        "c.png": _png(170),
+                        "../evil.png": _png(5),
+                        "notes.txt": b"hello",
+                    }
+                ),
+                "application/zip",
+            )
+        },
+        headers=auth(Role.operator),
+    )
+    assert upload.status_code == 201, upload.text
+    body = upload.json()
+    assert len(body["accepted"]) == 3
+    assert {r["name"]: r["reason"] for r in body["rejected"]} == {
+        "../evil.png": "path leaves the archive",
+        "notes.txt": "not an image file name",
+    }
+    single = app_client.post(
+        "/v1/frames", files={"file": ("x.png", _png(40), "image/png")}, headers=auth(Role.operator)
+    )
+    assert single.status_code == 201 and len(single.json()["accepted"]) == 1
+
+    review = app_client.get("/v1/frames/review?limit=10", headers=auth(Role.viewer))
+    assert review.status_code == 200
+    frames = review.json()["frames"]
+    assert len(frames) == 4
+    scores = [f["consistency"] for f in frames]
+    assert scores == sorted(scores) and all(-1 <= s <= 1 for s in scores)
+    first = frames[0]
+    for url in (first["image_url"], *first["maps"].values()):
+        image = app_client.get(url, headers=auth(Role.viewer))
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+    labelled = app_client.put(
+        f"/v1/frames/{first['frame_id']}/labels",
+        json={"labels": ["bed_exit"]},
+        headers=auth(Role.operator),
+    )
+    assert labelled.status_code == 200
+    assert labelled.json()["labels"] == ["bed_exit"] and labelled.json()["split"] in (
+        "train",
+        "val",
+    )
+    after = app_client.get("/v1/frames/review?limit=10", headers=auth(Role.viewer)).json()
+    assert first["frame_id"] not in [f["frame_id"] for f in after["frames"]]
+
+
+def test_frames_bad_input(app_client: TestClient, auth) -> None:
+    operator = auth(Role.operator)
+    assert (
+        app_client.post(
+            "/v1/frames",
+            files={"file": ("x.pdf", b"%PDF-1.4", "application/pdf")},
+            headers=operator,
+        ).status_code
+        == 415
+    )
+    assert (
+        app_client.post(
+            "/v1/frames", files={"file": ("x.png", b"", "image/png")}, headers=operator
+        ).status_code
+        == 400
+    )
+    assert (
+        app_client.post(
+            "/v1/frames", files={"file": ("x.png", _png(), "image/png")}, headers=auth(Role.viewer)
+        ).status_code
+        == 403
+    )
+    frame = app_client.post(
+        "/v1/frames", files={"file": ("x.png", _png(), "image/png")}, headers=operator
+    ).json()["accepted"][0]
+    unknown_class = app_client.put(
+        f"/v1/frames/{frame}/labels", json={"labels": ["dancing"]}, headers=operator
+    )
+    assert unknown_class.status_code == 422 and "not classes of the model" in unknown_class.text
+    extra = app_client.put(
+        f"/v1/frames/{frame}/labels", json={"labels": [], "note": "x"}, headers=operator
+    )
+    assert extra.status_code == 422
+    assert (
+        app_client.put(
+            f"/v1/frames/{'0' * 32}/labels", json={"labels": []}, headers=operator
+        ).status_code
+        == 404
+    )
+    assert app_client.get("/v1/frames/not-an-id", headers=operator).status_code == 422
+
+
+def test_finetune_requests(app_client: TestClient, auth) -> None:
+    admin = auth(Role.admin)
+    accepted = app_client.post("/v1/finetune", json={"steps": 5, "lr": 1e-4}, headers=admin)
+    assert accepted.status_code == 202, accepted.text
+    job = app_client.get(accepted.json()["status_url"], headers=auth(Role.viewer)).json()
+    assert job["kind"] == "finetune" and job["status"] == "queued"
+    assert app_client.post("/v1/finetune", headers=admin).status_code == 202  # body optional
+    for body in (
+        {"learning_rate": 1},
+        {"lr": 0},
+        {"epochs": -1},
+        {"mode": "combined"},
+        {"video_ids": ["../../etc"]},
+        {"batch_size": 10_000},
+    ):
+        answer = app_client.post("/v1/finetune", json=body, headers=admin)
+        assert answer.status_code == 422, body
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    assert app_client.post("/v1/finetune", json={}, headers=auth(Role.operator)).status_code == 403
+
+
+def test_models_list_activate_and_roll_back(app_client: TestClient, auth, make_settings) -> None:
+    registry = ModelRegistry(app_client.app.state.runtime.storage.models)
+    checkpoint = app_client.app.state.runtime.settings.checkpoint
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="no validation set")
+    registry.register(checkpoint, status=VersionStatus.REJECTED, reason="F1 fell")
+    listed = app_client.get("/v1/models", headers=auth(Role.viewer)).json()
+    assert listed["active"] == "v0001"
+    assert [v["version"] for v in listed["versions"]] == ["v0003", "v0002", "v0001"]
+
+    admin = auth(Role.admin)
+    assert (
+        app_client.post("/v1/models/v0002/activate", headers=auth(Role.operator)).status_code == 403
+    )
+    activated = app_client.post("/v1/models/v0002/activate", headers=admin)
+    assert activated.status_code == 200 and activated.json()["status"] == "active"
+    assert app_client.get("/v1/models/v0001", headers=admin).json()["status"] == "retired"
+    rolled_back = app_client.post(
+        "/v1/models/v0001/activate", json={"reason": "roll back"}, headers=admin
+    )
+    assert rolled_back.status_code == 200 and registry.active_version() == "v0001"
+
+    rejected = app_client.post("/v1/models/v0003/activate", headers=admin)
+    assert rejected.status_code == 409 and "rejected" in rejected.json()["detail"]
+    assert app_client.post("/v1/models/v0099/activate", headers=admin).status_code == 404
+    assert app_client.post("/v1/models/latest/activate", headers=admin).status_code == 422
+    assert registry.active_version() == "v0001"

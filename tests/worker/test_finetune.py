@@ -1,0 +1,195 @@
+"""The fine-tune job through a real Worker: pool -> ATCON -> evaluation -> version -> gate."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.backbones import build_backbone
+from models.checkpoint import CheckpointInfo, save_checkpoint
+from worker.finetune import (
+    FinetuneRequest,
+    _local_lock,
+    last_finetune,
+    nightly_should_run,
+    queue_finetune,
+)
+from worker.frame_pool import FramePool
+from worker.jobs import FINETUNE, Worker
+from worker.memory_queue import MemoryQueue
+from worker.settings import Settings
+from worker.storage import Storage
+from worker.synth import SynthConfig, synthesize
+from worker.versions import ModelRegistry, VersionStatus
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def synth_frames(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("synth")
+    result = synthesize(out, SynthConfig(seconds=40, fps=6, width=128, height=96, frames_fps=2))
+    assert result.frames_dir is not None
+    classes = (result.frames_dir / "classes.txt").read_text().split()
+    with open(result.frames_dir / "labels.csv", newline="") as fh:
+        rows = [
+            (result.frames_dir / r["path"], [x for x in r["labels"].split("|") if x])
+            for r in csv.DictReader(fh)
+        ]
+    return classes, rows
+
+
+def _checkpoint(path: Path, classes: list[str]) -> Path:
+    torch.manual_seed(0)
+    model = build_backbone("resnet18_slim", len(classes), width=8)
+    info = CheckpointInfo(
+        arch="resnet18_slim", class_names=classes, input_size=SIZE, arch_kwargs={"width": 8}
+    )
+    save_checkpoint(path, model, info)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, synth_frames):
+    classes, rows = synth_frames
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        checkpoint=_checkpoint(tmp_path / "model.pt", classes),
+        dev=True,
+        finetune_steps=6,
+        finetune_batch_size=4,
+        pool_val_fraction=0.5,
+        finetune_min_new_frames=5,
+        visibility_timeout_s=30,
+    )
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    queue = MemoryQueue(settings)
+    return settings, storage, queue, classes, rows
+
+
+def _fill(storage: Storage, rows, classes, *, labeled: int) -> FramePool:
+    pool = FramePool(storage.frames, SIZE, 0.5)
+    for i, (path, labels) in enumerate(rows):
+        record = pool.add_image_bytes(path.read_bytes())
+        if i < labeled:
+            pool.set_labels(record.frame_id, labels, classes)
+    return pool
+
+
+def _run(settings, storage, queue, job_id: str, seen: list | None = None):
+    worker = Worker(queue, storage, settings, FINETUNE, name="test-finetune")
+    if seen is not None:
+        original = queue.set_progress
+
+        def spy(lease, fraction, detail=None):
+            seen.append(detail)
+            return original(lease, fraction, detail)
+
+        queue.set_progress = spy  # observe what reaches the queue, then really record it
+    assert worker.run(threading.Event(), max_jobs=1, burst=True) == 1
+    return queue.get(job_id)
+
+
+@pytest.mark.slow
+def test_finetune_registers_a_version_with_its_card(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows, classes, labeled=40)
+    job_id = queue_finetune(queue, FinetuneRequest(steps=6))
+    seen: list = []
+    job = _run(settings, storage, queue, job_id, seen)
+    assert job.status == "done", job.error
+    registry = ModelRegistry(storage.models)
+    versions = {card.version: card for card in registry.versions()}
+    assert set(versions) == {"v0001", "v0002"}
+    assert versions["v0001"].history[0]["reason"] == "initial model from ATCON_CHECKPOINT"
+    card = versions["v0002"]
+    assert card.parent == "v0001"
+    assert card.data["counts"]["unlabeled"] == len(rows) - 40
+    assert card.data["counts"]["train"] + card.data["counts"]["val"] == 40
+    assert card.metrics_before is not None and card.metrics_after is not None
+    assert {"macro_f1", "consistency"} <= set(card.metrics_after)
+    assert card.config["finetune"]["schedule"] == "alternating"
+    assert card.status in (VersionStatus.ACTIVE, VersionStatus.REJECTED)
+    assert job.result["version"] == "v0002"
+    training = [d for d in seen if d and d.get("phase") == "training"]
+    assert training and training[-1]["steps"] == 6 and "losses" in training[-1]
+    assert last_finetune(storage) is not None
+    assert not list(storage.tmp.glob("finetune-*"))
+
+
+@pytest.mark.slow
+def test_a_ruined_finetune_is_rejected_and_the_active_model_kept(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows, classes, labeled=40)
+    registry = ModelRegistry(storage.models)
+    registry.register(settings.checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    active_bytes = registry.checkpoint_path("v0001").read_bytes()
+    job_id = queue_finetune(queue, FinetuneRequest(steps=6, lr=5.0))
+    job = _run(settings, storage, queue, job_id)
+    assert registry.active_version() == "v0001"
+    assert registry.checkpoint_path("v0001").read_bytes() == active_bytes
+    if job.status == "done":  # it finished: the gate must have refused it
+        card = registry.get(job.result["version"])
+        assert card.status is VersionStatus.REJECTED, card.reason
+    else:  # or the loss blew up / the model collapsed: the job says so, nothing registered
+        assert job.status == "failed" and "fine-tuning stopped" in job.error
+        assert [c.version for c in registry.versions()] == ["v0001"]
+
+
+def test_an_empty_pool_fails_the_job_with_no_frames(env) -> None:
+    settings, storage, queue, _, _ = env
+    job_id = queue_finetune(queue)
+    job = _run(settings, storage, queue, job_id)
+    assert job.status == "failed" and "no frames" in job.error
+    assert job.attempts == 1  # not retried: another attempt cannot help
+
+
+def test_a_second_finetune_waits_for_the_first(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows[:12], classes, labeled=0)
+    job_id = queue_finetune(queue, FinetuneRequest(steps=2))
+    seen: list = []
+    _local_lock.acquire()  # another fine-tune holds the deployment's lock
+    runner = threading.Thread(target=_run, args=(settings, storage, queue, job_id, seen))
+    try:
+        runner.start()
+        deadline = time.monotonic() + 30
+        while not any(d and d.get("phase") == "waiting" for d in seen):
+            assert time.monotonic() < deadline, "the job never reported waiting"
+            time.sleep(0.1)
+        assert queue.get(job_id).status == "running"
+    finally:
+        _local_lock.release()
+    runner.join(120)
+    job = queue.get(job_id)
+    assert job.status == "done", job.error
+    assert job.result["status"] == "candidate"  # no labeled validation frames: not promoted
+    assert "no labeled validation set" in job.result["reason"]
+
+
+def test_nightly_conditions(env) -> None:
+    settings, storage, queue, classes, rows = env
+    ok, why = nightly_should_run(storage, queue, settings)
+    assert not ok and "only 0 new frames" in why
+    _fill(storage, rows[:6], classes, labeled=0)
+    assert nightly_should_run(storage, queue, settings)[0]
+    queue_finetune(queue)
+    ok, why = nightly_should_run(storage, queue, settings)
+    assert not ok and "already queued" in why
+
+
+def test_request_validation() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        FinetuneRequest.model_validate({"epochs": 1, "learning_rate": 0.1})
+    with pytest.raises(ValueError, match="lr"):
+        FinetuneRequest.model_validate({"lr": -1})
+    with pytest.raises(ValueError):
+        FinetuneRequest.model_validate({"mode": "combined"})
+    with pytest.raises(ValueError, match="video_ids"):
+        queue_finetune(MemoryQueue(Settings(dev=True)), FinetuneRequest(video_ids=["../x"]))

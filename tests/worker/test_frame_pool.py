@@ -1,0 +1,111 @@
+"""The frame pool: adding, zip import with hostile entries, labels, review order, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker.frame_pool import FramePool, InvalidFrameError, UnknownFrameError
+
+CLASSES = ["bed_exit", "staff_present"]
+
+
+def _png(size: tuple[int, int] = (40, 30), value: int = 120) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (value, 10, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> FramePool:
+    return FramePool(tmp_path / "frames", image_size=32, val_fraction=0.5)
+
+
+def test_add_frame_stores_at_model_size(pool: FramePool) -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    record = pool.add_frame(rgb, video_id="a" * 32, time_s=12.5)
+    with Image.open(pool.image_path(record.frame_id)) as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
+    assert pool.get(record.frame_id).time_s == 12.5
+    with pytest.raises(ValueError, match="rgb"):
+        pool.add_frame(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_zip_import_keeps_images_and_rejects_the_rest(pool: FramePool) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ward/a.png", _png())
+        archive.writestr("b.jpg", _png())  # PNG bytes under a .jpg name still decode
+        archive.writestr("../escape.png", _png())
+        archive.writestr("/abs/path.png", _png())
+        archive.writestr("notes.txt", b"patient said hello")
+        archive.writestr("fake.png", b"not really a png")
+        archive.writestr("folder/", b"")
+    buffer.seek(0)
+    result = pool.import_zip(buffer)
+    assert len(result.accepted) == 2
+    reasons = dict(result.rejected)
+    assert reasons["../escape.png"] == "path leaves the archive"
+    assert reasons["/abs/path.png"] == "path leaves the archive"
+    assert reasons["notes.txt"] == "not an image file name"
+    assert "not a readable" in reasons["fake.png"]
+    assert not list(pool.root.parent.glob("escape*"))
+    assert len(pool.records()) == 2
+
+
+def test_not_a_zip_and_not_an_image(pool: FramePool) -> None:
+    with pytest.raises(InvalidFrameError, match="zip"):
+        pool.import_zip(io.BytesIO(b"PK but not really"))
+    with pytest.raises(InvalidFrameError, match="empty"):
+        pool.add_image_bytes(b"")
+    with pytest.raises(InvalidFrameError, match="not a readable"):
+        pool.add_image_bytes(b"%PDF-1.4 ...")
+    assert pool.records() == []
+
+
+def test_labels_split_review_and_export(pool: FramePool, tmp_path: Path) -> None:
+    records = [pool.add_image_bytes(_png(value=v)) for v in range(0, 200, 20)]
+    for i, record in enumerate(records):
+        pool.set_consistency(record.frame_id, 1.0 - i / 10, "v0001")
+    review = pool.review_queue(limit=3)
+    assert [r.frame_id for r in review] == [r.frame_id for r in records[::-1][:3]]
+
+    for record in records[:6]:
+        pool.set_labels(record.frame_id, ["bed_exit"], CLASSES)
+    pool.set_labels(records[6].frame_id, [], CLASSES)  # explicitly "no event"
+    with pytest.raises(ValueError, match="not classes of the model"):
+        pool.set_labels(records[7].frame_id, ["dancing"], CLASSES)
+    with pytest.raises(UnknownFrameError):
+        pool.set_labels("0" * 32, ["bed_exit"], CLASSES)
+    with pytest.raises(UnknownFrameError, match="not a frame id"):
+        pool.get("../../etc/passwd")
+    assert len(pool.review_queue(limit=10)) == 3  # labeled frames leave the queue
+
+    exported = pool.export(tmp_path / "snapshot", class_names=CLASSES)
+    assert exported.counts["unlabeled"] == 3
+    assert exported.counts["train"] + exported.counts["val"] == 7
+    assert exported.counts["train"] > 0 and exported.counts["val"] > 0
+    for split_dir in (exported.train_dir, exported.val_dir):
+        assert split_dir is not None
+        with open(split_dir / "labels.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert all((split_dir / row["path"]).is_file() for row in rows)
+        assert (split_dir / "classes.txt").read_text().split() == CLASSES
+    again = pool.export(tmp_path / "snapshot2", class_names=CLASSES)
+    assert again.digest == exported.digest
+
+
+def test_records_filter_by_time_and_video(pool: FramePool) -> None:
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    a = pool.add_frame(rgb, video_id="a" * 32, time_s=1.0)
+    pool.add_frame(rgb, video_id="b" * 32, time_s=2.0)
+    assert [r.frame_id for r in pool.records(video_ids=["a" * 32])] == [a.frame_id]
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert pool.records(since=future) == []

@@ -1,0 +1,263 @@
+"""The worker: jobs run in-process with heartbeats, progress, retries; the model cache.
+
+Most tests run the detection job against a fast stand-in with the contract of
+``worker.detect.Detector`` (``detect(video, out_dir, *, video_id, progress)``);
+``test_real_detector_through_the_worker`` runs the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests import media
+from worker._exceptions import JobError, VideoDecodeError
+from worker.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
+from worker.memory_queue import MemoryQueue
+from worker.model_cache import ModelCache
+from worker.queue import JobState
+from worker.settings import Settings
+from worker.storage import Storage, VideoRecord, new_id
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(
+        data_dir=tmp_path / "data", visibility_timeout_s=2, retry_backoff_s=0.05, max_attempts=2
+    )
+
+
+@pytest.fixture
+def storage(settings):
+    storage = Storage(settings.data_dir)
+    storage.ensure_layout()
+    return storage
+
+
+@pytest.fixture
+def queue(settings):
+    return MemoryQueue(settings)
+
+
+def add_video(storage: Storage, data: bytes | None = None) -> VideoRecord:
+    received = storage.new_upload_file()
+    received.write_bytes(data if data is not None else media.video_bytes())
+    record = VideoRecord(video_id=new_id(), job_id=new_id(), size_bytes=1)
+    storage.save_video(record, received)
+    return record
+
+
+# job functions used below (importable, they take ids like real jobs)
+progress_seen: list[float] = []
+
+
+def counting_job(ctx: JobContext, n: int) -> JobOutcome:
+    for step in range(1, 5):
+        ctx.progress(step / 4)
+        progress_seen.append(ctx.job.progress)
+    return JobOutcome({"n": n * 2}, frames=n)
+
+
+def flaky_job(ctx: JobContext, n: int) -> JobOutcome:
+    if ctx.job.attempts == 1:
+        raise RuntimeError("disk hiccup")
+    return JobOutcome({"attempt": ctx.job.attempts})
+
+
+def hopeless_job(ctx: JobContext, n: int) -> JobOutcome:
+    raise JobError("video 42 was deleted")
+
+
+def undecodable_job(ctx: JobContext, n: int) -> JobOutcome:
+    raise VideoDecodeError("the file is not a video")
+
+
+def test_worker_runs_a_job_and_reports_progress(queue, storage, settings):
+    job = queue.enqueue("test", {"n": 21})
+    reported = []
+    real_set_progress = queue.set_progress
+
+    def spy(lease, fraction):  # observe what reaches the queue, then really record it
+        reported.append(fraction)
+        return real_set_progress(lease, fraction)
+
+    queue.set_progress = spy  # type: ignore[method-assign]
+    worker = Worker(queue, storage, settings, "test", function=counting_job)
+    assert worker.run(burst=True, poll_s=0.1) == 1
+    done = queue.get(job.job_id)
+    assert done.status is JobState.done and done.result == {"n": 42}
+    assert queue.stats("test").frames_total == 21
+    assert reported[0] == 0.25 and reported[-1] == 1.0
+
+
+def test_an_error_is_retried_then_succeeds(queue, storage, settings):
+    job = queue.enqueue("test", {"n": 1})
+    worker = Worker(queue, storage, settings, "test", function=flaky_job)
+    worker.run(max_jobs=2, poll_s=0.2)
+    done = queue.get(job.job_id)
+    assert done.status is JobState.done and done.result == {"attempt": 2}
+
+
+@pytest.mark.parametrize("function", [hopeless_job, undecodable_job])
+def test_hopeless_jobs_fail_at_once(queue, storage, settings, function):
+    job = queue.enqueue("test", {"n": 1})
+    Worker(queue, storage, settings, "test", function=function).run(burst=True, poll_s=0.1)
+    failed = queue.get(job.job_id)
+    assert failed.status is JobState.failed and failed.attempts == 1
+    assert [j.job_id for j in queue.dead_letters("test")] == [job.job_id]
+
+
+def test_a_payload_that_does_not_fit_fails_at_once(queue, storage, settings):
+    job = queue.enqueue("test", {"wrong": 1})
+    Worker(queue, storage, settings, "test", function=counting_job).run(burst=True, poll_s=0.1)
+    failed = queue.get(job.job_id)
+    assert failed.status is JobState.failed and "does not fit" in (failed.error or "")
+
+
+def test_a_job_whose_lease_is_lost_is_abandoned(queue, storage, settings):
+    calls = []
+
+    def losing_job(ctx: JobContext, n: int) -> JobOutcome:
+        queue.delete(ctx.job.job_id)  # from here on this worker holds nothing
+        calls.append("before")
+        ctx.progress(0.9)
+        calls.append("after")  # never reached
+        return JobOutcome()
+
+    queue.enqueue("test", {"n": 1})
+    worker = Worker(queue, storage, settings, "test", function=losing_job)
+    assert worker.run(burst=True, poll_s=0.1) == 1
+    assert calls == ["before"]
+
+
+class StandInDetector:
+    """Same contract as worker.detect.Detector; writes a tiny events.json."""
+
+    loads = 0
+
+    def __init__(self, version: str) -> None:
+        type(self).loads += 1
+        self.version = version
+
+    def detect(self, video, out_dir, *, video_id=None, progress=None):
+        out = Path(out_dir)
+        out.mkdir(parents=True)
+        assert Path(video).is_file()
+        if progress:
+            progress(0.5)
+            progress(1.0)
+        content = {
+            "video_id": video_id,
+            "model": {"version": self.version},
+            "sampling": {"samples": 7},
+            "events": [{}],
+        }
+        (out / "events.json").write_text(json.dumps(content))
+        return content
+
+
+def stand_in_loader(ref, version, settings):
+    return StandInDetector(version)
+
+
+def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_path):
+    fallback = tmp_path / "fallback.pt"
+    fallback.write_bytes(b"weights")
+    cache = ModelCache(
+        storage, settings.model_copy(update={"checkpoint": fallback}), loader=stand_in_loader
+    )
+    StandInDetector.loads = 0
+    first, version = cache.current()
+    assert version.startswith("fallback-") and cache.current()[0] is first
+    assert StandInDetector.loads == 1
+
+    from worker.versions import ModelRegistry, VersionStatus
+
+    new = tmp_path / "new.pt"
+    new.write_bytes(b"new weights")
+    card = ModelRegistry(storage.models).register(new, status=VersionStatus.ACTIVE, reason="t")
+    second, version = cache.current()
+    assert version == card.version and second is not first and StandInDetector.loads == 2
+    assert cache.current()[0] is second
+
+
+def test_no_model_is_a_job_error(storage, settings):
+    with pytest.raises(JobError, match="no model to serve"):
+        ModelCache(storage, settings).current()
+
+
+def test_detect_job_publishes_results(queue, storage, settings, tmp_path):
+    checkpoint = tmp_path / "m.pt"
+    checkpoint.write_bytes(b"x")
+    settings = settings.model_copy(update={"checkpoint": checkpoint})
+    record = add_video(storage)
+    queue.enqueue("detect", {"video_id": record.video_id}, job_id=record.job_id)
+    worker = Worker(
+        queue,
+        storage,
+        settings,
+        "detect",
+        models=ModelCache(storage, settings, loader=stand_in_loader),
+    )
+    assert worker.run(burst=True, poll_s=0.1) == 1
+    job = queue.get(record.job_id)
+    assert job.status is JobState.done, job.error
+    assert job.result["event_count"] == 1 and job.result["model_version"].startswith("m-")
+    assert queue.stats("detect").frames_total == 7
+    assert storage.read_events(record.video_id)["video_id"] == record.video_id
+    assert list(storage.tmp.iterdir()) == []
+
+
+def test_detect_job_of_a_deleted_video_fails_for_good(queue, storage, settings):
+    record = add_video(storage)
+    storage.delete_video(record.video_id)
+    models = ModelCache(storage, settings, loader=stand_in_loader)
+    ctx = JobContext(queue.enqueue("detect", {}), settings, storage, models, lambda f: None)
+    with pytest.raises(JobError, match="deleted"):
+        detect_video(ctx, record.video_id)
+
+
+def test_a_detect_worker_waits_for_a_model(queue, storage, settings):
+    stop = threading.Event()
+    worker = Worker(queue, storage, settings, "detect")
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    queue.enqueue("detect", {"video_id": new_id()})
+    assert not stop.wait(0.3)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert queue.depth("detect") == 1  # it never took the job without a model
+
+
+def test_reconcile_requeues_uploads_without_results(queue, storage):
+    pending = add_video(storage)
+    finished = add_video(storage)
+    staging = storage.staging_dir(finished.video_id) / "r"
+    staging.mkdir()
+    (staging / "events.json").write_text("{}")
+    storage.publish_results(finished.video_id, staging)
+    queued = add_video(storage)
+    queue.enqueue("detect", {"video_id": queued.video_id}, job_id=queued.job_id)
+
+    assert reconcile(storage, queue) == [pending.video_id]
+    job = queue.get(pending.job_id)  # the same job id as before the restart
+    assert job.payload == {"video_id": pending.video_id}
+    assert reconcile(storage, queue) == []
+
+
+def test_real_detector_through_the_worker(queue, storage, settings, tmp_path):
+    from tests.service.test_health import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18")
+    settings = settings.model_copy(update={"checkpoint": checkpoint, "sample_fps": 2.0})
+    record = add_video(storage, media.video_bytes(frames=24, size=(96, 64), fps=8))
+    queue.enqueue("detect", {"video_id": record.video_id}, job_id=record.job_id)
+    Worker(queue, storage, settings, "detect").run(burst=True, poll_s=0.1)
+    job = queue.get(record.job_id)
+    assert job.status is JobState.done, job.error
+    events = storage.read_events(record.video_id)
+    assert events is not None and isinstance(events.get("events"), list)

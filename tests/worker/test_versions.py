@@ -1,0 +1,116 @@
+"""Model versions: registration, the promotion gate, activation and roll-back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.versions import (
+    ModelRegistry,
+    UnknownVersionError,
+    VersionError,
+    VersionStatus,
+    promotion_gate,
+)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"weights-1")
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models")
+
+
+def test_gate_promotes_within_tolerance() -> None:
+    before = {"macro_f1": 0.80, "consistency": 0.50}
+    decision = promotion_gate(before, {"macro_f1": 0.796, "consistency": 0.51})
+    assert decision.promote and decision.status is VersionStatus.ACTIVE
+
+
+def test_gate_rejects_an_f1_drop_beyond_tolerance() -> None:
+    before = {"macro_f1": 0.80, "consistency": 0.50}
+    decision = promotion_gate(before, {"macro_f1": 0.79, "consistency": 0.9})
+    assert not decision.promote and decision.status is VersionStatus.REJECTED
+    assert "1.00 points" in decision.reason
+
+
+def test_gate_rejects_falling_consistency_and_nan() -> None:
+    before = {"macro_f1": 0.8, "consistency": 0.5}
+    assert not promotion_gate(before, {"macro_f1": 0.9, "consistency": 0.49}).promote
+    nan = promotion_gate(before, {"macro_f1": float("nan"), "consistency": 0.6})
+    assert nan.status is VersionStatus.REJECTED and "NaN" in nan.reason
+
+
+def test_gate_without_validation_keeps_a_candidate() -> None:
+    decision = promotion_gate(None, None)
+    assert decision.status is VersionStatus.CANDIDATE and "no labeled validation" in decision.reason
+    with pytest.raises(ValueError, match="f1_tolerance_points"):
+        promotion_gate(None, None, f1_tolerance_points=-1)
+
+
+def test_register_activate_and_roll_back(registry: ModelRegistry, checkpoint: Path) -> None:
+    first = registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial model")
+    assert first.version == "v0001" and first.status is VersionStatus.ACTIVE
+    assert registry.active_version() == "v0001"
+    checkpoint.write_bytes(b"weights-2")
+    second = registry.register(
+        checkpoint, status=VersionStatus.ACTIVE, reason="promoted", parent="v0001"
+    )
+    assert registry.active_version() == second.version == "v0002"
+    assert registry.get("v0001").status is VersionStatus.RETIRED
+    assert registry.checkpoint_path("v0001").read_bytes() == b"weights-1"
+
+    registry.activate("v0001", reason="roll back")
+    assert registry.active_version() == "v0001"
+    assert registry.get("v0001").status is VersionStatus.ACTIVE
+    assert registry.get("v0002").status is VersionStatus.RETIRED
+    assert [h["status"] for h in registry.get("v0001").history] == [
+        "candidate",
+        "active",
+        "retired",
+        "active",
+    ]
+    card = json.loads((registry.root / "v0001" / "card.json").read_text())
+    assert card["status"] == "active" and card["checkpoint_sha256"] == first.checkpoint_sha256
+
+
+def test_rejected_and_unknown_versions_cannot_be_activated(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    bad = registry.register(checkpoint, status=VersionStatus.REJECTED, reason="F1 fell")
+    with pytest.raises(VersionError, match="rejected"):
+        registry.activate(bad.version)
+    with pytest.raises(UnknownVersionError, match="does not exist"):
+        registry.activate("v0099")
+    with pytest.raises(UnknownVersionError, match="not a model version name"):
+        registry.activate("../etc")
+    assert registry.active_version() == "v0001"
+
+
+def test_interrupted_registration_leaves_no_version(
+    registry: ModelRegistry, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("worker.versions.write_json_atomic", crash)
+    with pytest.raises(KeyboardInterrupt):
+        registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="x")
+    monkeypatch.undo()
+    assert registry.versions() == []
+    assert not list(registry.root.glob(".tmp-*"))
+    (registry.root / ".tmp-left-by-a-kill").mkdir()
+    assert registry.cleanup() == 1
+
+
+def test_missing_checkpoint_is_refused(registry: ModelRegistry, tmp_path: Path) -> None:
+    with pytest.raises(VersionError, match="does not exist"):
+        registry.register(tmp_path / "nope.pt", status=VersionStatus.CANDIDATE, reason="x")

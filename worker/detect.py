@@ -1,0 +1,573 @@
+"""Detection: video -> frame scores -> events -> per-event attention maps -> results folder.
+
+One :class:`Detector` loads a checkpoint once and serves any number of videos (the
+queue worker keeps one per process). For each video:
+
+1. :func:`worker.probe.probe` rejects what is not a decodable video, before anything
+   is written;
+2. a decoder thread samples frames at ``sample_fps`` by presentation time, resized
+   by FFmpeg straight to the model's input size, and hands them over a bounded queue
+   (:class:`worker._prefetch.Prefetcher`) so decoding overlaps inference;
+3. batches are normalised and classified (CUDA when present, with autocast and
+   channels-last; on CPU, bfloat16 autocast where the CPU computes it natively);
+4. :func:`models.events.segment_events` turns the per-frame scores into events, with
+   the checkpoint's per-class thresholds unless overridden;
+5. each event's peak frame is decoded again, pixel-identical, and its Grad-CAM and
+   Guided Backprop maps (one guided pass where exact), soft mask and attention
+   consistency (one more Grad-CAM pass, on the masked frame: the quantity
+   :func:`models.atcon.attention_consistency` computes) are made in float32 and rendered;
+6. everything lands in a temporary folder renamed to ``out_dir`` at the end
+   (:mod:`worker.results` documents the layout and the ``events.json`` schema).
+
+Input frames are the whole picture resized to ``input_size`` x ``input_size`` (no
+crop: a person entering at the edge of the room must stay in view), RGB scaled to
+[0, 1] and normalised with the checkpoint's mean and std. Training must prepare its
+frames the same way.
+
+Cancelling: ``progress`` may raise (say, when a job is cancelled); the exception
+propagates and no results folder is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models._hooks import resolve_layer
+from models.atcon import GB_NORMALIZATIONS, map_consistency, soft_mask
+from models.attention import grad_cam, gradcam_and_guided_backprop
+from models.checkpoint import CheckpointInfo, load_checkpoint
+from models.events import Event, segment_events
+
+from ._exceptions import CheckpointMismatchError
+from ._prefetch import Prefetcher
+from .probe import VideoInfo, probe
+from .results import (
+    EVENTS_FILE,
+    MAPS_DIR,
+    SCHEMA_VERSION,
+    SCORES_FILE,
+    safe_stem,
+    staged_directory,
+    write_event_maps,
+    write_json,
+)
+from .video import FrameSampler, extract_frames
+
+__all__ = ["PRECISIONS", "DetectionConfig", "Detector", "cpu_has_native_bfloat16"]
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+_MIN_INPUT_SIZE = 16
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from Linux."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class DetectionConfig:
+    """Settings of the detection pipeline (the model's own settings are in its checkpoint).
+
+    ``thresholds`` overrides the checkpoint's onset thresholds by class name; offsets
+    are ``offset_ratio`` times the onsets. ``precision="auto"`` picks float16/bfloat16
+    autocast on CUDA, bfloat16 on a CPU with native support, float32 otherwise.
+    ``channels_last=None`` uses channels-last memory format on CUDA and with autocast.
+    ``expected_classes``, when set, must equal the checkpoint's classes (as a set).
+    ``torch_threads`` is PyTorch's intra-op thread count while :meth:`Detector.detect`
+    runs (restored after; it is process-wide): ``None`` gives the decoder half the CPU
+    cores on CPU (PyTorch's threads spin-wait, and fighting the decoder thread for
+    cores made inference several times slower on two cores), ``0`` leaves it alone.
+    ``skip_nonref`` lets the decoder skip frames nothing refers to (B-frames): less
+    decoding, samples up to a few source frames before each instant (their times stay
+    exact).
+    """
+
+    sample_fps: float = 2.0
+    batch_size: int = 16
+    device: str | None = None
+    precision: str = "auto"
+    channels_last: bool | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    offset_ratio: float = 0.8
+    min_duration_s: float = 1.0
+    merge_gap_s: float = 1.0
+    padding_s: float = 0.0
+    maps: bool = True
+    mask_intensity: float = 8.0
+    gb_normalization: str = "none"
+    prefetch_batches: int = 4
+    decode_threads: int = 0
+    max_display_side: int = 960
+    expected_classes: list[str] | None = None
+    torch_threads: int | None = None
+    skip_nonref: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
+            raise ValueError(f"sample_fps must be positive, got {self.sample_fps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if not 0 < self.offset_ratio <= 1:
+            raise ValueError(f"offset_ratio must lie in (0, 1], got {self.offset_ratio}")
+        for name in ("min_duration_s", "merge_gap_s", "padding_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number of seconds, got {value}")
+        for name, value in self.thresholds.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"thresholds[{name!r}] must lie in [0, 1], got {value}")
+        if self.mask_intensity <= 0:
+            raise ValueError(f"mask_intensity must be positive, got {self.mask_intensity}")
+        if self.gb_normalization not in GB_NORMALIZATIONS:
+            raise ValueError(f"gb_normalization must be one of {', '.join(GB_NORMALIZATIONS)}")
+        if self.prefetch_batches < 1:
+            raise ValueError(f"prefetch_batches must be at least 1, got {self.prefetch_batches}")
+        if self.torch_threads is not None and self.torch_threads < 0:
+            raise ValueError(
+                f"torch_threads must be 0 (leave alone) or positive, got {self.torch_threads}"
+            )
+        if self.max_display_side < 16:
+            raise ValueError(f"max_display_side must be at least 16, got {self.max_display_side}")
+
+
+@dataclass
+class _Timings:
+    decode_busy: float = 0.0
+    decode_wait: float = 0.0
+    preprocess: float = 0.0
+    model: float = 0.0
+    segment: float = 0.0
+    maps: float = 0.0
+    write: float = 0.0
+    total: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
+
+
+def _module_name(model: nn.Module, layer: nn.Module) -> str:
+    return next((name for name, module in model.named_modules() if module is layer), "?")
+
+
+class Detector:
+    """A loaded model and the settings to turn videos into events. Not thread-safe.
+
+    Raises :class:`~models.CheckpointError` for a missing or unreadable checkpoint and
+    :class:`~worker.CheckpointMismatchError` when its classes or input size do not
+    fit (see :meth:`_check_fit`).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        config: DetectionConfig | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        self.config = config or DetectionConfig()
+        cfg = self.config
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, info = load_checkpoint(checkpoint, map_location="cpu")
+        self.checkpoint = Path(checkpoint)
+        self.info: CheckpointInfo = info
+        self.class_names = list(info.class_names)
+        self.model_version = model_version or f"sha256:{(info.sha256 or '')[:12]}"
+        self.layer = resolve_layer(model, None)
+        self._check_fit(model, info)
+        self.precision = self._resolve_precision()
+        autocast = self.precision != "float32"
+        self.channels_last = (
+            cfg.channels_last
+            if cfg.channels_last is not None
+            else (self.device.type == "cuda" or autocast)
+        )
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval()
+        std = torch.tensor(info.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        mean = torch.tensor(info.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = mean / std
+        on = dict(zip(self.class_names, info.thresholds, strict=True))
+        on.update(cfg.thresholds)
+        self.on_thresholds = [float(on[name]) for name in self.class_names]
+        self.off_thresholds = [v * cfg.offset_ratio for v in self.on_thresholds]
+
+    def frame_consistency(self, frames: np.ndarray) -> np.ndarray:
+        """Attention consistency (the Pearson ATCON maximises) of uint8 (B, S, S, 3) frames.
+
+        ``S`` is the checkpoint's input size; the top class of each frame is explained.
+        """
+        from models.atcon import attention_consistency
+
+        x = self._preprocess(np.ascontiguousarray(frames))
+        scores = attention_consistency(
+            self.model,
+            x,
+            layer=self.layer,
+            mask_intensity=self.config.mask_intensity,
+            gb_normalization=self.config.gb_normalization,
+        )
+        return np.asarray(scores.float().cpu().numpy(), dtype=np.float64)
+
+    # -- setup -----------------------------------------------------------------------
+    def _check_fit(self, model: nn.Module, info: CheckpointInfo) -> None:
+        """Raise :class:`CheckpointMismatchError` unless the checkpoint fits this job.
+
+        The classes must equal ``expected_classes`` when set and include every class
+        named in ``thresholds``; the input size must run through the model and give
+        ``(1, classes)`` logits, and (with maps) a Grad-CAM layer of at least 2x2.
+        """
+        cfg, names, name = self.config, info.class_names, self.checkpoint.name
+        if cfg.expected_classes is not None and set(cfg.expected_classes) != set(names):
+            missing = sorted(set(cfg.expected_classes) - set(names))
+            extra = sorted(set(names) - set(cfg.expected_classes))
+            raise CheckpointMismatchError(
+                f"checkpoint {name} predicts {names}, not the expected classes: missing "
+                f"{missing}, unexpected {extra}; use a checkpoint trained on these classes"
+            )
+        unknown = sorted(set(cfg.thresholds) - set(names))
+        if unknown:
+            raise CheckpointMismatchError(
+                f"thresholds name classes {unknown} that checkpoint {name} does not predict; "
+                f"its classes are {names}"
+            )
+        if len(info.mean) != 3 or len(info.std) != 3 or min(info.std) <= 0:
+            raise CheckpointMismatchError(
+                f"checkpoint {name} has mean {info.mean} and std {info.std}; RGB video needs "
+                "three values each (std positive); retrain or fix the checkpoint"
+            )
+        size = info.input_size
+        if not _MIN_INPUT_SIZE <= size <= 4096:
+            raise CheckpointMismatchError(
+                f"checkpoint {name} has input size {size}; detection needs "
+                f"{_MIN_INPUT_SIZE}..4096 px; retrain at a usable size"
+            )
+        shapes: list[tuple[int, ...]] = []
+        handle = self.layer.register_forward_hook(
+            lambda module, inputs, output: shapes.append(tuple(output.shape))
+        )
+        try:
+            with torch.no_grad():
+                logits = model(torch.zeros(1, 3, size, size))
+        except RuntimeError as exc:
+            raise CheckpointMismatchError(
+                f"checkpoint {name} ({info.arch}) cannot run at its input size {size}: {exc}"
+            ) from exc
+        finally:
+            handle.remove()
+        if tuple(logits.shape) != (1, len(names)):
+            raise CheckpointMismatchError(
+                f"checkpoint {name} gives {tuple(logits.shape)[1:]} outputs for "
+                f"{len(names)} classes {names}; the head does not fit its class list"
+            )
+        feature = shapes[-1] if shapes else ()
+        if cfg.maps and (len(feature) != 4 or min(feature[2:]) < 2):
+            raise CheckpointMismatchError(
+                f"checkpoint {name} at input size {size} gives a {feature[2:]} feature map "
+                f"at {_module_name(model, self.layer)}: its Grad-CAM could not show where "
+                "the model looks; use a checkpoint trained at a larger input size (or "
+                "turn maps off)"
+            )
+
+    def _resolve_precision(self) -> str:
+        wanted = self.config.precision
+        if wanted != "auto":
+            return wanted
+        if self.device.type == "cuda":
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "bfloat16" if cpu_has_native_bfloat16() else "float32"
+
+    # -- steps -----------------------------------------------------------------------
+    def _preprocess(self, frames: np.ndarray) -> Tensor:
+        """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on the device."""
+        batch = torch.from_numpy(frames)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).float()  # NHWC strides: already channels-last
+        if not self.channels_last:
+            x = x.contiguous()
+        return x.mul_(self._scale).sub_(self._shift)
+
+    def _probabilities(self, logits: Tensor) -> Tensor:
+        logits = logits.float()
+        return logits.sigmoid() if self.info.multi_label else logits.softmax(dim=1)
+
+    def _classify(self, x: Tensor) -> np.ndarray:
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
+        ):
+            probs = self._probabilities(self.model(x))
+        result: np.ndarray = probs.cpu().numpy()
+        return result
+
+    def _score(
+        self,
+        video: Path,
+        timings: _Timings,
+        duration: float | None,
+        progress: Callable[[float], None] | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FrameSampler]:
+        cfg, size = self.config, self.info.input_size
+        sampler = FrameSampler(
+            video,
+            fps=cfg.sample_fps,
+            size=(size, size),
+            batch_size=cfg.batch_size,
+            threads=cfg.decode_threads,
+            skip_nonref=cfg.skip_nonref,
+        )
+        times, pts, scores = [], [], []
+        with Prefetcher(sampler, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
+            for batch in batches:
+                started = time.perf_counter()
+                x = self._preprocess(batch.frames)
+                prepared = time.perf_counter()
+                scores.append(self._classify(x))
+                timings.preprocess += prepared - started
+                timings.model += time.perf_counter() - prepared
+                times.append(batch.times)
+                pts.append(batch.pts)
+                if progress is not None and duration:
+                    progress(min(0.9, 0.9 * float(batch.times[-1]) / duration))
+            timings.decode_wait = batches.wait_s
+        timings.decode_busy = sampler.busy_s
+        return np.concatenate(times), np.concatenate(pts), np.concatenate(scores), sampler
+
+    def _maps(
+        self,
+        video: Path,
+        events: list[Event],
+        pts: np.ndarray,
+        maps_dir: Path,
+        progress: Callable[[float], None] | None,
+    ) -> list[tuple[dict[str, str], float]]:
+        """Render each event's maps on its peak frame; return (file names, consistency)."""
+        cfg, size = self.config, self.info.input_size
+        frames = extract_frames(
+            video,
+            [int(pts[e.peak_index]) for e in events],
+            sizes=[(size, size), None],
+            max_side=cfg.max_display_side,
+        )
+        results: list[tuple[dict[str, str], float]] = []
+        used: set[str] = set()
+        for start in range(0, len(events), cfg.batch_size):
+            chunk = events[start : start + cfg.batch_size]
+            model_frames = np.stack([frames[start + i][0] for i in range(len(chunk))])
+            x = self._preprocess(model_frames)
+            targets = torch.tensor(
+                [self.class_names.index(e.label) for e in chunk], device=self.device
+            )
+            cam, guided, _ = gradcam_and_guided_backprop(self.model, x, targets, layer=self.layer)
+            mask = soft_mask(guided, cfg.mask_intensity, cfg.gb_normalization)
+            masked_cam = grad_cam(self.model, mask.unsqueeze(1) * x, targets, layer=self.layer)
+            consistency = map_consistency(cam, masked_cam)
+            for i, event in enumerate(chunk):
+                stem = safe_stem(event.id)
+                while stem in used:
+                    stem += "_"
+                used.add(stem)
+                names = write_event_maps(
+                    maps_dir,
+                    stem,
+                    frames[start + i][1],
+                    cam[i].float().cpu().numpy(),
+                    guided[i].float().cpu().numpy(),
+                    mask[i].float().cpu().numpy(),
+                )
+                results.append((names, float(consistency[i])))
+            if progress is not None:
+                progress(0.9 + 0.09 * min(1.0, (start + len(chunk)) / len(events)))
+        return results
+
+    # -- the job ---------------------------------------------------------------------
+    def detect(
+        self,
+        video: str | Path,
+        out_dir: str | Path,
+        *,
+        video_id: str | None = None,
+        progress: Callable[[float], None] | None = None,
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Detect the events of ``video``, write the results folder ``out_dir``, return events.json.
+
+        Raises :class:`~worker.VideoDecodeError` (and kin) for input that is not a
+        decodable video and :class:`~worker.ResultsExistError` when ``out_dir`` holds
+        results already and ``overwrite`` is false; nothing is written in either case,
+        and no partial folder is left after any error. ``progress`` receives the
+        fraction done, in [0, 1].
+        """
+        started = time.perf_counter()
+        video = Path(video)
+        info = probe(video)
+        threads = self.torch_threads
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._detect(video, info, Path(out_dir), video_id, progress, overwrite, started)
+        finally:
+            if threads:
+                torch.set_num_threads(previous)
+
+    @property
+    def torch_threads(self) -> int:
+        """PyTorch's intra-op threads during :meth:`detect` (0: left as the process has it)."""
+        wanted = self.config.torch_threads
+        if wanted is not None:
+            return wanted
+        if self.device.type != "cpu":
+            return 0
+        return max(1, (os.cpu_count() or 2) // 2)
+
+    def _detect(
+        self,
+        video: Path,
+        info: VideoInfo,
+        out_dir: Path,
+        video_id: str | None,
+        progress: Callable[[float], None] | None,
+        overwrite: bool,
+        started: float,
+    ) -> dict[str, Any]:
+        timings = _Timings()
+        with staged_directory(out_dir, overwrite=overwrite) as staging:
+            times, pts, scores, sampler = self._score(video, timings, info.duration_s, progress)
+            mark = time.perf_counter()
+            cfg = self.config
+            stats = sampler.stats
+            events = segment_events(
+                times,
+                scores,
+                self.class_names,
+                self.on_thresholds,
+                self.off_thresholds,
+                min_duration_s=cfg.min_duration_s,
+                merge_gap_s=cfg.merge_gap_s,
+                padding_s=cfg.padding_s,
+                frame_duration_s=1.0 / cfg.sample_fps,
+                duration_s=stats.expected_s or info.duration_s,
+            )
+            timings.segment = time.perf_counter() - mark
+            mark = time.perf_counter()
+            rendered = (
+                self._maps(video, events, pts, staging / MAPS_DIR, progress)
+                if cfg.maps and events
+                else []
+            )
+            timings.maps = time.perf_counter() - mark
+            mark = time.perf_counter()
+            np.savez_compressed(
+                staging / SCORES_FILE,
+                times=times,
+                pts=pts,
+                scores=scores.astype(np.float32),
+                class_names=np.array(self.class_names),
+            )
+            document = self._document(video_id or video.stem, info, sampler, events, rendered)
+            timings.write = time.perf_counter() - mark
+            timings.total = time.perf_counter() - started
+            document["timings_s"] = timings.to_dict()
+            write_json(staging / EVENTS_FILE, document)
+        if progress is not None:
+            progress(1.0)
+        duration = info.duration_s or stats.expected_s
+        logger.info(
+            "%d events in %.1f s of video (%d samples, %.1f%% covered) in %.1f s: %.1fx real time",
+            len(events),
+            duration,
+            len(times),
+            100 * stats.coverage,
+            timings.total,
+            duration / max(timings.total, 1e-9),
+        )
+        return document
+
+    def _document(
+        self,
+        video_id: str,
+        info: VideoInfo,
+        sampler: FrameSampler,
+        events: list[Event],
+        rendered: list[tuple[dict[str, str], float]],
+    ) -> dict[str, Any]:
+        cfg = self.config
+        stats = sampler.stats.to_dict()
+        stats.pop("warnings", None)
+        event_dicts = []
+        for i, event in enumerate(events):
+            entry = event.to_dict()
+            if rendered:
+                names, consistency = rendered[i]
+                entry["attention_consistency"] = (
+                    round(consistency, 4) if math.isfinite(consistency) else None
+                )
+                entry["maps"] = names
+            else:
+                entry["attention_consistency"] = None
+            event_dicts.append(entry)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "video_id": video_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "video": info.to_dict(),
+            "sampling": {"fps": cfg.sample_fps, "samples": stats.pop("sampled_frames"), **stats},
+            "model": {
+                "version": self.model_version,
+                "checkpoint_sha256": self.info.sha256,
+                "arch": self.info.arch,
+                "class_names": self.class_names,
+                "input_size": self.info.input_size,
+                "multi_label": self.info.multi_label,
+                "thresholds": {
+                    "on": dict(zip(self.class_names, self.on_thresholds, strict=True)),
+                    "off": dict(zip(self.class_names, self.off_thresholds, strict=True)),
+                },
+                "device": str(self.device),
+                "precision": self.precision,
+            },
+            "segmentation": {
+                "offset_ratio": cfg.offset_ratio,
+                "min_duration_s": cfg.min_duration_s,
+                "merge_gap_s": cfg.merge_gap_s,
+                "padding_s": cfg.padding_s,
+            },
+            "maps": (
+                {
+                    "layer": _module_name(self.model, self.layer),
+                    "mask_intensity": cfg.mask_intensity,
+                    "gb_normalization": cfg.gb_normalization,
+                }
+                if cfg.maps
+                else None
+            ),
+            "scores_file": SCORES_FILE,
+            "events": event_dicts,
+        }

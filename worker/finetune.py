@@ -1,0 +1,409 @@
+"""The fine-tune job: frame pool -> ATCON fine-tuning -> evaluation -> model version -> gate.
+
+::
+
+    finetune_job(ctx, request={...}, trigger="api" | "nightly" | "cli")
+
+1. take the deployment's fine-tune lock (Redis ``SET NX PX`` renewed while the job
+   runs; a process lock in the embedded default), so two fine-tunes never overlap:
+   a second one waits, its job still ``running`` with ``detail.phase = "waiting"``;
+2. start from the active model version (registering ``ATCON_CHECKPOINT`` as the first
+   version when none exists);
+3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
+   and the clinicians' labels split into train and validation;
+4. ATCON fine-tune (``alternating`` with the labeled train frames when there are any,
+   else ``unsupervised``), BatchNorm frozen, progress reported per step;
+5. evaluate the starting and the new model on the held-out validation frames;
+6. register the new version with its card and apply the promotion gate
+   (:func:`worker.versions.promotion_gate`).
+
+A loss that turns NaN or a collapsing model fails the job with its reason; nothing is
+registered and the active model is untouched. The active version's files are never
+written: the new checkpoint is built under ``tmp/`` and copied into a new version.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models._exceptions import AtconError, CheckpointError, TrainingError
+
+from ._exceptions import JobError
+from .frame_pool import FramePool
+from .jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
+from .queue import JobQueue, JobState
+from .settings import Settings
+from .storage import Storage, atomic_write_json
+from .versions import ModelRegistry, VersionStatus, promotion_gate
+
+__all__ = [
+    "FinetuneRequest",
+    "finetune_job",
+    "last_finetune",
+    "nightly_should_run",
+    "queue_finetune",
+    "run_nightly_once",
+    "start_scheduler",
+]
+
+logger = logging.getLogger(__name__)
+
+_LAST = "last_finetune.json"
+_LOCK_TTL_MS = 60_000
+_local_lock = threading.Lock()
+
+
+class FinetuneRequest(BaseModel):
+    """What a fine-tune may be asked to do; every field is optional (settings decide)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime | None = Field(
+        default=None, description="use unlabeled frames added at or after this time"
+    )
+    video_ids: list[str] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="use unlabeled frames from these videos only",
+    )
+    epochs: float | None = Field(
+        default=None, gt=0, le=100, description="passes over the unlabeled frames"
+    )
+    steps: int | None = Field(default=None, ge=1, le=1_000_000, description="optimiser steps")
+    mode: Literal["alternating", "unsupervised"] | None = Field(
+        default=None,
+        description="alternating with the labeled frames (default when there are any), "
+        "or ATCON alone",
+    )
+    alpha: float | None = Field(default=None, ge=0, le=1000)
+    mask_intensity: float | None = Field(default=None, gt=0, le=1000)
+    lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
+    batch_size: int | None = Field(default=None, ge=1, le=512)
+
+
+def _video_ids_valid(request: FinetuneRequest) -> None:
+    from .storage import validate_id
+
+    for video_id in request.video_ids or []:
+        validate_id(video_id, "video_ids entry")
+
+
+def queue_finetune(
+    queue: JobQueue, request: FinetuneRequest | None = None, *, trigger: str = "api"
+) -> str:
+    """Put a fine-tune on its queue; return the job id."""
+    request = request or FinetuneRequest()
+    _video_ids_valid(request)
+    payload = {"request": request.model_dump(mode="json", exclude_none=True), "trigger": trigger}
+    return queue.enqueue(FINETUNE, payload).job_id
+
+
+# -- the lock --------------------------------------------------------------------------------
+
+
+@contextmanager
+def _finetune_lock(settings: Settings, progress: ProgressFn) -> Iterator[None]:
+    """One fine-tune at a time per deployment; waits (reporting so) while another runs."""
+    if settings.redis_url is None:
+        while not _local_lock.acquire(timeout=2.0):
+            progress(0.0, {"phase": "waiting", "message": "another fine-tune is running"})
+        try:
+            yield
+        finally:
+            _local_lock.release()
+        return
+
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    key = f"{settings.queue_prefix}:finetune:lock"
+    token = uuid.uuid4().hex
+    while not client.set(key, token, nx=True, px=_LOCK_TTL_MS):
+        progress(0.0, {"phase": "waiting", "message": "another fine-tune is running"})
+        time.sleep(2.0)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(_LOCK_TTL_MS / 3000):
+            if client.get(key) == token.encode():
+                client.pexpire(key, _LOCK_TTL_MS)
+
+    renewer = threading.Thread(target=renew, name="finetune-lock", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        release = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+        client.eval(release, 1, key, token)
+        client.close()
+
+
+# -- bookkeeping -----------------------------------------------------------------------------
+
+
+def last_finetune(storage: Storage) -> datetime | None:
+    """When the last fine-tune that finished (either way) started, if any did."""
+    import json
+
+    path = storage.models / _LAST
+    try:
+        return datetime.fromisoformat(json.loads(path.read_text())["started_at"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def nightly_should_run(storage: Storage, queue: JobQueue, settings: Settings) -> tuple[bool, str]:
+    """The scheduler's question: enough new frames since the last fine-tune, none running?"""
+    counts = queue.counts(FINETUNE)
+    busy = counts.get(JobState.queued, 0) + counts.get(JobState.running, 0)
+    if busy:
+        return False, f"{busy} fine-tune job(s) already queued or running"
+    since = last_finetune(storage)
+    new = len(FramePool(storage.frames).records(since=since, labeled=False))
+    if new < settings.finetune_min_new_frames:
+        return False, (
+            f"only {new} new frames since the last fine-tune "
+            f"(at least {settings.finetune_min_new_frames} wanted)"
+        )
+    return True, f"{new} new frames"
+
+
+class _StepProgress:
+    """A training callback that reports steps done of total and the losses to the job."""
+
+    def __init__(self, progress: ProgressFn, start: float, end: float) -> None:
+        self.progress = progress
+        self.start, self.end = start, end
+        self.total = 1
+
+    def on_train_start(self, trainer: object, total_steps: int) -> None:
+        self.total = max(1, total_steps)
+
+    def on_step_end(self, trainer: object, result: Any) -> None:
+        done = int(result.step) + 1
+        losses = {k: round(float(v), 6) for k, v in dict(result.losses).items()}
+        fraction = self.start + (self.end - self.start) * done / self.total
+        self.progress(
+            fraction,
+            {"phase": "training", "step": done, "steps": self.total, "losses": losses},
+        )
+
+    def on_train_end(self, trainer: object) -> None:
+        return None
+
+
+def _starting_version(registry: ModelRegistry, settings: Settings) -> tuple[str, Path]:
+    active = registry.active_checkpoint()
+    if active is not None:
+        return active
+    if settings.checkpoint is None or not Path(settings.checkpoint).is_file():
+        raise JobError(
+            "there is no model to fine-tune: activate a model version or set ATCON_CHECKPOINT"
+        )
+    card = registry.register(
+        settings.checkpoint,
+        status=VersionStatus.ACTIVE,
+        reason="initial model from ATCON_CHECKPOINT",
+    )
+    return card.version, registry.checkpoint_path(card.version)
+
+
+def finetune_job(
+    ctx: JobContext, request: Mapping[str, Any] | None = None, trigger: str = "api"
+) -> JobOutcome:
+    """Run one fine-tune (see the module docstring); return the new version's card summary."""
+    from models.checkpoint import load_checkpoint
+    from models.finetune import FinetuneConfig
+
+    from .training import DataOptions, evaluate_checkpoint, finetune_checkpoint
+
+    try:
+        options = FinetuneRequest.model_validate(request or {})
+    except ValueError as exc:
+        raise JobError(f"the fine-tune request is invalid: {exc}") from exc
+    settings, storage = ctx.settings, ctx.storage
+    registry = ModelRegistry(storage.models)
+    started = datetime.now(UTC)
+    with _finetune_lock(settings, ctx.progress):
+        registry.cleanup()
+        parent_version, parent_checkpoint = _starting_version(registry, settings)
+        _, info = load_checkpoint(parent_checkpoint)
+        pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
+        work = storage.tmp / f"finetune-{ctx.job.job_id}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            ctx.progress(0.01, {"phase": "exporting frames"})
+            exported = pool.export(
+                work / "data",
+                since=options.since,
+                video_ids=options.video_ids,
+                class_names=info.class_names,
+            )
+            if exported.counts["unlabeled"] == 0:
+                raise JobError(
+                    "no frames: the frame pool holds no unlabeled frames for this request; "
+                    "process videos or upload frames (POST /v1/frames) first"
+                )
+            mode = options.mode or ("alternating" if exported.train_dir else "unsupervised")
+            if mode == "alternating" and exported.train_dir is None:
+                raise JobError(
+                    "mode alternating needs labeled frames and the pool has none in its "
+                    "training split; label frames or ask for mode unsupervised"
+                )
+            batch = options.batch_size or settings.finetune_batch_size
+            steps = options.steps or (
+                math.ceil(options.epochs * exported.counts["unlabeled"] / batch)
+                if options.epochs
+                else settings.finetune_steps
+            )
+            config = FinetuneConfig(
+                schedule=mode,
+                steps=steps,
+                lr=options.lr or settings.finetune_lr,
+                batch_size=batch,
+                unlabeled_batch_size=batch,
+                alpha=options.alpha if options.alpha is not None else 1.0,
+                mask_intensity=options.mask_intensity or 8.0,
+            )
+            candidate = work / "model.pt"
+            try:
+                finetune_checkpoint(
+                    parent_checkpoint,
+                    exported.unlabeled_dir,
+                    candidate,
+                    config=config,
+                    labeled_dir=exported.train_dir if mode == "alternating" else None,
+                    data=DataOptions(image_size=info.input_size, val_fraction=0.0),
+                    progress=False,
+                    callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                )
+            except (TrainingError, CheckpointError, ValueError) as exc:
+                raise JobError(
+                    f"fine-tuning stopped: {exc}; the active model is unchanged"
+                ) from exc
+
+            before = after = None
+            if exported.val_dir is not None:
+                ctx.progress(0.88, {"phase": "evaluating"})
+                try:
+                    before = evaluate_checkpoint(parent_checkpoint, exported.val_dir)
+                    after = evaluate_checkpoint(candidate, exported.val_dir)
+                except AtconError as exc:
+                    raise JobError(f"evaluation failed: {exc}") from exc
+            decision = promotion_gate(
+                before, after, f1_tolerance_points=settings.gate_f1_tolerance_points
+            )
+            card = registry.register(
+                candidate,
+                status=decision.status,
+                reason=decision.reason,
+                parent=parent_version,
+                config={"finetune": config_dict(config), "trigger": trigger},
+                data={**exported.describe(), "parent_sha256": info.sha256},
+                metrics_before=_summary(before),
+                metrics_after=_summary(after),
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        atomic_write_json(
+            storage.models / _LAST,
+            {"started_at": started.isoformat(), "job_id": ctx.job.job_id, "version": card.version},
+        )
+    ctx.progress(1.0, {"phase": "done", "version": card.version, "status": str(card.status)})
+    logger.info("fine-tune %s -> %s (%s)", ctx.job.job_id, card.version, card.status)
+    return JobOutcome(
+        {
+            "version": card.version,
+            "status": str(card.status),
+            "reason": card.reason,
+            "parent": parent_version,
+            "frames": exported.counts,
+        },
+        frames=sum(exported.counts.values()),
+    )
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    from models.training import config_to_dict
+
+    return config_to_dict(config)
+
+
+def _summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    keys = ("macro_f1", "map", "per_class_f1", "consistency", "images")
+    return {k: report[k] for k in keys if k in report}
+
+
+def run_nightly_once(
+    storage: Storage, queue: JobQueue, settings: Settings
+) -> tuple[str | None, str]:
+    """What the scheduler does at its fire time, once: queue a fine-tune if worth it.
+
+    Returns the job id (``None`` when nothing was queued) and the reason.
+    """
+    ok, why = nightly_should_run(storage, queue, settings)
+    if not ok:
+        logger.info("nightly fine-tune not queued: %s", why)
+        return None, why
+    job_id = queue_finetune(queue, trigger="nightly")
+    logger.info("nightly fine-tune queued as job %s (%s)", job_id, why)
+    return job_id, why
+
+
+def start_scheduler(
+    storage: Storage,
+    queue: JobQueue,
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    interval_s: float = 30.0,
+) -> threading.Thread:
+    """Run the nightly scheduler in a daemon thread until ``stop`` is set.
+
+    With Redis the fire times are claimed in Redis, so every process may run one and
+    exactly one acts; in the embedded default the claim is local to the process.
+    """
+    from .scheduler import Claim, LocalClaim, NightlyScheduler, RedisClaim
+
+    claim: Claim
+    if settings.redis_url is not None:
+        import redis
+
+        claim = RedisClaim(
+            redis.Redis.from_url(settings.redis_url), prefix=f"{settings.queue_prefix}:scheduler:"
+        )
+    else:
+        claim = LocalClaim()
+    scheduler = NightlyScheduler(
+        settings.finetune_schedule,
+        settings.finetune_timezone,
+        claim=claim,
+        should_run=lambda: nightly_should_run(storage, queue, settings),
+        trigger=lambda: queue_finetune(queue, trigger="nightly"),
+    )
+    thread = threading.Thread(
+        target=scheduler.run, args=(stop, interval_s), name="nightly-scheduler", daemon=True
+    )
+    thread.start()
+    logger.info(
+        "nightly fine-tune scheduled at '%s' (%s)",
+        settings.finetune_schedule,
+        settings.finetune_timezone,
+    )
+    return thread

@@ -1,0 +1,381 @@
+"""The frame pool: unlabeled frames collected for fine-tuning, and the labels clinicians add.
+
+Layout under ``<data_dir>/frames``: for each frame ``<frame_id>.png`` (RGB at the
+model's input size) and ``<frame_id>.json`` (its record). One record file per frame,
+written by rename, means any number of workers on a shared volume can add frames
+without a shared index to corrupt. Frame ids are chosen here (uuid4 hex).
+
+For a fine-tune, :meth:`FramePool.export` hard-links a snapshot of the chosen frames
+into the training formats that :mod:`worker.frames` reads: an unlabeled folder, and
+labeled ``train``/``val`` folders with ``labels.csv`` when labels exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "ExportedFrames",
+    "FramePool",
+    "FrameRecord",
+    "InvalidFrameError",
+    "UnknownFrameError",
+    "ZipImportResult",
+]
+
+logger = logging.getLogger(__name__)
+
+_FRAME_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_MAX_ZIP_ENTRY_BYTES = 64 * 2**20
+_MAX_PIXELS = 80_000_000
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+class InvalidFrameError(ValueError):
+    """An uploaded frame is not an image this service can use."""
+
+
+class UnknownFrameError(LookupError):
+    """No frame with that id is in the pool."""
+
+
+@dataclass
+class FrameRecord:
+    frame_id: str
+    source: str  # "detection" or "upload"
+    added_at: str
+    video_id: str | None = None
+    time_s: float | None = None
+    labels: list[str] | None = None
+    split: str | None = None  # "train" or "val" once labeled
+    labeled_at: str | None = None
+    consistency: float | None = None
+    consistency_model: str | None = None
+
+    @property
+    def added(self) -> datetime:
+        return datetime.fromisoformat(self.added_at)
+
+
+@dataclass
+class ZipImportResult:
+    accepted: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ExportedFrames:
+    """A snapshot of the pool in the training formats, plus what went into it."""
+
+    unlabeled_dir: Path
+    train_dir: Path | None
+    val_dir: Path | None
+    counts: dict[str, int]
+    digest: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"counts": self.counts, "sha256": self.digest}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FramePool:
+    """Frames at ``image_size`` x ``image_size`` stored under ``root``."""
+
+    def __init__(self, root: str | Path, image_size: int = 224, val_fraction: float = 0.3) -> None:
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {image_size}")
+        if not 0.0 <= val_fraction <= 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1], got {val_fraction}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.image_size = image_size
+        self.val_fraction = val_fraction
+
+    # ------------------------------------------------------------------ adding
+
+    def _store(self, image: Image.Image, record: FrameRecord) -> FrameRecord:
+        image = image.convert("RGB").resize(
+            (self.image_size, self.image_size), Image.Resampling.BILINEAR
+        )
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        _write_atomic(self.root / f"{record.frame_id}.png", buffer.getvalue())
+        self._save_record(record)  # the record last: a frame without one is not listed
+        return record
+
+    def add_frame(
+        self,
+        rgb: np.ndarray,
+        *,
+        source: str = "detection",
+        video_id: str | None = None,
+        time_s: float | None = None,
+    ) -> FrameRecord:
+        """Add a uint8 RGB frame (H, W, 3), e.g. sampled by a detection job."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"rgb must be a uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
+        record = FrameRecord(uuid.uuid4().hex, source, _now(), video_id=video_id, time_s=time_s)
+        return self._store(Image.fromarray(rgb), record)
+
+    def add_image_bytes(self, data: bytes) -> FrameRecord:
+        """Add an uploaded image file; raise :class:`InvalidFrameError` if it is not one."""
+        if not data:
+            raise InvalidFrameError("the file is empty")
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+                if width * height > _MAX_PIXELS:
+                    raise InvalidFrameError(f"the image is too large ({width}x{height} pixels)")
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return self._store(image, FrameRecord(uuid.uuid4().hex, "upload", _now()))
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise InvalidFrameError(
+                "the file is not a readable PNG, JPEG, BMP or WebP image"
+            ) from exc
+
+    def import_zip(self, stream: BinaryIO) -> ZipImportResult:
+        """Add every image of a zip archive; entries that are unsafe or not images are rejected."""
+        result = ZipImportResult()
+        try:
+            archive = zipfile.ZipFile(stream)
+        except zipfile.BadZipFile as exc:
+            raise InvalidFrameError("the file is not a valid zip archive") from exc
+        with archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                name = info.filename
+                path = PurePosixPath(name.replace("\\", "/"))
+                if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
+                    result.rejected.append((name, "path leaves the archive"))
+                    continue
+                if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                    result.rejected.append((name, "not an image file name"))
+                    continue
+                if info.file_size > _MAX_ZIP_ENTRY_BYTES:
+                    result.rejected.append((name, "larger than 64 MiB"))
+                    continue
+                try:
+                    record = self.add_image_bytes(archive.read(info))
+                except InvalidFrameError as exc:
+                    result.rejected.append((name, str(exc)))
+                    continue
+                except (zipfile.BadZipFile, OSError, EOFError):
+                    result.rejected.append((name, "the entry is corrupt"))
+                    continue
+                result.accepted.append(record.frame_id)
+        logger.info(
+            "zip import: %d frames accepted, %d entries rejected",
+            len(result.accepted),
+            len(result.rejected),
+        )
+        return result
+
+    # ------------------------------------------------------------------ reading
+
+    def _record_path(self, frame_id: str) -> Path:
+        if not _FRAME_ID_RE.match(frame_id):
+            raise UnknownFrameError(f"{frame_id!r} is not a frame id")
+        return self.root / f"{frame_id}.json"
+
+    def _save_record(self, record: FrameRecord) -> None:
+        data = json.dumps(asdict(record), sort_keys=True).encode()
+        _write_atomic(self._record_path(record.frame_id), data)
+
+    def get(self, frame_id: str) -> FrameRecord:
+        path = self._record_path(frame_id)
+        try:
+            return FrameRecord(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise UnknownFrameError(f"frame {frame_id} is not in the pool") from None
+
+    def image_path(self, frame_id: str) -> Path:
+        self.get(frame_id)
+        return self.root / f"{frame_id}.png"
+
+    def records(
+        self,
+        *,
+        since: datetime | None = None,
+        video_ids: Iterable[str] | None = None,
+        labeled: bool | None = None,
+    ) -> list[FrameRecord]:
+        """Frames oldest first, filtered by time added, source video and labeled state."""
+        wanted = set(video_ids) if video_ids is not None else None
+        out = []
+        for path in self.root.glob("*.json"):
+            try:
+                record = FrameRecord(**json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                logger.warning("skipping an unreadable frame record %s", path.name)
+                continue
+            if since is not None and record.added < since:
+                continue
+            if wanted is not None and record.video_id not in wanted:
+                continue
+            if labeled is not None and (record.labels is not None) != labeled:
+                continue
+            out.append(record)
+        return sorted(out, key=lambda r: r.added_at)
+
+    def review_queue(self, limit: int) -> list[FrameRecord]:
+        """Unlabeled frames whose maps disagree most (lowest consistency) first."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        scored = [r for r in self.records(labeled=False) if r.consistency is not None]
+        return sorted(scored, key=lambda r: r.consistency or 0.0)[:limit]
+
+    # ------------------------------------------------------------------ updating
+
+    def set_labels(self, frame_id: str, labels: list[str], known_classes: list[str]) -> FrameRecord:
+        """Store a clinician's labels (an empty list: no event); assign train or val."""
+        unknown = sorted(set(labels) - set(known_classes))
+        if unknown:
+            raise ValueError(
+                f"labels {unknown} are not classes of the model; known: {known_classes}"
+            )
+        record = self.get(frame_id)
+        record.labels = sorted(set(labels))
+        record.labeled_at = _now()
+        if record.split is None:  # stable: a relabeled frame keeps its split
+            bucket = int(hashlib.sha256(frame_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            record.split = "val" if bucket < self.val_fraction else "train"
+        self._save_record(record)
+        return record
+
+    def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
+        record = self.get(frame_id)
+        record.consistency = float(value)
+        record.consistency_model = model_version
+        self._save_record(record)
+        return record
+
+    # ------------------------------------------------------------------ exporting
+
+    def export(
+        self,
+        dest: str | Path,
+        *,
+        since: datetime | None = None,
+        video_ids: Iterable[str] | None = None,
+        class_names: list[str] | None = None,
+    ) -> ExportedFrames:
+        """Hard-link a snapshot into ``dest`` in the training formats (see module doc).
+
+        Unlabeled frames are filtered by ``since``/``video_ids``; every labeled frame is
+        exported, since labels are scarce and the validation set must stay whole.
+        ``class_names`` fixes the class order in each labeled folder's ``classes.txt``.
+        """
+        dest = Path(dest)
+        unlabeled = self.records(since=since, video_ids=video_ids, labeled=False)
+        labeled = self.records(labeled=True)
+        digest = hashlib.sha256()
+        counts = {"unlabeled": 0, "train": 0, "val": 0}
+        (dest / "unlabeled").mkdir(parents=True, exist_ok=True)
+        for record in unlabeled:
+            self._link(record.frame_id, dest / "unlabeled")
+            digest.update(f"u:{record.frame_id}".encode())
+            counts["unlabeled"] += 1
+        rows: dict[str, list[tuple[str, str]]] = {"train": [], "val": []}
+        for record in labeled:
+            split = record.split or "train"
+            self._link(record.frame_id, dest / split)
+            rows[split].append((f"{record.frame_id}.png", "|".join(record.labels or [])))
+            digest.update(f"{split}:{record.frame_id}:{rows[split][-1][1]}".encode())
+            counts[split] += 1
+        for split, split_rows in rows.items():
+            if split_rows:
+                with open(dest / split / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+                    writer = csv.writer(fh)
+                    writer.writerow(["path", "labels"])
+                    writer.writerows(split_rows)
+                if class_names:
+                    (dest / split / "classes.txt").write_text("\n".join(class_names) + "\n")
+        return ExportedFrames(
+            unlabeled_dir=dest / "unlabeled",
+            train_dir=dest / "train" if rows["train"] else None,
+            val_dir=dest / "val" if rows["val"] else None,
+            counts=counts,
+            digest=digest.hexdigest(),
+        )
+
+    def _link(self, frame_id: str, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        source = self.root / f"{frame_id}.png"
+        target = folder / source.name
+        try:
+            os.link(source, target)
+        except OSError:  # another file system: copy instead
+            target.write_bytes(source.read_bytes())
+
+
+def collect_from_detection(
+    pool: FramePool,
+    detector: Any,
+    source: Path,
+    scores_npz: Path,
+    *,
+    video_id: str,
+    frames_per_minute: float,
+    model_version: str,
+) -> list[str]:
+    """Add an even sample of a processed video's frames to the pool, scored for review.
+
+    ``detector`` is the :class:`worker.detect.Detector` that processed ``source``;
+    ``scores_npz`` its per-frame scores (``times``, ``pts``). About
+    ``frames_per_minute`` frames per minute of video are taken, at least one.
+    """
+    from .video import extract_frames
+
+    if frames_per_minute <= 0:
+        return []
+    with np.load(scores_npz) as scores:
+        times, pts = scores["times"], scores["pts"]
+    if len(times) == 0:
+        return []
+    duration_min = max(float(times[-1]) - float(times[0]), 1e-9) / 60.0
+    count = max(1, min(len(times), round(duration_min * frames_per_minute)))
+    picks = np.unique(np.linspace(0, len(times) - 1, count).round().astype(int))
+    size = pool.image_size
+    arrays = extract_frames(source, [int(pts[i]) for i in picks], sizes=[(size, size)])
+    frames = np.stack([a[0] for a in arrays])
+    consistency = detector.frame_consistency(frames)
+    added = []
+    for i, frame, score in zip(picks, frames, consistency, strict=True):
+        record = pool.add_frame(frame, video_id=video_id, time_s=float(times[i]))
+        pool.set_consistency(record.frame_id, float(score), model_version)
+        added.append(record.frame_id)
+    return added

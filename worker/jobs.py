@@ -1,0 +1,422 @@
+"""Queue consumers: a worker process (or thread) that keeps its model loaded between jobs.
+
+A job is an importable function that takes a :class:`JobContext` and the ids in its
+payload, and returns a :class:`JobOutcome`; it never receives objects from the API::
+
+    def detect_video(ctx: JobContext, video_id: str) -> JobOutcome
+
+:class:`Worker` reserves a job, runs its function in the same process (no fork per
+job: the model and the CUDA context stay loaded), sends heartbeats from a side
+thread while it runs, forwards the function's progress to the queue, and completes
+or fails the job:
+
+* :class:`~worker._exceptions.JobError` and
+  :class:`~worker._exceptions.VideoDecodeError` fail the job at once (another
+  attempt cannot help);
+* any other exception is retried with backoff until ``max_attempts``;
+* a worker that lost its lease (it stalled past the visibility timeout and another
+  took over) stops at the next progress report and leaves the job to the new holder.
+
+Between jobs :class:`~worker.model_cache.ModelCache` checks which model to serve (the
+data directory's active version, else ``ATCON_CHECKPOINT``) and reloads only when that
+changed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._exceptions import (
+    JobError,
+    JobNotFoundError,
+    QueueError,
+    QueueUnavailableError,
+    StorageError,
+    VideoDecodeError,
+    VideoNotFoundError,
+)
+from .model_cache import ModelCache
+from .queue import Job, JobQueue, JobState, Lease
+from .settings import Settings
+from .storage import Storage
+
+__all__ = [
+    "DETECT",
+    "FINETUNE",
+    "JOB_KINDS",
+    "JobContext",
+    "JobKind",
+    "JobOutcome",
+    "LeaseLostError",
+    "Worker",
+    "detect_video",
+    "reconcile",
+    "worker_name",
+]
+
+logger = logging.getLogger(__name__)
+
+DETECT = "detect"
+FINETUNE = "finetune"
+
+
+class ProgressFn(Protocol):
+    def __call__(self, fraction: float, detail: Mapping[str, Any] | None = None) -> None: ...
+
+
+class LeaseLostError(Exception):
+    """Raised inside a job when its lease went to another worker; the job is abandoned."""
+
+
+@dataclass
+class JobOutcome:
+    """What a job function returns: a small JSON result for the job record."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    #: frames the job processed (for the frames-per-second metric)
+    frames: int = 0
+
+
+@dataclass
+class JobContext:
+    """What a job function gets besides its ids."""
+
+    job: Job
+    settings: Settings
+    storage: Storage
+    models: ModelCache
+    #: ``progress(fraction, detail=None)``: fraction of the work done, optional JSON detail
+    progress: ProgressFn
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A queue name and the function that runs its jobs (``module:function``)."""
+
+    function: str
+    #: the worker waits for a loadable detection model before taking jobs of this kind
+    needs_detector: bool = False
+
+    def load(self) -> Callable[..., JobOutcome]:
+        module_name, _, attr = self.function.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            function: Callable[..., JobOutcome] = getattr(module, attr)
+        except (ImportError, AttributeError) as exc:
+            raise JobError(f"job function {self.function} is not available: {exc}") from exc
+        return function
+
+
+#: every job kind the workers know; the fine-tune job (issue 6) registers here
+JOB_KINDS: dict[str, JobKind] = {
+    DETECT: JobKind("worker.jobs:detect_video", needs_detector=True),
+    FINETUNE: JobKind("worker.finetune:finetune_job"),
+}
+
+
+def worker_name() -> str:
+    """A consumer name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+# -- the detection job ------------------------------------------------------------------------
+
+
+def _frames_of(events: dict[str, Any]) -> int:
+    """Frames the detector sampled (``sampling.samples`` of events.json schema 1)."""
+    sampling = events.get("sampling")
+    if isinstance(sampling, dict) and isinstance(sampling.get("samples"), int):
+        return int(sampling["samples"])
+    return 0
+
+
+def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
+    """Detect the events of an uploaded video and publish ``results/<video_id>/``.
+
+    The detector writes into a fresh folder under ``tmp/``; the folder becomes the
+    video's results in one rename, so a job done twice publishes the same results
+    once each time and a reader never sees half of them.
+    """
+    storage = ctx.storage
+    try:
+        storage.get_video(video_id)
+    except VideoNotFoundError:
+        raise JobError(f"video {video_id} was deleted before it was processed") from None
+    detector, version = ctx.models.current()
+    staging = storage.staging_dir(video_id)
+    try:
+        out = staging / "results"
+        events = detector.detect(
+            storage.source_path(video_id), out, video_id=video_id, progress=ctx.progress
+        )
+        if not storage.upload_dir(video_id).is_dir():
+            raise JobError(f"video {video_id} was deleted while it was processed")
+        storage.publish_results(video_id, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _collect_frames(ctx, detector, video_id, version)
+    event_list = events.get("events")
+    count = len(event_list) if isinstance(event_list, list) else 0
+    return JobOutcome(
+        {"video_id": video_id, "event_count": count, "model_version": version},
+        frames=_frames_of(events),
+    )
+
+
+def _collect_frames(ctx: JobContext, detector: Any, video_id: str, version: str) -> None:
+    """Feed the frame pool from a processed video; a failure here never fails the job."""
+    from .frame_pool import FramePool, collect_from_detection
+
+    settings, storage = ctx.settings, ctx.storage
+    try:
+        pool = FramePool(storage.frames, detector.info.input_size, settings.pool_val_fraction)
+        added = collect_from_detection(
+            pool,
+            detector,
+            storage.source_path(video_id),
+            storage.results_dir(video_id) / "scores.npz",
+            video_id=video_id,
+            frames_per_minute=settings.pool_frames_per_minute,
+            model_version=version,
+        )
+        logger.info("video %s: %d frames added to the frame pool", video_id, len(added))
+    except Exception:
+        logger.exception("video %s: frames not added to the frame pool", video_id)
+
+
+# -- the worker -------------------------------------------------------------------------------
+
+
+class _Heartbeat:
+    """Extends a lease from a side thread while the job runs."""
+
+    def __init__(self, queue: JobQueue, lease: Lease, interval_s: float) -> None:
+        self.queue = queue
+        self.lease = lease
+        self.interval_s = interval_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{lease.job_id[:8]}", daemon=True
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if not self.queue.heartbeat(self.lease):
+                    logger.warning("job %s: lease lost to another worker", self.lease.job_id)
+                    self.lost.set()
+                    return
+            except QueueError as exc:  # broker away for a moment: keep trying
+                logger.warning("job %s: heartbeat failed: %s", self.lease.job_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Worker:
+    """Consumes one kind of job; see the module docstring."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        storage: Storage,
+        settings: Settings,
+        kind: str = DETECT,
+        *,
+        name: str | None = None,
+        models: ModelCache | None = None,
+        function: Callable[..., JobOutcome] | None = None,
+    ) -> None:
+        if kind not in JOB_KINDS and function is None:
+            raise ValueError(f"kind must be one of {sorted(JOB_KINDS)}, got {kind!r}")
+        self.queue = queue
+        self.storage = storage
+        self.settings = settings
+        self.kind = kind
+        self.name = name or worker_name()
+        self.models = models or ModelCache(storage, settings)
+        self._function = function
+        self.jobs_done = 0
+
+    @property
+    def function(self) -> Callable[..., JobOutcome]:
+        if self._function is None:
+            self._function = JOB_KINDS[self.kind].load()
+        return self._function
+
+    def _needs_detector(self) -> bool:
+        kind = JOB_KINDS.get(self.kind)
+        return self._function is None and kind is not None and kind.needs_detector
+
+    def wait_for_model(self, stop: threading.Event, poll_s: float = 5.0) -> bool:
+        """Load the model before taking jobs; wait while there is none. False if stopped."""
+        warned = False
+        while not stop.is_set():
+            try:
+                self.models.current()
+                return True
+            except Exception as exc:  # no model yet, unreadable checkpoint: say so and wait
+                if not warned:
+                    logger.error("worker %s waits for a model: %s", self.name, exc)
+                    warned = True
+            stop.wait(poll_s)
+        return False
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        max_jobs: int | None = None,
+        burst: bool = False,
+        poll_s: float = 1.0,
+    ) -> int:
+        """Work until ``stop`` is set, ``max_jobs`` are done, or (``burst``) the queue is empty.
+
+        Returns the number of jobs this worker finished (done or failed).
+        """
+        stop = stop or threading.Event()
+        if self._needs_detector() and not self.wait_for_model(stop):
+            return 0
+        logger.info("worker %s takes %s jobs", self.name, self.kind)
+        handled = 0
+        unavailable_since: float | None = None
+        while not stop.is_set() and (max_jobs is None or handled < max_jobs):
+            try:
+                lease = self.queue.reserve(self.kind, self.name, timeout_s=poll_s)
+            except QueueUnavailableError as exc:
+                if unavailable_since is None:
+                    logger.error("worker %s: %s; retrying", self.name, exc)
+                    unavailable_since = time.monotonic()
+                stop.wait(min(5.0, poll_s))
+                continue
+            if unavailable_since is not None:
+                logger.info("worker %s: the queue is reachable again", self.name)
+                unavailable_since = None
+            if lease is None:
+                if burst:
+                    break
+                continue
+            self.execute(lease)
+            handled += 1
+        return handled
+
+    def execute(self, lease: Lease) -> JobState | None:
+        """Run one reserved job to its end; return its new state (None: lease lost)."""
+        job = lease.job
+        started = time.monotonic()
+        logger.info("job %s (%s) attempt %d starts", job.job_id, job.kind, job.attempts)
+        with _Heartbeat(self.queue, lease, self.settings.heartbeat_s) as heartbeat:
+            ctx = JobContext(
+                job=job,
+                settings=self.settings,
+                storage=self.storage,
+                models=self.models,
+                progress=self._progress_reporter(lease, heartbeat),
+            )
+            try:
+                function = self.function
+                try:
+                    inspect.signature(function).bind(ctx, **job.payload)
+                except TypeError as exc:
+                    raise JobError(f"payload {sorted(job.payload)} does not fit: {exc}") from exc
+                outcome = function(ctx, **job.payload)
+            except LeaseLostError:
+                logger.warning("job %s abandoned: another worker holds it now", job.job_id)
+                return None
+            except (JobError, VideoDecodeError) as exc:
+                reason = str(exc)
+                logger.error("job %s failed for good: %s", job.job_id, reason)
+                return self._settle(lambda: self.queue.fail(lease, reason, retry=False))
+            except Exception as exc:
+                logger.exception("job %s attempt %d failed", job.job_id, job.attempts)
+                message = f"{type(exc).__name__}: {exc}"
+                return self._settle(lambda: self.queue.fail(lease, message, retry=True))
+            if heartbeat.lost.is_set():
+                return None
+        took = time.monotonic() - started
+        logger.info("job %s done in %.1f s", job.job_id, took)
+        self.jobs_done += 1
+        done = self._settle(
+            lambda: self.queue.complete(lease, outcome.result, frames=outcome.frames)
+        )
+        return JobState.done if done else None
+
+    def _settle(self, action: Callable[[], Any]) -> Any:
+        """Record a job's end, retrying while the broker is away (up to the visibility
+        timeout: after that the job is someone else's anyway)."""
+        deadline = time.monotonic() + self.settings.visibility_timeout_s
+        while True:
+            try:
+                return action()
+            except QueueUnavailableError as exc:
+                if time.monotonic() > deadline:
+                    logger.error("could not record a job's end: %s", exc)
+                    return None
+                time.sleep(min(2.0, self.settings.heartbeat_s))
+
+    def _progress_reporter(self, lease: Lease, heartbeat: _Heartbeat) -> ProgressFn:
+        last = [0.0, -1.0]  # time of the last report, value reported
+
+        def report(fraction: float, detail: Mapping[str, Any] | None = None) -> None:
+            if heartbeat.lost.is_set():
+                raise LeaseLostError(lease.job_id)
+            fraction = min(1.0, max(0.0, float(fraction)))
+            now = time.monotonic()
+            if now - last[0] < 0.5 and fraction - last[1] < 0.05 and fraction < 1.0:
+                return
+            last[0], last[1] = now, fraction
+            try:
+                if not self.queue.set_progress(lease, fraction, detail):
+                    heartbeat.lost.set()
+                    raise LeaseLostError(lease.job_id)
+            except QueueUnavailableError as exc:
+                logger.warning("job %s: progress not recorded: %s", lease.job_id, exc)
+
+        return report
+
+
+# -- rebuilding the queue from the data directory ---------------------------------------------
+
+
+def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
+    """Queue again every upload that has no results and no live job; return their ids.
+
+    The data directory is the source of truth: after the embedded server restarts (its
+    queue was in memory) or Redis lost its data, each upload without results gets its
+    job back under the same job id, so status URLs handed out before keep working.
+    A failed job stays failed (an admin requeues it from the dead-letter list).
+    """
+    requeued = []
+    for record in storage.list_videos():
+        try:
+            if storage.has_results(record.video_id):
+                continue
+            try:
+                queue.get(record.job_id)
+                continue
+            except JobNotFoundError:
+                pass
+            queue.enqueue(DETECT, {"video_id": record.video_id}, job_id=record.job_id)
+            requeued.append(record.video_id)
+        except StorageError as exc:
+            logger.warning("video %s not requeued: %s", record.video_id, exc)
+    if requeued:
+        logger.info("queued %d upload(s) without results again", len(requeued))
+    return requeued

@@ -1,0 +1,210 @@
+"""The results folder of one detection: layout, ``events.json`` schema, atomic writing.
+
+Layout::
+
+    <out_dir>/
+        events.json                 the document below
+        scores.npz                  times (T,) s, pts (T,) int64, scores (T, C) float32,
+                                    class_names (C,) str: every sampled frame's scores
+        maps/<stem>_frame.png       the event's peak frame (display size)
+        maps/<stem>_gradcam.png     the frame with its Grad-CAM heat overlay
+        maps/<stem>_guided_backprop.png   Guided Backprop magnitude, grey
+        maps/<stem>_masked.png      the frame times the ATCON soft mask
+        maps/<stem>_gradcam.npy     raw Grad-CAM (h, w) float32 at the layer's resolution
+        maps/<stem>_guided_backprop.npy   raw Guided Backprop (3, S, S) float32
+        maps/<stem>_mask.npy        soft mask (S, S) float32, S the model input size
+
+``<stem>`` is the event id made safe for file names. Everything is written into a
+hidden temporary folder next to ``out_dir`` and renamed into place at the end, so a
+reader sees either no folder or a complete one.
+
+``events.json``, schema version 1 (:data:`SCHEMA_VERSION`; a reader must check it)::
+
+    schema_version  1
+    video_id        the caller's id (default: the file's stem)
+    created_at      ISO 8601 UTC
+    video           file_name, size_bytes, container, codec, width, height (display,
+                    after rotation), coded_width, coded_height, rotation (degrees
+                    counter-clockwise), fps, duration_s, frame_count, time_base
+    sampling        fps (requested rate), samples, decoded_frames, failed_packets,
+                    corrupt_frames, out_of_order_frames, covered_s, expected_s,
+                    coverage (fraction of the duration decoded, 0..1), demux_error
+    model           version, checkpoint_sha256, arch, class_names, input_size,
+                    multi_label, thresholds {on: {class: p}, off: {class: p}},
+                    device, precision
+    segmentation    offset_ratio, min_duration_s, merge_gap_s, padding_s
+    maps            layer, mask_intensity, gb_normalization (null when maps are off)
+    scores_file     "scores.npz"
+    events          list, sorted by start_s then class order, each:
+                      id ("<label>-<k>", stable within the video), label, start_s,
+                      end_s, peak_s, score (peak probability), mean_score,
+                      attention_consistency (Pearson of the two Grad-CAM maps of the
+                      peak frame, -1..1; null without maps),
+                      maps {frame, gradcam_overlay, guided_backprop, masked_frame,
+                            gradcam_raw, guided_backprop_raw, mask_raw}: paths
+                            relative to the results folder (absent without maps)
+    timings_s       seconds per stage: decode_busy (decoder thread), decode_wait
+                    (inference waiting for frames), preprocess, model, segment,
+                    maps, write, total
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._exceptions import ResultsExistError
+from .render import heat_overlay, save_png_atomic
+
+__all__ = [
+    "EVENTS_FILE",
+    "SCHEMA_VERSION",
+    "SCORES_FILE",
+    "read_events",
+    "safe_stem",
+    "staged_directory",
+    "write_event_maps",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+EVENTS_FILE = "events.json"
+SCORES_FILE = "scores.npz"
+MAPS_DIR = "maps"
+
+
+def safe_stem(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "_"
+
+
+@contextmanager
+def staged_directory(out_dir: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to ``out_dir``; on success rename it to ``out_dir``.
+
+    On any exception (``KeyboardInterrupt`` included) the temporary folder is removed
+    and ``out_dir`` is left as it was. An existing non-empty ``out_dir`` raises
+    :class:`ResultsExistError` unless ``overwrite``; then the old folder is moved
+    aside, the new one renamed in, and the old one deleted.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ResultsExistError(f"results path {out} exists and is not a folder; choose another")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ResultsExistError(
+            f"results folder {out} already exists; pass overwrite (--overwrite) to replace it "
+            "or choose another output folder"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+        old: Path | None = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / "previous")
+        os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as strict JSON (no NaN) via a temporary name and a rename."""
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_events(path: str | Path) -> dict[str, Any]:
+    """Read ``events.json`` (or the results folder holding it), checking its schema version."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EVENTS_FILE
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has events schema version {version!r}; this code reads {SCHEMA_VERSION}"
+        )
+    return document
+
+
+def _resize(map2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float map (h, w) to ``size`` (H, W)."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(map2d, dtype=np.float32))[None, None]
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _unit(values: np.ndarray, percentile: float = 100.0) -> np.ndarray:
+    """Scale to [0, 1] between the minimum and the given percentile (then clipped)."""
+    low = float(values.min())
+    high = float(np.percentile(values, percentile)) if percentile < 100 else float(values.max())
+    return np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+
+
+def write_event_maps(
+    maps_dir: Path,
+    stem: str,
+    frame: np.ndarray,
+    cam: np.ndarray,
+    guided: np.ndarray,
+    mask: np.ndarray,
+) -> dict[str, str]:
+    """Render and save one event's maps; return file names relative to the results folder.
+
+    ``frame`` is the display-size RGB peak frame (H, W, 3) uint8, ``cam`` the raw
+    Grad-CAM (h, w), ``guided`` the raw Guided Backprop (3, S, S), ``mask`` the soft
+    mask (S, S). PNGs are at the frame's size; raw maps are saved unchanged.
+    """
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    size = frame.shape[:2]
+    heat = _unit(_resize(np.maximum(cam, 0.0), size))
+    # a few pixels dominate Guided Backprop; the 99.5th percentile keeps the rest visible
+    magnitude = _unit(_resize(np.abs(guided).sum(axis=0), size), 99.5)
+    soft = np.clip(_resize(mask, size), 0.0, 1.0)
+    names = {
+        "frame": f"{stem}_frame.png",
+        "gradcam_overlay": f"{stem}_gradcam.png",
+        "guided_backprop": f"{stem}_guided_backprop.png",
+        "masked_frame": f"{stem}_masked.png",
+        "gradcam_raw": f"{stem}_gradcam.npy",
+        "guided_backprop_raw": f"{stem}_guided_backprop.npy",
+        "mask_raw": f"{stem}_mask.npy",
+    }
+    grey = (magnitude * 255).round().astype(np.uint8)
+    masked = (frame.astype(np.float32) * soft[..., None]).round().astype(np.uint8)
+    for key, image in (
+        ("frame", frame),
+        ("gradcam_overlay", heat_overlay(frame, heat)),
+        ("guided_backprop", grey),
+        ("masked_frame", masked),
+    ):
+        save_png_atomic(image, maps_dir / names[key], compress_level=1)
+    np.save(maps_dir / names["gradcam_raw"], cam.astype(np.float32))
+    np.save(maps_dir / names["guided_backprop_raw"], guided.astype(np.float32))
+    np.save(maps_dir / names["mask_raw"], mask.astype(np.float32))
+    return {key: f"{MAPS_DIR}/{name}" for key, name in names.items()}

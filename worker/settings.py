@@ -1,0 +1,230 @@
+"""The one settings class of the product, read from ``ATCON_*`` environment variables.
+
+Both the API (``service``) and the workers (``worker``) import it from here, so a
+deployment sets each variable once. ``get_settings()`` is cached; tests build a
+``Settings(...)`` directly and inject it (``app.dependency_overrides`` or the app
+factory's argument).
+
+Tokens are never stored in clear: ``ATCON_API_TOKENS`` is a comma-separated list of
+``name:role:sha256hex`` entries, where ``sha256hex`` is the SHA-256 of the token
+(``atcon token new NAME ROLE`` prints a fresh token and its entry).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._exceptions import SettingsError
+
+__all__ = ["Role", "Settings", "TokenEntry", "get_settings", "parse_tokens"]
+
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Role(enum.StrEnum):
+    """What a token may do; each role includes the ones before it."""
+
+    viewer = "viewer"  # read results
+    operator = "operator"  # also upload
+    admin = "admin"  # also delete, fine-tune, activate models, metrics, dead letters
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """One ``name:role:sha256hex`` entry of ``ATCON_API_TOKENS``."""
+
+    name: str
+    role: Role
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.role.value}:{self.sha256}"
+
+
+def parse_tokens(value: str) -> list[TokenEntry]:
+    """Parse ``ATCON_API_TOKENS``; raise ``SettingsError`` naming the bad entry."""
+    entries: list[TokenEntry] = []
+    for position, raw in enumerate(value.split(","), start=1):
+        raw = raw.strip()
+        if not raw:
+            continue
+        parts = raw.split(":")
+        if len(parts) != 3:
+            raise SettingsError(
+                f"ATCON_API_TOKENS entry {position} is not name:role:sha256hex "
+                "(create one with `atcon token new NAME ROLE`)"
+            )
+        name, role, digest = parts
+        if not _TOKEN_NAME.match(name):
+            raise SettingsError(
+                f"ATCON_API_TOKENS entry {position}: name must be 1-64 letters, digits, '_.-'"
+            )
+        try:
+            parsed_role = Role(role)
+        except ValueError:
+            roles = ", ".join(r.value for r in Role)
+            raise SettingsError(
+                f"ATCON_API_TOKENS entry {position} ({name}): role must be one of {roles}"
+            ) from None
+        if not _SHA256_HEX.match(digest):
+            raise SettingsError(
+                f"ATCON_API_TOKENS entry {position} ({name}): the third field must be the "
+                "64-character lowercase hex SHA-256 of the token, not the token itself"
+            )
+        if any(e.name == name for e in entries):
+            raise SettingsError(f"ATCON_API_TOKENS names {name!r} twice")
+        entries.append(TokenEntry(name, parsed_role, digest))
+    return entries
+
+
+class Settings(BaseSettings):
+    """Every knob of the service and the workers (environment prefix ``ATCON_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ATCON_", extra="ignore", frozen=True)
+
+    #: the data directory: uploads, results, model versions; shared by every process
+    data_dir: Path = Path("atcon-data")
+    #: the broker; unset runs the embedded default (API and workers in one process)
+    redis_url: str | None = None
+    #: checkpoint served while the data directory holds no active model version
+    checkpoint: Path | None = None
+    #: comma-separated ``name:role:sha256hex`` entries
+    api_tokens: str = ""
+    #: development mode: the service may run without tokens (every caller is an admin)
+    dev: bool = False
+
+    #: largest accepted upload in bytes (413 above it)
+    max_upload_bytes: int = Field(default=8 << 30, gt=0)
+    #: bytes read from the request and written to disk at a time
+    upload_chunk_bytes: int = Field(default=1 << 20, gt=0)
+
+    #: a running job whose worker sent no heartbeat for this long is handed to another
+    visibility_timeout_s: float = Field(default=120.0, gt=0)
+    #: seconds between heartbeats; default a quarter of the visibility timeout
+    heartbeat_interval_s: float | None = Field(default=None, gt=0)
+    #: attempts before a job fails for good and moves to the dead-letter list
+    max_attempts: int = Field(default=3, ge=1)
+    #: first retry delay; doubles with each attempt up to ``retry_backoff_max_s``
+    retry_backoff_s: float = Field(default=10.0, ge=0)
+    retry_backoff_max_s: float = Field(default=600.0, ge=0)
+    #: key prefix of every Redis key, so several deployments can share one Redis
+    queue_prefix: str = Field(default="atcon", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: worker threads the embedded default runs inside ``atcon serve``
+    embedded_workers: int = Field(default=1, ge=0)
+
+    #: detection: sampled frames per second, batch size, device (None: automatic)
+    sample_fps: float = Field(default=2.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    device: str | None = None
+
+    #: frame pool: frames each detection adds per minute of video; share of labeled
+    #: frames held out for validation (the promotion gate's data)
+    pool_frames_per_minute: float = Field(default=4.0, ge=0)
+    pool_val_fraction: float = Field(default=0.3, ge=0, le=1)
+    #: nightly fine-tune: cron expression in ``finetune_timezone``; skipped unless at
+    #: least ``finetune_min_new_frames`` frames arrived since the last fine-tune
+    finetune_schedule: str = "0 2 * * *"
+    finetune_timezone: str = "UTC"
+    finetune_min_new_frames: int = Field(default=200, ge=0)
+    #: fine-tune defaults (a request may override them)
+    finetune_steps: int = Field(default=200, ge=1)
+    finetune_lr: float = Field(default=1e-5, gt=0)
+    finetune_batch_size: int = Field(default=16, ge=1)
+    #: promotion gate: the largest fall in validation macro-F1 allowed, in points
+    gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
+
+    @field_validator("finetune_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from .scheduler import validate_cron
+
+        return validate_cron(value)
+
+    @field_validator("finetune_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known IANA time zone") from None
+        return value
+
+    @field_validator("redis_url", "device", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_parse(cls, value: str) -> str:
+        try:
+            parse_tokens(value)
+        except SettingsError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
+        return self
+
+    @cached_property
+    def tokens(self) -> list[TokenEntry]:
+        """The parsed ``api_tokens`` (parsed once: the settings are frozen)."""
+        return parse_tokens(self.api_tokens)
+
+    @property
+    def heartbeat_s(self) -> float:
+        if self.heartbeat_interval_s is not None:
+            return min(self.heartbeat_interval_s, self.visibility_timeout_s / 2)
+        return self.visibility_timeout_s / 4
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: API and workers share one process."""
+        return self.redis_url is None
+
+    def check_safe_to_serve(self) -> None:
+        """Raise ``SettingsError`` when the API must not start with these settings."""
+        if not self.dev and not self.tokens:
+            raise SettingsError(
+                "no API tokens are configured: set ATCON_API_TOKENS (create entries with "
+                "`atcon token new NAME ROLE`), or set ATCON_DEV=1 for a development "
+                "server in which every caller is an admin"
+            )
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: ``b * 2**(attempt-1)``, capped."""
+        if attempt < 1:
+            raise ValueError(f"attempt must be at least 1, got {attempt}")
+        return float(min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (attempt - 1)))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,350 @@
+"""The data directory: the product's source of truth, and the only place files live.
+
+Layout (every name below is chosen by the server; no part of a request becomes a
+path)::
+
+    <data_dir>/
+      uploads/<video_id>/source       the uploaded bytes
+      uploads/<video_id>/video.json   VideoRecord: probe metadata, client file name, job id
+      results/<video_id>/             the detector's output: events.json, scores, maps/
+      models/                         model versions and the ACTIVE pointer (worker.versions)
+      frames/                         the frame pool for fine-tuning (worker.frame_pool)
+      tmp/                            partial uploads and results being built
+      audit.log                       JSON lines: who read, uploaded or deleted what
+
+Ids are 32 lowercase hex digits (a UUID4); :func:`validate_id` rejects anything
+else before it reaches a path. Every file is written to a temporary name and
+renamed into place; an upload and a result directory each appear in one rename,
+so a reader sees all of it or none of it, and a crash leaves only ``tmp/`` debris
+(cleared by :meth:`Storage.clean_tmp` on start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
+
+__all__ = [
+    "ModelRef",
+    "Storage",
+    "VideoRecord",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "clean_filename",
+    "new_id",
+    "validate_id",
+]
+
+logger = logging.getLogger(__name__)
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SOURCE_NAME = "source"
+RECORD_NAME = "video.json"
+EVENTS_NAME = "events.json"
+
+
+def new_id() -> str:
+    """A fresh id for a video or a job."""
+    return uuid.uuid4().hex
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is an id of the server's form, else raise ``InvalidIdError``."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidIdError(f"{what} must be 32 lowercase hexadecimal digits, got {value!r:.80}")
+    return value
+
+
+def clean_filename(name: str | None) -> str | None:
+    """The client's file name as metadata only: control characters dropped, 255 chars max.
+
+    It is never used in a path; pages escape it when they show it.
+    """
+    if name is None:
+        return None
+    return _CONTROL.sub("", name)[:255] or None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+@dataclass
+class VideoRecord:
+    """What the service knows about an upload (``uploads/<video_id>/video.json``)."""
+
+    video_id: str
+    job_id: str
+    size_bytes: int
+    created_at: float = field(default_factory=time.time)
+    filename: str | None = None
+    uploaded_by: str | None = None
+    container: str | None = None
+    codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checkpoint to serve: the active version in the data directory, or the fallback."""
+
+    checkpoint: Path
+    #: the version name when the data directory's pointer chose it; None for the fallback
+    version: str | None = None
+
+
+class Storage:
+    """Paths and atomic operations on one data directory."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir)
+        self.uploads = self.root / "uploads"
+        self.results = self.root / "results"
+        self.models = self.root / "models"
+        self.frames = self.root / "frames"
+        self.tmp = self.root / "tmp"
+        self.audit_log = self.root / "audit.log"
+
+    def ensure_layout(self) -> None:
+        try:
+            for folder in (self.uploads, self.results, self.models, self.frames, self.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"data directory {self.root} cannot be created: {exc}") from exc
+
+    def clean_tmp(self, older_than_s: float = 0.0) -> int:
+        """Remove debris of interrupted uploads and results; return how many entries went.
+
+        Several processes share ``tmp/``; a process only clears entries older than
+        ``older_than_s`` so it never removes another's work in progress.
+        """
+        removed = 0
+        now = time.time()
+        for entry in self.tmp.iterdir() if self.tmp.is_dir() else []:
+            try:
+                if now - entry.lstat().st_mtime < older_than_s:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+            except OSError:
+                continue
+        return removed
+
+    def check_writable(self) -> None:
+        """Raise ``StorageError`` unless a file can be written and removed in ``tmp/``."""
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".probe-", dir=self.tmp)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise StorageError(f"data directory {self.root} is not writable: {exc}") from exc
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def upload_dir(self, video_id: str) -> Path:
+        return self.uploads / validate_id(video_id, "video_id")
+
+    def source_path(self, video_id: str) -> Path:
+        return self.upload_dir(video_id) / SOURCE_NAME
+
+    def new_upload_file(self) -> Path:
+        """A fresh file name in ``tmp/`` for an upload being received."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp)
+        os.close(fd)
+        return Path(name)
+
+    def save_video(self, record: VideoRecord, received: Path) -> None:
+        """Move a received, probed file and its record into ``uploads/`` in one rename."""
+        target = self.upload_dir(record.video_id)
+        staging = Path(tempfile.mkdtemp(prefix=f"video-{record.video_id}-", dir=self.tmp))
+        try:
+            os.replace(received, staging / SOURCE_NAME)
+            atomic_write_json(staging / RECORD_NAME, record.to_dict())
+            os.rename(staging, target)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StorageError(f"upload {record.video_id} could not be stored: {exc}") from exc
+        _fsync_dir(self.uploads)
+
+    def update_video(self, record: VideoRecord) -> None:
+        if not self.upload_dir(record.video_id).is_dir():
+            raise VideoNotFoundError(f"no video {record.video_id}")
+        atomic_write_json(self.upload_dir(record.video_id) / RECORD_NAME, record.to_dict())
+
+    def get_video(self, video_id: str) -> VideoRecord:
+        path = self.upload_dir(video_id) / RECORD_NAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise VideoNotFoundError(f"no video {video_id}") from None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"record of video {video_id} is unreadable: {exc}") from exc
+        return VideoRecord.from_dict(data)
+
+    def video_ids(self) -> Iterator[str]:
+        if not self.uploads.is_dir():
+            return
+        for entry in self.uploads.iterdir():
+            if _ID.match(entry.name) and (entry / RECORD_NAME).is_file():
+                yield entry.name
+
+    def list_videos(self) -> list[VideoRecord]:
+        """Every stored video, newest first."""
+        records = []
+        for video_id in self.video_ids():
+            try:
+                records.append(self.get_video(video_id))
+            except StorageError:  # deleted meanwhile, or unreadable: skip, the log says why
+                logger.warning("skipping video %s: record unreadable or gone", video_id)
+        return sorted(records, key=lambda r: (r.created_at, r.video_id), reverse=True)
+
+    def delete_video(self, video_id: str) -> None:
+        """Remove the upload and its results; each goes away in one rename."""
+        found = False
+        for folder in (self.upload_dir(video_id), self.results / video_id):
+            if folder.exists():
+                found = True
+                self._discard(folder)
+        if not found:
+            raise VideoNotFoundError(f"no video {video_id}")
+
+    def _discard(self, folder: Path) -> None:
+        trash = Path(tempfile.mkdtemp(prefix="trash-", dir=self.tmp))
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(folder, trash / folder.name)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # -- results ---------------------------------------------------------------------------
+
+    def results_dir(self, video_id: str) -> Path:
+        return self.results / validate_id(video_id, "video_id")
+
+    def has_results(self, video_id: str) -> bool:
+        return (self.results_dir(video_id) / EVENTS_NAME).is_file()
+
+    def read_events(self, video_id: str) -> dict[str, Any] | None:
+        """The ``events.json`` of a video, or None while it has no results."""
+        try:
+            data = json.loads((self.results_dir(video_id) / EVENTS_NAME).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"results of video {video_id} are unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StorageError(f"results of video {video_id} are not a JSON object")
+        return data
+
+    def staging_dir(self, video_id: str) -> Path:
+        """A fresh empty folder in ``tmp/`` where a job builds a video's results."""
+        validate_id(video_id, "video_id")
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"results-{video_id}-", dir=self.tmp))
+
+    def publish_results(self, video_id: str, staging: Path) -> Path:
+        """Make ``staging`` the results of ``video_id``, replacing older ones.
+
+        A job done twice publishes twice; each publication is one rename of a complete
+        folder, so readers see one whole result set, never a mix.
+        """
+        target = self.results_dir(video_id)
+        if not (staging / EVENTS_NAME).is_file():
+            raise StorageError(f"{staging} holds no {EVENTS_NAME}; nothing to publish")
+        self.results.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):  # another worker may publish the same video meanwhile
+            try:
+                os.rename(staging, target)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise StorageError(f"results of {video_id} not published: {exc}") from exc
+                self._discard(target)  # older results: move them aside, then retry
+        else:
+            raise StorageError(f"results of {video_id} kept changing; not published")
+        _fsync_dir(self.results)
+        return target
+
+    def result_file(self, video_id: str, relative: str) -> Path:
+        """A file inside a video's results, refusing any name that leaves the folder."""
+        base = self.results_dir(video_id).resolve()
+        candidate = (base / relative).resolve()
+        if not candidate.is_relative_to(base) or candidate == base:
+            raise InvalidIdError(f"{relative!r} is not a file of the results of {video_id}")
+        return candidate
+
+    # -- model versions ----------------------------------------------------------------------
+
+    def model_to_serve(self, fallback: Path | None) -> ModelRef | None:
+        """The active model version (:mod:`worker.versions`), else ``fallback``.
+
+        ``fallback`` is ``ATCON_CHECKPOINT``, served while no version is active.
+        """
+        from .versions import ModelRegistry, VersionError
+
+        try:
+            active = ModelRegistry(self.models).active_checkpoint()
+        except (VersionError, OSError) as exc:
+            raise StorageError(f"the active model version cannot be read: {exc}") from exc
+        if active is not None:
+            version, checkpoint = active
+            return ModelRef(checkpoint, version)
+        return ModelRef(fallback) if fallback is not None else None
