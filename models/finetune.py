@@ -57,7 +57,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneConfig:
-    """Hyperparameters of ATCON fine-tuning (saved as ``CheckpointInfo.config``)."""
+    """Hyperparameters of ATCON fine-tuning (saved as ``CheckpointInfo.config``).
+
+    The guard defaults (balancing, warm-up, preservation, collapse stop) come from
+    ``bench/digits.py`` (docs/results/digits.md): no setting lifted F1 there, and
+    without them ATCON collapsed or lost most; with them it cost no more than the
+    alternating schedule's fewer supervised steps at K = 3.
+    """
 
     schedule: str = "alternating"
     steps: int = 200
@@ -70,13 +76,13 @@ class FinetuneConfig:
     #: multiplier of the ATCON loss (w in the module docstring)
     atcon_weight: float = 1.0
     #: steps over which the ATCON weight ramps linearly from 0 to ``atcon_weight``
-    atcon_warmup_steps: int = 0
+    atcon_warmup_steps: int = 40
     #: cap the ATCON gradient norm at ``balance_ratio`` x the supervised one; ``None``:
     #: whenever a labeled set is given (True without one is an error)
     balance_gradients: bool | None = None
     balance_ratio: float = 1.0
     #: weight of KL(starting model || current model) on unlabeled batches
-    preserve_weight: float = 0.0
+    preserve_weight: float = 1.0
     mask_intensity: float = 8.0
     gb_normalization: str = "none"
     similarity: str = "pearson"
@@ -213,6 +219,9 @@ def finetune_atcon(
     reference: nn.Module | None = None
     if config.preserve_weight > 0:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
+    guard = CollapseGuard(config.guard, multi_label=config.multi_label)
+    model.eval()  # the starting model's own predictions (no dropout) are the reference
+    reference_stats = guard.set_reference(_reference_logits(model, unlabeled, config, context))
 
     model.train()
     freeze_batchnorm(model)
@@ -231,8 +240,6 @@ def finetune_atcon(
         else 0.0
     )
     choice = torch.Generator().manual_seed(config.seed + 2)
-    guard = CollapseGuard(config.guard, multi_label=config.multi_label)
-    reference_stats = guard.set_reference(_reference_logits(model, unlabeled, config, context))
     counts = {"labeled": 0, "unlabeled": 0}
     state: dict[str, float] = {}
 

@@ -23,7 +23,9 @@
           |    +-- JobNotFoundError            no job with that id
           +-- JobError                         a job that cannot succeed; it is not retried
           +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
-                                               boxes.csv that cannot be used as it is
+               |                               boxes.csv that cannot be used as it is
+               +-- ClassMismatchError          labels or classes.txt that differ from the
+                                               classes fixed for them (a checkpoint's)
 
 Every message is a sentence a person can act on: what is wrong with which file and
 what to do about it. Low-level errors (FFmpeg's, Redis', the file system's) are
@@ -38,6 +40,7 @@ from models._exceptions import AtconError, CheckpointError
 __all__ = [
     "AtconError",
     "CheckpointMismatchError",
+    "ClassMismatchError",
     "EmptyVideoError",
     "EventNotFoundError",
     "FrameDataError",
@@ -128,3 +131,7 @@ class JobError(WorkerError):
 
 class FrameDataError(WorkerError, ValueError):
     """Frame data that cannot be used: bad labels.csv, unknown classes, no usable frames."""
+
+
+class ClassMismatchError(FrameDataError):
+    """The data names classes other than the ones fixed for it (a checkpoint's)."""

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._exceptions import FrameDataError
+from ._exceptions import ClassMismatchError, FrameDataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -211,7 +211,7 @@ def read_labeled_frames(
     if class_names is not None:
         wanted = list(class_names)
         if fixed is not None and fixed != wanted:
-            raise FrameDataError(
+            raise ClassMismatchError(
                 f"the classes of {class_source} ({', '.join(wanted)}) differ from those of "
                 f"{classes_path} ({', '.join(fixed)})"
             )
@@ -231,7 +231,7 @@ def read_labeled_frames(
             if fixed is not None:
                 unknown = [label for label in labels if label not in fixed]
                 if unknown:
-                    raise FrameDataError(
+                    raise ClassMismatchError(
                         f"{where}: unknown class {', '.join(map(repr, unknown))} "
                         f"(the classes of {source} are {', '.join(fixed)})"
                     )

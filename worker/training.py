@@ -39,6 +39,7 @@ from models.training import (
     train_supervised,
 )
 
+from ._exceptions import ClassMismatchError
 from .frames import (
     BoxDataset,
     FrameTransform,
@@ -317,16 +318,12 @@ def _frames_for(
     info: CheckpointInfo, labeled_dir: str | Path, checkpoint: str | Path
 ) -> LabeledFrames:
     """Read labeled frames against a checkpoint's classes; a mismatch is a CheckpointError."""
-    from ._exceptions import FrameDataError
-
     try:
         return read_labeled_frames(
             labeled_dir, class_names=info.class_names, class_source=f"checkpoint {checkpoint}"
         )
-    except FrameDataError as exc:
-        if "unknown class" in str(exc) or "differ from" in str(exc):
-            raise CheckpointError(f"checkpoint classes do not match the data: {exc}") from exc
-        raise
+    except ClassMismatchError as exc:
+        raise CheckpointError(f"checkpoint classes do not match the data: {exc}") from exc
 
 
 def evaluate_model(

@@ -27,8 +27,9 @@ def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -
         "ATCON fine-tuning (defaults: models.finetune.FinetuneConfig)"
     )
     add = group.add_argument
-    add(f"--{prefix}steps", dest="steps", type=int, help="fine-tuning steps")
-    add(f"--{prefix}lr", dest="lr", type=float, help="fine-tuning learning rate")
+    # own destinations: `atcon train` has a supervised --lr of its own
+    add(f"--{prefix}steps", dest="ft_steps", type=int, help="fine-tuning steps")
+    add(f"--{prefix}lr", dest="ft_lr", type=float, help="fine-tuning learning rate")
     add("--unlabeled-batch-size", type=int, help="unlabeled images per ATCON step")
     add(
         "--alpha",
@@ -71,8 +72,6 @@ def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -
 
 
 _FINETUNE_FIELDS = (
-    "steps",
-    "lr",
     "unlabeled_batch_size",
     "alpha",
     "atcon_weight",
@@ -118,6 +117,10 @@ def finetune_config(args: argparse.Namespace, schedule: str, batch_size: int) ->
     given: dict[str, Any] = {
         name: getattr(args, name) for name in _FINETUNE_FIELDS if getattr(args, name) is not None
     }
+    if args.ft_steps is not None:
+        given["steps"] = args.ft_steps
+    if args.ft_lr is not None:
+        given["lr"] = args.ft_lr
     config = FinetuneConfig(schedule=schedule, batch_size=batch_size, seed=args.seed, **given)
     guard = {
         name: getattr(args, f"guard_{name}")

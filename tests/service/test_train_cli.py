@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -92,6 +93,10 @@ def test_train_with_atcon_records_the_finetune_config(data, tmp_path):
             "3",
             "--alpha",
             "2",
+            "--lr",
+            "2e-3",
+            "--atcon-lr",
+            "3e-4",
             "--out",
             str(out),
             "--no-progress",
@@ -101,6 +106,7 @@ def test_train_with_atcon_records_the_finetune_config(data, tmp_path):
     _, info = load_checkpoint(out)
     assert info.config["finetune"]["schedule"] == "alternating"
     assert info.config["finetune"]["alpha"] == 2.0
+    assert info.config["finetune"]["lr"] == 3e-4 and info.config["supervised"]["lr"] == 2e-3
     assert info.metrics["atcon_steps"] == 3
 
 
@@ -280,6 +286,12 @@ def _train_args(labeled: Path, unlabeled: Path, out: Path) -> list[str]:
         # gradient balancing measures each process's own norms (documented), so it is
         # off here; with it on the replicas agree but differ from one process
         "--no-balance-gradients",
+        # near-zero gradients (the preservation term at the start, a warming-up ATCON
+        # weight) let Adam blow float rounding up to visible size; keep them out
+        "--preserve-weight",
+        "0",
+        "--atcon-warmup",
+        "0",
         "--out",
         str(out),
         "--no-progress",
@@ -341,3 +353,36 @@ def build_start_weights() -> dict[str, torch.Tensor]:
 
     torch.manual_seed(3)
     return build_backbone("resnet18_slim", 2, width=4).state_dict()
+
+
+def test_train_keeps_the_supervised_model_when_atcon_fails(data, tmp_path, caplog):
+    labeled, unlabeled = data
+    out = tmp_path / "model.pt"
+    with caplog.at_level(logging.ERROR):
+        code = main(
+            [
+                "train",
+                "--labeled",
+                str(labeled),
+                "--unlabeled",
+                str(unlabeled),
+                *TINY,
+                "--epochs",
+                "2",
+                "--atcon",
+                "combined",
+                "--atcon-steps",
+                "4",
+                "--atcon-lr",
+                "1e30",
+                "--no-collapse-guard",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    assert code == 1
+    assert "loss became" in caplog.text and "holds the supervised model" in caplog.text
+    _, info = load_checkpoint(out)
+    assert "finetune" not in info.config and "loss became" in info.metrics["atcon_error"]
+    assert all(math.isfinite(t) for t in info.thresholds)
