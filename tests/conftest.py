@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny seeded models, and the ``gpu`` marker's skip."""
+"""Shared fixtures: tiny seeded models, the ``gpu`` marker's skip, one torch thread."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,6 +16,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """Tests share two cores with the servers and workers they start: one intra-op
+    thread keeps PyTorch from spinning against them (and against the decoder thread)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 class TinyNet(nn.Module):
