@@ -80,9 +80,9 @@ def test_worker_runs_a_job_and_reports_progress(queue, storage, settings):
     reported = []
     real_set_progress = queue.set_progress
 
-    def spy(lease, fraction):  # observe what reaches the queue, then really record it
+    def spy(lease, fraction, detail=None):  # observe what reaches the queue, then record it
         reported.append(fraction)
-        return real_set_progress(lease, fraction)
+        return real_set_progress(lease, fraction, detail)
 
     queue.set_progress = spy  # type: ignore[method-assign]
     worker = Worker(queue, storage, settings, "test", function=counting_job)
