@@ -95,3 +95,47 @@ def test_bad_schedule_and_zone_are_named() -> None:
             should_run=lambda: (True, ""),
             trigger=lambda: "x",
         )
+
+
+_PROCESS_SCRIPT = """
+import sys
+from datetime import UTC, datetime, timedelta
+import redis
+from worker.scheduler import NightlyScheduler, RedisClaim
+
+url = sys.argv[1]
+client = redis.Redis.from_url(url)
+now = [datetime(2026, 11, 26, 0, 30, tzinfo=UTC)]
+scheduler = NightlyScheduler(
+    "0 2 * * *", "Europe/Zurich", claim=RedisClaim(client),
+    should_run=lambda: (True, "enough frames"),
+    trigger=lambda: str(client.rpush("fired", sys.argv[2])),
+    clock=lambda: now[0],
+)
+scheduler.tick()
+client.rpush("ready", sys.argv[2])
+while client.llen("ready") < 2:  # both processes reach the fire time together
+    pass
+now[0] += timedelta(hours=1)
+scheduler.tick()
+"""
+
+
+@pytest.mark.redis
+def test_two_real_processes_fire_once(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    try:
+        script = tmp_path / "tick.py"
+        script.write_text(_PROCESS_SCRIPT)
+        processes = [
+            subprocess.Popen([sys.executable, str(script), REDIS_URL, name])
+            for name in ("first", "second")
+        ]
+        assert [p.wait(timeout=60) for p in processes] == [0, 0]
+        assert client.llen("fired") == 1
+    finally:
+        client.flushdb()
