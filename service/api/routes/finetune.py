@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from worker._exceptions import InvalidIdError
 from worker.finetune import FinetuneRequest, queue_finetune
 
-from ...core.problems import PROBLEM_RESPONSES
+from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ..deps import AdminDep, RuntimeDep
 
 __all__ = ["router"]
@@ -26,6 +26,7 @@ class FinetuneAccepted(BaseModel):
     status_code=202,
     response_model=FinetuneAccepted,
     summary="Queue a fine-tune; GET the status URL for its steps, losses and result",
+    responses=problem_responses(400),
 )
 def start_finetune(
     principal: AdminDep, runtime: RuntimeDep, body: FinetuneRequest | None = None

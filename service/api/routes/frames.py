@@ -203,7 +203,7 @@ def frame_map(
     "/{frame_id}/labels",
     response_model=FramePublic,
     summary="Store a clinician's labels; the frame joins the training or validation set",
-    responses=problem_responses(404),
+    responses=problem_responses(400, 404),
 )
 def put_labels(
     request: Request,

@@ -77,7 +77,7 @@ def get_model(principal: ViewerDep, runtime: RuntimeDep, version: str = Version)
     "/{version}/activate",
     response_model=ModelPublic,
     summary="Serve this version from the next job on (also the way to roll back)",
-    responses=problem_responses(404, 409),
+    responses=problem_responses(400, 404, 409),
 )
 def activate_model(
     principal: AdminDep,

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/videos", tags=["reviews"], responses=PROBLEM_RESP
     "/{video_id}/events/{event_id}/review",
     response_model=ReviewPublic,
     summary="Confirm an event or mark it a false positive (operator)",
-    responses=problem_responses(404, 409),
+    responses=problem_responses(400, 404, 409),
 )
 def put_review(
     video_id: VideoId,
