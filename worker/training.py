@@ -131,6 +131,27 @@ def _split(
     return LabeledFrameDataset(frames, transform, train_idx), val
 
 
+def _finish(
+    report: RunReport,
+    model: nn.Module,
+    info: CheckpointInfo,
+    val_set: Dataset[Any] | None,
+    out: str | Path,
+    log: JsonLinesLog | None,
+    device: torch.device,
+) -> None:
+    """Choose thresholds and score on validation data, then write the checkpoint."""
+    report.metrics.update(
+        _validation_metrics(model, val_set, info, choose_thresholds=True, device=device)
+    )
+    info.metrics = report.metrics
+    report.sha256 = save_checkpoint(out, model, info)
+    report.out = Path(out)
+    if log is not None:
+        log.record("checkpoint", path=str(out), sha256=report.sha256, metrics=report.metrics)
+        log.close()
+
+
 def train_model(
     labeled_dir: str | Path,
     out: str | Path,
@@ -218,15 +239,7 @@ def train_model(
         out=None, sha256=None, metrics=metrics, atcon_error=atcon_error, history=history
     )
     if context.is_main:
-        metrics.update(
-            _validation_metrics(model, val_set, info, choose_thresholds=True, device=context.device)
-        )
-        info.metrics = metrics
-        report.sha256 = save_checkpoint(out, model, info)
-        report.out = Path(out)
-        if log is not None:
-            log.record("checkpoint", path=str(out), sha256=report.sha256, metrics=metrics)
-            log.close()
+        _finish(report, model, info, val_set, out, log, context.device)
     return report
 
 
@@ -302,15 +315,7 @@ def finetune_checkpoint(
     metrics["replica_max_abs_diff"] = context.replica_max_abs_diff(model)
     report = RunReport(out=None, sha256=None, metrics=metrics, history=tuned.history)
     if context.is_main:
-        metrics.update(
-            _validation_metrics(model, val_set, info, choose_thresholds=True, device=context.device)
-        )
-        info.metrics = metrics
-        report.sha256 = save_checkpoint(out, model, info)
-        report.out = Path(out)
-        if log is not None:
-            log.record("checkpoint", path=str(out), sha256=report.sha256, metrics=metrics)
-            log.close()
+        _finish(report, model, info, val_set, out, log, context.device)
     return report
 
 
