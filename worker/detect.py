@@ -8,8 +8,10 @@ queue worker keeps one per process). For each video:
 2. a decoder thread samples frames at ``sample_fps`` by presentation time, resized
    by FFmpeg straight to the model's input size, and hands them over a bounded queue
    (:class:`worker._prefetch.Prefetcher`) so decoding overlaps inference;
-3. batches are normalised and classified (CUDA when present, with autocast and
-   channels-last; on CPU, bfloat16 autocast where the CPU computes it natively);
+3. batches are normalised and classified by a scoring copy of the model
+   (:func:`models.inference.prepare_for_inference`: batch norms folded into the
+   convolutions, weights in the chosen precision, channels-last) on CUDA when
+   present, else the CPU (bfloat16 where the CPU computes it natively);
 4. :func:`models.events.segment_events` turns the per-frame scores into events, with
    the checkpoint's per-class thresholds unless overridden;
 5. each event's peak frame is decoded again, pixel-identical, and its Grad-CAM and
@@ -35,7 +37,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +51,9 @@ from torch import Tensor, nn
 from models._hooks import resolve_layer
 from models.atcon import GB_NORMALIZATIONS, map_consistency, soft_mask
 from models.attention import grad_cam, gradcam_and_guided_backprop
-from models.checkpoint import CheckpointInfo, load_checkpoint
+from models.checkpoint import CheckpointInfo, file_sha256, load_checkpoint
 from models.events import Event, segment_events
+from models.inference import prepare_for_inference
 
 from ._exceptions import CheckpointMismatchError
 from ._prefetch import Prefetcher
@@ -71,6 +75,7 @@ __all__ = ["PRECISIONS", "DetectionConfig", "Detector", "cpu_has_native_bfloat16
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MIN_INPUT_SIZE = 16
 
 
@@ -89,9 +94,10 @@ class DetectionConfig:
     """Settings of the detection pipeline (the model's own settings are in its checkpoint).
 
     ``thresholds`` overrides the checkpoint's onset thresholds by class name; offsets
-    are ``offset_ratio`` times the onsets. ``precision="auto"`` picks float16/bfloat16
-    autocast on CUDA, bfloat16 on a CPU with native support, float32 otherwise.
-    ``channels_last=None`` uses channels-last memory format on CUDA and with autocast.
+    are ``offset_ratio`` times the onsets. ``precision`` is the scoring model's
+    (attention maps are always float32): ``"auto"`` picks bfloat16 (float16 where
+    unsupported) on CUDA, bfloat16 on a CPU with native support, float32 otherwise.
+    ``channels_last=None`` uses channels-last memory format on CUDA and below float32.
     ``expected_classes``, when set, must equal the checkpoint's classes (as a set).
     ``torch_threads`` is PyTorch's intra-op thread count while :meth:`Detector.detect`
     runs (restored after; it is process-wide): ``None`` gives the decoder half the CPU
@@ -100,6 +106,13 @@ class DetectionConfig:
     ``skip_nonref`` lets the decoder skip frames nothing refers to (B-frames): less
     decoding, samples up to a few source frames before each instant (their times stay
     exact).
+    ``compile`` scores with an AOTInductor package of the scoring model
+    (:mod:`worker.compiled`: frozen weights, fused kernels, batches padded to
+    ``batch_size`` so one shape serves every batch), loaded from
+    ``compile_cache_dir`` (default ``~/.cache/atcon/compiled``) or built there first:
+    about half a minute once per checkpoint and machine, a fraction of a second after.
+    When it can be neither loaded nor built (no C++ compiler, say) a warning is logged
+    and the eager model scores.
     """
 
     sample_fps: float = 2.0
@@ -121,6 +134,8 @@ class DetectionConfig:
     expected_classes: list[str] | None = None
     torch_threads: int | None = None
     skip_nonref: bool = False
+    compile: bool = False
+    compile_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
@@ -167,6 +182,26 @@ class _Timings:
         return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``threads`` (0: unchanged) for a block."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """Channels-last when ``x`` (4-D) is laid out so, else contiguous."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _module_name(model: nn.Module, layer: nn.Module) -> str:
     return next((name for name, module in model.named_modules() if module is layer), "?")
 
@@ -197,16 +232,23 @@ class Detector:
         self.layer = resolve_layer(model, None)
         self._check_fit(model, info)
         self.precision = self._resolve_precision()
-        autocast = self.precision != "float32"
+        self._dtype = _DTYPES[self.precision]
         self.channels_last = (
             cfg.channels_last
             if cfg.channels_last is not None
-            else (self.device.type == "cuda" or autocast)
+            else (self.device.type == "cuda" or self._dtype != torch.float32)
         )
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
+        #: the copy of the model that scores frames (maps use :attr:`model`)
+        self.scoring_model = prepare_for_inference(
+            self.model, dtype=self._dtype, channels_last=self.channels_last
+        )
+        self.scorer: Callable[[Tensor], Tensor] = self.scoring_model
+        #: whether :attr:`scorer` is compiled (then it takes exactly ``batch_size`` frames)
+        self.compiled = False
         std = torch.tensor(info.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         mean = torch.tensor(info.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std)
@@ -215,6 +257,8 @@ class Detector:
         on.update(cfg.thresholds)
         self.on_thresholds = [float(on[name]) for name in self.class_names]
         self.off_thresholds = [v * cfg.offset_ratio for v in self.on_thresholds]
+        if cfg.compile:
+            self._compile_scorer()
 
     def frame_consistency(self, frames: np.ndarray) -> np.ndarray:
         """Attention consistency (the Pearson ATCON maximises) of uint8 (B, S, S, 3) frames.
@@ -301,28 +345,47 @@ class Detector:
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         return "bfloat16" if cpu_has_native_bfloat16() else "float32"
 
+    def _compile_scorer(self) -> None:
+        """Swap :attr:`scorer` for its compiled package (:mod:`worker.compiled`), if any."""
+        from .compiled import compiled_scorer
+
+        size, batch = self.info.input_size, self.config.batch_size
+        example = torch.zeros(batch, 3, size, size, dtype=self._dtype, device=self.device)
+        if self.channels_last:
+            example = example.contiguous(memory_format=torch.channels_last)
+        identity = {"checkpoint_sha256": self.info.sha256 or file_sha256(self.checkpoint)}
+        with _torch_threads(self.torch_threads):
+            compiled = compiled_scorer(
+                self.scoring_model,
+                example,
+                identity=identity,
+                cache_dir=self.config.compile_cache_dir,
+            )
+        if compiled is not None:
+            self.scorer, self.compiled = compiled, True
+
     # -- steps -----------------------------------------------------------------------
-    def _preprocess(self, frames: np.ndarray) -> Tensor:
-        """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on the device."""
+    def _preprocess(self, frames: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
+        """uint8 (B, H, W, 3) -> normalised (B, 3, H, W) of ``dtype`` on the device."""
         batch = torch.from_numpy(frames)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         x = batch.permute(0, 3, 1, 2).float()  # NHWC strides: already channels-last
         if not self.channels_last:
             x = x.contiguous()
-        return x.mul_(self._scale).sub_(self._shift)
+        return x.mul_(self._scale).sub_(self._shift).to(dtype)
 
     def _probabilities(self, logits: Tensor) -> Tensor:
         logits = logits.float()
         return logits.sigmoid() if self.info.multi_label else logits.softmax(dim=1)
 
     def _classify(self, x: Tensor) -> np.ndarray:
-        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
-        with (
-            torch.inference_mode(),
-            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
-        ):
-            probs = self._probabilities(self.model(x))
+        n, batch = x.shape[0], self.config.batch_size
+        if self.compiled and n < batch:  # the compiled graph takes whole batches only
+            padding = x.new_zeros((batch - n, *x.shape[1:]))
+            x = torch.cat([x, padding]).contiguous(memory_format=_memory_format(x))
+        with torch.inference_mode():
+            probs = self._probabilities(self.scorer(x)[:n])
         result: np.ndarray = probs.cpu().numpy()
         return result
 
@@ -346,7 +409,7 @@ class Detector:
         with Prefetcher(sampler, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
             for batch in batches:
                 started = time.perf_counter()
-                x = self._preprocess(batch.frames)
+                x = self._preprocess(batch.frames, self._dtype)
                 prepared = time.perf_counter()
                 scores.append(self._classify(x))
                 timings.preprocess += prepared - started
@@ -427,15 +490,8 @@ class Detector:
         started = time.perf_counter()
         video = Path(video)
         info = probe(video)
-        threads = self.torch_threads
-        previous = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        with _torch_threads(self.torch_threads):
             return self._detect(video, info, Path(out_dir), video_id, progress, overwrite, started)
-        finally:
-            if threads:
-                torch.set_num_threads(previous)
 
     @property
     def torch_threads(self) -> int:

@@ -35,8 +35,17 @@ EVERYTHING_STAFF = {
 
 
 def make_checkpoint(path: Path, *, input_size: int = INPUT, names: list[str] | None = None) -> Path:
+    """A ResNet-18 whose batch norms hold statistics as a trained one would (not the
+    identity), so that folding them for scoring is exercised for real."""
     torch.manual_seed(0)
     model = build_backbone("resnet18", 4)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.7, 1.3)
+            module.bias.data.uniform_(-0.1, 0.1)
     info = CheckpointInfo(
         arch="resnet18", class_names=names or list(CLASSES), input_size=input_size
     )
@@ -175,7 +184,7 @@ def test_events_agree_with_the_saved_scores(
     )
 
 
-def test_bfloat16_autocast_stays_close_to_float32(
+def test_bfloat16_scoring_stays_close_to_float32(
     checkpoint: Path, ward: SynthResult, tmp_path: Path
 ) -> None:
     scores = {}
