@@ -39,7 +39,11 @@ def _load_detector(ref: ModelRef, version: str, settings: Settings) -> Detecting
     from .detect import DetectionConfig, Detector  # heavy: torch, the model
 
     config = DetectionConfig(
-        sample_fps=settings.sample_fps, batch_size=settings.batch_size, device=settings.device
+        sample_fps=settings.sample_fps,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        compile=settings.detect_compile,
+        compile_cache_dir=settings.compile_cache_dir,
     )
     detector: Detecting = Detector(ref.checkpoint, config=config, model_version=version)
     return detector

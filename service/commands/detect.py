@@ -43,7 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "float32", "bfloat16", "float16"),
         default="auto",
-        help="autocast precision of the classifier (maps are always float32)",
+        help="precision of the scoring model (maps are always float32)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the scoring model first (costs seconds to a minute; pays back "
+        "on long videos)",
     )
     parser.add_argument(
         "--threshold",
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             maps=not args.no_maps,
             skip_nonref=args.skip_nonref,
             torch_threads=args.torch_threads,
+            compile=args.compile,
         )
         detector = Detector(args.checkpoint, config=config, model_version=args.model_version)
         with tqdm(total=100, desc="detecting", unit="%", disable=not sys.stderr.isatty()) as bar:
