@@ -1,10 +1,12 @@
 # CUDA runtime image for the API and the workers (docker-compose.yml runs them all).
+# g++ and the Python headers are for ATCON_DETECT_COMPILE (torch.compile builds kernels).
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends software-properties-common curl \
     && add-apt-repository -y ppa:deadsnakes/ppa \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+       python3.11-dev g++ \
     && rm -rf /var/lib/apt/lists/*
 RUN python3.11 -m venv /opt/atcon
 ENV PATH=/opt/atcon/bin:$PATH

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from models._hooks import resolve_layer
 from models.atcon import GB_NORMALIZATIONS, map_consistency, soft_mask
 from models.attention import grad_cam, gradcam_and_guided_backprop
-from models.checkpoint import CheckpointInfo, file_sha256, load_checkpoint
+from models.checkpoint import CheckpointInfo, load_checkpoint
 from models.events import Event, segment_events
 from models.inference import prepare_for_inference
 
@@ -106,12 +106,11 @@ class DetectionConfig:
     ``skip_nonref`` lets the decoder skip frames nothing refers to (B-frames): less
     decoding, samples up to a few source frames before each instant (their times stay
     exact).
-    ``compile`` scores with an AOTInductor package of the scoring model
+    ``compile`` scores with the scoring model compiled by :func:`torch.compile`
     (:mod:`worker.compiled`: frozen weights, fused kernels, batches padded to
-    ``batch_size`` so one shape serves every batch), loaded from
-    ``compile_cache_dir`` (default ``~/.cache/atcon/compiled``) or built there first:
-    about half a minute once per checkpoint and machine, a fraction of a second after.
-    When it can be neither loaded nor built (no C++ compiler, say) a warning is logged
+    ``batch_size`` so one shape serves every batch), compiled when the detector is
+    made: about 25 s on two CPU cores the first time, about 6 s once Inductor's disk
+    cache holds it. When compiling fails (no C++ compiler, say) a warning is logged
     and the eager model scores.
     """
 
@@ -135,7 +134,6 @@ class DetectionConfig:
     torch_threads: int | None = None
     skip_nonref: bool = False
     compile: bool = False
-    compile_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
@@ -346,21 +344,15 @@ class Detector:
         return "bfloat16" if cpu_has_native_bfloat16() else "float32"
 
     def _compile_scorer(self) -> None:
-        """Swap :attr:`scorer` for its compiled package (:mod:`worker.compiled`), if any."""
-        from .compiled import compiled_scorer
+        """Swap :attr:`scorer` for its compiled form (:mod:`worker.compiled`), if one works."""
+        from .compiled import compile_scorer
 
         size, batch = self.info.input_size, self.config.batch_size
         example = torch.zeros(batch, 3, size, size, dtype=self._dtype, device=self.device)
         if self.channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
-        identity = {"checkpoint_sha256": self.info.sha256 or file_sha256(self.checkpoint)}
         with _torch_threads(self.torch_threads):
-            compiled = compiled_scorer(
-                self.scoring_model,
-                example,
-                identity=identity,
-                cache_dir=self.config.compile_cache_dir,
-            )
+            compiled = compile_scorer(self.scoring_model, example)
         if compiled is not None:
             self.scorer, self.compiled = compiled, True
 

@@ -43,7 +43,6 @@ def _load_detector(ref: ModelRef, version: str, settings: Settings) -> Detecting
         batch_size=settings.batch_size,
         device=settings.device,
         compile=settings.detect_compile,
-        compile_cache_dir=settings.compile_cache_dir,
     )
     detector: Detecting = Detector(ref.checkpoint, config=config, model_version=version)
     return detector

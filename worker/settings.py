@@ -132,11 +132,9 @@ class Settings(BaseSettings):
     sample_fps: float = Field(default=2.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     device: str | None = None
-    #: detection: score with a compiled package of the model (:mod:`worker.compiled`),
-    #: built once per checkpoint and machine in ``compile_cache_dir`` (a local folder,
-    #: never the shared data directory; default ``~/.cache/atcon/compiled``)
+    #: detection: score with the model compiled by torch.compile (:mod:`worker.compiled`),
+    #: compiled when a worker loads a model (seconds; falls back to eager on failure)
     detect_compile: bool = False
-    compile_cache_dir: Path | None = None
 
     #: frame pool: frames each detection adds per minute of video; share of labeled
     #: frames held out for validation (the promotion gate's data)
@@ -177,7 +175,7 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("checkpoint", "compile_cache_dir", mode="before")
+    @field_validator("checkpoint", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -195,18 +193,6 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
-        return self
-
-    @model_validator(mode="after")
-    def _compiled_code_stays_local(self) -> Settings:
-        if self.compile_cache_dir is None:
-            return self
-        cache, data = self.compile_cache_dir.resolve(), self.data_dir.resolve()
-        if cache == data or data in cache.parents:
-            raise ValueError(
-                "compile_cache_dir must not lie inside data_dir: compiled packages are "
-                "executable code and the data directory is shared; use a local folder"
-            )
         return self
 
     @cached_property

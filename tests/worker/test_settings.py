@@ -63,27 +63,16 @@ def test_data_dir_default_is_relative():
     assert Settings().data_dir == Path("atcon-data")
 
 
-def test_compiled_packages_stay_out_of_the_shared_data_directory(tmp_path):
-    data = tmp_path / "data"
-    for inside in (data, data / "compiled", data / "a" / ".." / "b"):
-        with pytest.raises(ValueError, match="must not lie inside data_dir"):
-            Settings(data_dir=data, compile_cache_dir=inside)
-    local = Settings(data_dir=data, compile_cache_dir=tmp_path / "cache", detect_compile=True)
-    assert local.compile_cache_dir == tmp_path / "cache" and local.detect_compile
-    assert Settings(compile_cache_dir="").compile_cache_dir is None
-
-
 @pytest.mark.slow
-def test_a_worker_with_detect_compile_scores_with_a_package_from_its_cache(tmp_path):
+def test_a_worker_with_detect_compile_scores_with_the_compiled_model(tmp_path):
     from tests.worker.test_detect import make_checkpoint
     from worker.detect import Detector
     from worker.model_cache import _load_detector
     from worker.storage import ModelRef
 
     checkpoint = make_checkpoint(tmp_path / "model.pt")
-    settings = Settings(
-        data_dir=tmp_path / "data", compile_cache_dir=tmp_path / "cache", detect_compile=True
-    )
+    settings = Settings(data_dir=tmp_path / "data", detect_compile=True)
     detector = _load_detector(ModelRef(checkpoint=checkpoint), "v1", settings)
     assert isinstance(detector, Detector) and detector.compiled
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".pt2"]
+    plain = _load_detector(ModelRef(checkpoint=checkpoint), "v1", Settings(data_dir=tmp_path))
+    assert isinstance(plain, Detector) and not plain.compiled
