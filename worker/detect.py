@@ -56,6 +56,7 @@ from models.events import Event, segment_events
 from models.inference import prepare_for_inference
 
 from ._exceptions import CheckpointMismatchError
+from ._memory import release_free_memory
 from ._prefetch import Prefetcher
 from .probe import VideoInfo, probe
 from .results import (
@@ -77,6 +78,8 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MIN_INPUT_SIZE = 16
+#: scoring batches between returns of free heap pages to the OS (:mod:`worker._memory`)
+_TRIM_EVERY_BATCHES = 16
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -399,7 +402,9 @@ class Detector:
         )
         times, pts, scores = [], [], []
         with Prefetcher(sampler, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
-            for batch in batches:
+            for index, batch in enumerate(batches, start=1):
+                if index % _TRIM_EVERY_BATCHES == 0:
+                    release_free_memory()  # see worker._memory: memory flat over hours
                 started = time.perf_counter()
                 x = self._preprocess(batch.frames, self._dtype)
                 prepared = time.perf_counter()
@@ -482,8 +487,13 @@ class Detector:
         started = time.perf_counter()
         video = Path(video)
         info = probe(video)
-        with _torch_threads(self.torch_threads):
-            return self._detect(video, info, Path(out_dir), video_id, progress, overwrite, started)
+        try:
+            with _torch_threads(self.torch_threads):
+                return self._detect(
+                    video, info, Path(out_dir), video_id, progress, overwrite, started
+                )
+        finally:
+            release_free_memory()  # a worker idles between jobs at its resting size
 
     @property
     def torch_threads(self) -> int:
