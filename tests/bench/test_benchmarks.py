@@ -1,0 +1,38 @@
+"""The benchmarks still run: each at a toy size, checking the figures they report are sane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import scoring, video
+
+pytestmark = pytest.mark.slow
+
+
+def test_scoring_benchmark_reports_rates_ratios_and_deviations(tmp_path: Path) -> None:
+    out = tmp_path / "scoring.json"
+    argv = ["--input-size", "64", "--batch-size", "4", "--rounds", "2", "--json", str(out)]
+    assert scoring.main([*argv, "--no-compile"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["images_per_s"]) == {"baseline", "folded"}
+    assert result["over_baseline"]["baseline"] == 1.0
+    assert all(rate > 0 for rate in result["images_per_s"].values())
+    # folding and casting change the answers by rounding only
+    assert all(d < 0.05 for d in result["max_probability_deviation_from_float32"].values())
+
+
+def test_video_benchmark_alternates_rounds_and_reports_the_breakdown(tmp_path: Path) -> None:
+    out = tmp_path / "video.json"
+    argv = ["--minutes", "0.1", "--long-minutes", "0", "--input-size", "64", "--repeats", "2"]
+    assert video.main([*argv, "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["round_ratios"]) == 2
+    assert result["detect"]["samples"] == 12  # 6 s at 2 samples/s
+    assert result["decode_only"]["cpu_s"] > 0 and result["detect"]["cpu_s"] > 0
+    assert result["detect_over_decode"] == pytest.approx(
+        result["detect"]["wall_s"] / result["decode_only"]["wall_s"]
+    )
+    assert set(result["detect"]["timings_s"]) >= {"decode_busy", "preprocess", "model", "maps"}
