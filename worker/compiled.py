@@ -5,14 +5,14 @@ with Inductor for one input shape (``dynamic=False``; the detector pads its last
 batch), with the weights frozen into the graph so convolutions take their ReLU and
 residual add as fused oneDNN post-ops and the rest becomes generated C++ (or Triton
 on CUDA). It compiles at once, on a zero batch, so the cost is paid when a worker
-loads its model and not inside a job: on two CPU cores about 25 s the first time and
-about 6 s when Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
+loads its model and not inside a job: on two CPU cores about 20 s (ResNet-18) the first time and
+about 4 s when Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
 ``/tmp/torchinductor_<user>``) has seen the model. The compiled model is then checked
 against the eager one on a seeded batch.
 
 Why not an AOTInductor package, which loads in a fraction of a second: its Python
 binding holds the GIL for the whole forward pass, and the decoder thread, which
-needs the GIL between frames, stalls meanwhile (measured: a spinning thread got 3%
+needs the GIL between frames, stalls meanwhile (measured: a spinning thread got 3-5%
 of its idle rate during AOTInductor calls, 100% during ``torch.compile`` calls).
 
 Anything that goes wrong (no C++ compiler, an operator Inductor cannot handle, a

@@ -112,7 +112,7 @@ class DetectionConfig:
     ``compile`` scores with the scoring model compiled by :func:`torch.compile`
     (:mod:`worker.compiled`: frozen weights, fused kernels, batches padded to
     ``batch_size`` so one shape serves every batch), compiled when the detector is
-    made: about 25 s on two CPU cores the first time, about 6 s once Inductor's disk
+    made: about 20 s on two CPU cores the first time, about 4 s once Inductor's disk
     cache holds it. When compiling fails (no C++ compiler, say) a warning is logged
     and the eager model scores.
     """
