@@ -10,25 +10,13 @@ import pytest
 import torch
 from torch._inductor import config as inductor_config
 
-from tests.worker.test_detect import make_checkpoint
 from worker.compiled import outputs_agree
 from worker.detect import DetectionConfig, Detector
-from worker.synth import SynthConfig, SynthResult, synthesize
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("checkpoint") / "model.pt")
-
-
-@pytest.fixture(scope="module")
-def ward(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
-    # 10 s at 2 samples/s: 20 frames, batches of 8, 8 and 4 (the last one padded)
-    config = SynthConfig(seconds=10.0, fps=10.0, width=160, height=120, seed=1)
-    return synthesize(tmp_path_factory.mktemp("ward"), config, frames=False)
+from worker.synth import SynthResult
 
 
 def _config(**overrides: object) -> DetectionConfig:
+    """Batches of 8 over the ward's 20 samples: 8, 8 and 4 (the last one padded)."""
     values: dict = {"precision": "float32", "batch_size": 8, "maps": False}
     values.update(overrides)
     return DetectionConfig(**values)

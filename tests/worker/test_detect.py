@@ -18,50 +18,20 @@ from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, file_sha256, save_checkpoint
 from models.events import segment_events
 from service.cli import main
+from tests.worker.detect_inputs import INPUT, make_checkpoint
 from tests.worker.media import write_video
 from worker._exceptions import CheckpointMismatchError, NotAVideoError, ResultsExistError
 from worker.detect import DetectionConfig, Detector
 from worker.results import read_events
-from worker.synth import CLASSES, SynthConfig, SynthResult, synthesize
+from worker.synth import CLASSES, SynthResult
 from worker.video import FrameSampler, extract_frames
 
-INPUT = 64
 EVERYTHING_STAFF = {
     "staff_present": 0.0,
     "patient_sitting": 1.0,
     "bed_exit": 1.0,
     "lights_dimmed": 1.0,
 }
-
-
-def make_checkpoint(path: Path, *, input_size: int = INPUT, names: list[str] | None = None) -> Path:
-    """A ResNet-18 whose batch norms hold statistics as a trained one would (not the
-    identity), so that folding them for scoring is exercised for real."""
-    torch.manual_seed(0)
-    model = build_backbone("resnet18", 4)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            assert module.running_mean is not None and module.running_var is not None
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.7, 1.3)
-            module.bias.data.uniform_(-0.1, 0.1)
-    info = CheckpointInfo(
-        arch="resnet18", class_names=names or list(CLASSES), input_size=input_size
-    )
-    save_checkpoint(path, model, info)
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("checkpoint") / "model.pt")
-
-
-@pytest.fixture(scope="module")
-def ward(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
-    config = SynthConfig(seconds=10.0, fps=10.0, width=160, height=120, seed=1)
-    return synthesize(tmp_path_factory.mktemp("ward"), config, frames=False)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 
 from worker import _memory, detect
 from worker._memory import release_free_memory
+from worker.synth import SynthResult
 
 glibc = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's; this C library lacks it"
@@ -55,21 +56,11 @@ def test_without_malloc_trim_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_detection_trims_while_scoring_and_after(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, checkpoint: Path, ward: SynthResult
 ) -> None:
-    from tests.worker.test_detect import make_checkpoint
-    from worker.synth import SynthConfig, synthesize
-
     calls: list[int] = []
     monkeypatch.setattr(detect, "release_free_memory", lambda: calls.append(1) or True)
     monkeypatch.setattr(detect, "_TRIM_EVERY_BATCHES", 2)
-    ward = synthesize(
-        tmp_path / "ward",
-        SynthConfig(seconds=10.0, fps=10.0, width=160, height=120, seed=1),
-        frames=False,
-    )
     config = detect.DetectionConfig(batch_size=4, maps=False)  # 20 samples: 5 batches
-    detect.Detector(make_checkpoint(tmp_path / "m.pt"), config=config).detect(
-        ward.video, tmp_path / "out"
-    )
+    detect.Detector(checkpoint, config=config).detect(ward.video, tmp_path / "out")
     assert len(calls) == 2 + 1  # after batches 2 and 4, and once at the end

@@ -64,13 +64,11 @@ def test_data_dir_default_is_relative():
 
 
 @pytest.mark.slow
-def test_a_worker_with_detect_compile_scores_with_the_compiled_model(tmp_path):
-    from tests.worker.test_detect import make_checkpoint
+def test_a_worker_with_detect_compile_scores_with_the_compiled_model(tmp_path, checkpoint):
     from worker.detect import Detector
     from worker.model_cache import _load_detector
     from worker.storage import ModelRef
 
-    checkpoint = make_checkpoint(tmp_path / "model.pt")
     settings = Settings(data_dir=tmp_path / "data", detect_compile=True)
     detector = _load_detector(ModelRef(checkpoint=checkpoint), "v1", settings)
     assert isinstance(detector, Detector) and detector.compiled
