@@ -4,11 +4,11 @@
 with Inductor for one input shape (``dynamic=False``; the detector pads its last
 batch), with the weights frozen into the graph so convolutions take their ReLU and
 residual add as fused oneDNN post-ops and the rest becomes generated C++ (or Triton
-on CUDA). It compiles at once, on a zero batch, so the cost is paid when a worker
+on CUDA). It compiles at once, on a seeded batch, so the cost is paid when a worker
 loads its model and not inside a job: on two CPU cores about 20 s (ResNet-18) the first time and
 about 4 s when Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
-``/tmp/torchinductor_<user>``) has seen the model. The compiled model is then checked
-against the eager one on a seeded batch.
+``/tmp/torchinductor_<user>``) has seen the model. The compiled model's answer on that
+batch is checked against the eager one's.
 
 Why not an AOTInductor package, which loads in a fraction of a second: its Python
 binding holds the GIL for the whole forward pass, and the decoder thread, which
@@ -69,8 +69,7 @@ def compile_scorer(scorer: nn.Module, example: Tensor) -> Callable[[Tensor], Ten
         compiled = torch.compile(scorer, dynamic=False, options={"freezing": True})
         with torch.inference_mode():
             expected = scorer(check)
-            compiled(example)
-            got = compiled(check)
+            got = compiled(check)  # the first call compiles
     except Exception as exc:  # Inductor and the C++ toolchain raise many kinds
         logger.warning("could not compile the scoring model, using it as it is: %s", exc)
         return None
