@@ -38,7 +38,7 @@ import logging
 import torch
 from torch import fx, nn
 
-__all__ = ["fold_batchnorm", "prepare_for_inference"]
+__all__ = ["Autocast", "fold_batchnorm", "prepare_for_inference"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,21 +124,44 @@ def _replace_module(root: nn.Module, target: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
+class Autocast(nn.Module):
+    """Runs ``module`` under :func:`torch.autocast` to ``dtype`` on its input's device."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            result: torch.Tensor = self.module(x)
+        return result
+
+
 def prepare_for_inference(
-    model: nn.Module, *, dtype: torch.dtype | None = None, channels_last: bool = False
+    model: nn.Module,
+    *,
+    dtype: torch.dtype | None = None,
+    autocast: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> nn.Module:
     """A scoring-only copy of ``model``: batch norms folded, cast to ``dtype``, frozen.
 
     ``dtype`` (say ``torch.bfloat16``) casts the parameters and buffers, so inputs must
-    be cast likewise; ``None`` keeps them. ``channels_last`` converts 4-D weights to
-    channels-last memory format. Parameters of the copy do not require gradients: it
-    is for :func:`torch.inference_mode`, never for attention maps or training.
+    be cast likewise; ``None`` keeps them. ``autocast`` instead keeps them and runs the
+    copy in mixed precision (:class:`Autocast`). ``channels_last`` converts 4-D weights
+    to channels-last memory format. Parameters of the copy do not require gradients:
+    it is for :func:`torch.inference_mode`, never for attention maps or training.
     """
+    if dtype is not None and autocast is not None:
+        raise ValueError("dtype and autocast exclude each other: cast the weights, or autocast")
     prepared, folded = fold_batchnorm(model)
     logger.debug("prepared %s for inference: %d batch norms folded", type(model).__name__, folded)
     if dtype is not None:
         prepared = prepared.to(dtype)
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)
+    if autocast is not None:
+        prepared = Autocast(prepared, autocast)
     prepared.requires_grad_(False)
     return prepared.eval()

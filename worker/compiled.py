@@ -57,9 +57,13 @@ def _seeded_like(example: Tensor) -> Tensor:
     return x
 
 
-def compile_scorer(scorer: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor] | None:
+def compile_scorer(
+    scorer: nn.Module, example: Tensor, *, precision: torch.dtype | None = None
+) -> Callable[[Tensor], Tensor] | None:
     """``scorer`` compiled for inputs shaped exactly like ``example``, or ``None``.
 
+    ``precision`` is what the scorer computes in (default: ``example``'s dtype; pass
+    the autocast dtype for a mixed-precision scorer): it sets the check's tolerance.
     Call it with the thread count the scorer will run with (Inductor sizes its
     parallel loops by it).
     """
@@ -73,7 +77,7 @@ def compile_scorer(scorer: nn.Module, example: Tensor) -> Callable[[Tensor], Ten
     except Exception as exc:  # Inductor and the C++ toolchain raise many kinds
         logger.warning("could not compile the scoring model, using it as it is: %s", exc)
         return None
-    if not outputs_agree(got, expected, example.dtype):
+    if not outputs_agree(got, expected, precision or example.dtype):
         logger.warning("the compiled scoring model disagrees with the model; using it as it is")
         return None
     logger.info("scoring model compiled in %.1f s", time.perf_counter() - started)

@@ -10,8 +10,9 @@ queue worker keeps one per process). For each video:
    (:class:`worker._prefetch.Prefetcher`) so decoding overlaps inference;
 3. batches are normalised and classified by a scoring copy of the model
    (:func:`models.inference.prepare_for_inference`: batch norms folded into the
-   convolutions, weights in the chosen precision, channels-last) on CUDA when
-   present, else the CPU (bfloat16 where the CPU computes it natively);
+   convolutions, channels-last) on CUDA when present, in mixed precision (autocast),
+   else on the CPU with its weights cast to bfloat16 where the CPU computes it
+   natively;
 4. :func:`models.events.segment_events` turns the per-frame scores into events, with
    the checkpoint's per-class thresholds unless overridden;
 5. each event's peak frame is decoded again, pixel-identical, and its Grad-CAM and
@@ -243,9 +244,17 @@ class Detector:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
-        #: the copy of the model that scores frames (maps use :attr:`model`)
+        # the copy of the model that scores frames (maps use :attr:`model`): on CPU its
+        # weights are cast to the scoring precision (autocast re-cast every weight on
+        # every batch); on CUDA it runs in mixed precision over float32 weights
+        reduced = self._dtype != torch.float32
+        on_cpu = self.device.type == "cpu"
+        self._input_dtype = self._dtype if on_cpu else torch.float32
         self.scoring_model = prepare_for_inference(
-            self.model, dtype=self._dtype, channels_last=self.channels_last
+            self.model,
+            dtype=self._dtype if on_cpu else None,
+            autocast=self._dtype if reduced and not on_cpu else None,
+            channels_last=self.channels_last,
         )
         self.scorer: Callable[[Tensor], Tensor] = self.scoring_model
         #: whether :attr:`scorer` is compiled (then it takes exactly ``batch_size`` frames)
@@ -351,11 +360,11 @@ class Detector:
         from .compiled import compile_scorer
 
         size, batch = self.info.input_size, self.config.batch_size
-        example = torch.zeros(batch, 3, size, size, dtype=self._dtype, device=self.device)
+        example = torch.zeros(batch, 3, size, size, dtype=self._input_dtype, device=self.device)
         if self.channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
         with _torch_threads(self.torch_threads):
-            compiled = compile_scorer(self.scoring_model, example)
+            compiled = compile_scorer(self.scoring_model, example, precision=self._dtype)
         if compiled is not None:
             self.scorer, self.compiled = compiled, True
 
@@ -406,7 +415,7 @@ class Detector:
                 if index % _TRIM_EVERY_BATCHES == 0:
                     release_free_memory()  # see worker._memory: memory flat over hours
                 started = time.perf_counter()
-                x = self._preprocess(batch.frames, self._dtype)
+                x = self._preprocess(batch.frames, self._input_dtype)
                 prepared = time.perf_counter()
                 scores.append(self._classify(x))
                 timings.preprocess += prepared - started

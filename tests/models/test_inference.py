@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from models.backbones import ARCHITECTURES, build_backbone
-from models.inference import fold_batchnorm, prepare_for_inference
+from models.inference import Autocast, fold_batchnorm, prepare_for_inference
 
 
 def _randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -134,3 +134,20 @@ def test_prepare_for_inference_casts_freezes_and_stays_close() -> None:
         expected = model(x).softmax(dim=1)
         got = prepared(x.to(torch.bfloat16)).float().softmax(dim=1)
     assert (got - expected).abs().max().item() < 0.03  # bfloat16 keeps 8 bits of mantissa
+
+
+def test_prepare_for_inference_in_mixed_precision_keeps_float32_weights() -> None:
+    torch.manual_seed(3)
+    model = _randomise_norms(build_backbone("resnet18", num_classes=4))
+    prepared = prepare_for_inference(model, autocast=torch.bfloat16, channels_last=True)
+    assert isinstance(prepared, Autocast) and not prepared.training
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in prepared.parameters())
+    x = torch.rand(4, 3, 96, 96)
+    with torch.inference_mode():
+        expected = model(x).softmax(dim=1)
+        logits = prepared(x)  # float32 input: autocast casts on the way
+        got = logits.float().softmax(dim=1)
+    assert logits.dtype == torch.bfloat16  # it did run in reduced precision
+    assert (got - expected).abs().max().item() < 0.03
+    with pytest.raises(ValueError, match="exclude each other"):
+        prepare_for_inference(model, dtype=torch.bfloat16, autocast=torch.bfloat16)
