@@ -34,10 +34,10 @@ class UploadError(ServiceError, ValueError):
 class UploadTooLargeError(UploadError):
     """The upload is larger than the configured limit."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, setting: str = "ATCON_MAX_UPLOAD_BYTES") -> None:
         super().__init__(
             f"the file is larger than this server accepts ({limit} bytes, "
-            "ATCON_MAX_UPLOAD_BYTES); split the recording or ask an admin to raise the limit",
+            f"{setting}); split it or ask an admin to raise the limit",
             status=413,
         )
         self.limit = limit

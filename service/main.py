@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from worker.queue import JobQueue
 
 from .api.routes import finetune, frames, health, jobs, models, reviews, videos
+from .core.body_limits import MULTIPART_SLACK, BodyLimitMiddleware
 from .core.config import Settings, get_settings
 from .core.problems import install_problem_handlers
 from .core.runtime import Runtime
@@ -60,6 +61,21 @@ def create_app(
     )
 
     install_problem_handlers(app)
+    # before any route reads a body, authenticated or not (see core.body_limits)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=(settings.max_body_bytes, "ATCON_MAX_BODY_BYTES"),
+        routes={
+            ("POST", "/v1/videos"): (
+                settings.max_upload_bytes + MULTIPART_SLACK,
+                "ATCON_MAX_UPLOAD_BYTES",
+            ),
+            ("POST", "/v1/frames"): (
+                settings.max_frame_upload_bytes + MULTIPART_SLACK,
+                "ATCON_MAX_FRAME_UPLOAD_BYTES",
+            ),
+        },
+    )
     app.include_router(videos.router)
     app.include_router(reviews.router)
     app.include_router(jobs.router)

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=8 << 30, gt=0)
     #: bytes read from the request and written to disk at a time
     upload_chunk_bytes: int = Field(default=1 << 20, gt=0)
+    #: largest frame upload (an image or a zip of images, ``POST /v1/frames``; 413 above)
+    max_frame_upload_bytes: int = Field(default=256 << 20, gt=0)
+    #: largest body of every other request (JSON, forms; 413 above it), checked before
+    #: the caller is authenticated
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
 
     #: a running job whose worker sent no heartbeat for this long is handed to another
     visibility_timeout_s: float = Field(default=120.0, gt=0)

@@ -47,8 +47,9 @@ class _FileFieldWriter:
     in one ``writev`` per block.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, setting: str) -> None:
         self.limit = limit
+        self.setting = setting
         self.pending: list[memoryview] = []
         self.pending_bytes = 0
         self.size = 0
@@ -97,7 +98,7 @@ class _FileFieldWriter:
             return
         self.size += end - start
         if self.size > self.limit:
-            raise UploadTooLargeError(self.limit)
+            raise UploadTooLargeError(self.limit, self.setting)
         if end > start:
             self.pending.append(memoryview(data)[start:end])
             self.pending_bytes += end - start
@@ -122,12 +123,12 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
                 written = 0
 
 
-def _check_headers(request: Request, limit: int) -> bytes:
+def _check_headers(request: Request, limit: int, setting: str, what: str, example: str) -> bytes:
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data":
         raise UploadError(
-            "send the video as multipart/form-data with the file in a field named "
-            f"`{FILE_FIELD}` (e.g. curl -F {FILE_FIELD}=@video.mp4)",
+            f"send the {what} as multipart/form-data with the file in a field named "
+            f"`{FILE_FIELD}` (e.g. curl -F {FILE_FIELD}=@{example})",
             status=415,
         )
     boundary = params.get(b"boundary")
@@ -135,22 +136,30 @@ def _check_headers(request: Request, limit: int) -> bytes:
         raise UploadError("the multipart/form-data Content-Type header has no boundary", 400)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit + _FRAMING_SLACK:
-        raise UploadTooLargeError(limit)
+        raise UploadTooLargeError(limit, setting)
     return boundary
 
 
 async def receive_upload(
-    request: Request, new_file: Callable[[], Path], *, limit: int, chunk: int
+    request: Request,
+    new_file: Callable[[], Path],
+    *,
+    limit: int,
+    chunk: int,
+    setting: str = "ATCON_MAX_UPLOAD_BYTES",
+    what: str = "video",
+    example: str = "video.mp4",
 ) -> ReceivedFile:
     """Stream the request's ``file`` field into a file from ``new_file()``.
 
     Raises ``UploadError`` for a request that is not an upload; the headers are checked
     before any file is created, and on any error the file is removed, so a rejected or
-    interrupted upload leaves nothing behind.
+    interrupted upload leaves nothing behind. ``setting`` names the limit and ``what``
+    the expected file in the errors' sentences.
     """
-    boundary = _check_headers(request, limit)
+    boundary = _check_headers(request, limit, setting, what, example)
     dest = await anyio.to_thread.run_sync(new_file)
-    writer = _FileFieldWriter(limit)
+    writer = _FileFieldWriter(limit, setting)
     parser = MultipartParser(boundary, writer.callbacks())  # type: ignore[arg-type]
     try:
         fh: IO[bytes]
@@ -172,7 +181,7 @@ async def receive_upload(
             await anyio.to_thread.run_sync(os.fsync, fd)
         if not writer.found:
             raise UploadError(
-                f"the request has no `{FILE_FIELD}` field; send the video as "
+                f"the request has no `{FILE_FIELD}` field; send the {what} as "
                 f"multipart/form-data in a field named `{FILE_FIELD}`"
             )
     except OSError as exc:  # disk full, quota, the data directory gone

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path as PathType
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.frame_pool import FrameRecord, InvalidFrameError, UnknownFrameError
+from worker.frame_pool import FramePool, FrameRecord, InvalidFrameError, UnknownFrameError
 
 from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
+from ...core.uploads import FILE_FIELD, receive_upload
 from ..deps import OperatorDep, RuntimeDep, ViewerDep
 
 __all__ = ["router"]
@@ -23,8 +25,28 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/frames", tags=["frames"], responses=PROBLEM_RESPONSES)
 
 FrameId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a frame id")]
-MAX_FRAME_UPLOAD = 256 * 2**20
 _ZIP_MAGIC = b"PK\x03\x04"
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "an image, or a zip of images",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 class FramePublic(BaseModel):
@@ -97,40 +119,55 @@ def _answers() -> Iterator[None]:
     status_code=201,
     response_model=FramesAdded,
     summary="Add unlabeled frames: one image (PNG, JPEG) or a zip of images",
-    responses=problem_responses(400, 413, 415),
+    responses=problem_responses(400, 413, 415, 507),
+    openapi_extra=_UPLOAD_BODY,
 )
-async def add_frames(
-    request: Request,
-    principal: OperatorDep,
-    runtime: RuntimeDep,
-    file: Annotated[UploadFile, File(description="an image, or a zip of images")],
-) -> FramesAdded:
+async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeDep) -> FramesAdded:
     """Zip entries that are not images or whose paths leave the archive are rejected
-    and listed; the others are kept."""
-    data = await file.read(MAX_FRAME_UPLOAD + 1)
-    if len(data) > MAX_FRAME_UPLOAD:
-        raise HTTPException(413, "frame uploads are limited to 256 MiB; split the zip")
-    if not data:
-        raise HTTPException(400, "the file is empty; send an image or a zip of images")
-    try:
-        pool = await run_in_threadpool(frame_maps(request).pool)
-    except (LookupError, OSError) as exc:
-        raise _no_model(exc) from exc
-    try:
-        if data.startswith(_ZIP_MAGIC):
-            import io
+    and listed; the others are kept.
 
-            result = await run_in_threadpool(pool.import_zip, io.BytesIO(data))
-            accepted, rejected = result.accepted, result.rejected
-        else:
-            record = await run_in_threadpool(pool.add_image_bytes, data)
-            accepted, rejected = [record.frame_id], []
-    except InvalidFrameError as exc:
-        raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
+    The body is streamed to the data directory's ``tmp/`` after the caller is
+    authenticated, and refused with 413 at the first byte over
+    ``ATCON_MAX_FRAME_UPLOAD_BYTES``."""
+    settings = runtime.settings
+    received = await receive_upload(
+        request,
+        runtime.storage.new_upload_file,
+        limit=settings.max_frame_upload_bytes,
+        chunk=settings.upload_chunk_bytes,
+        setting="ATCON_MAX_FRAME_UPLOAD_BYTES",
+        what="image or zip of images",
+        example="frames.zip",
+    )
+    try:
+        if received.size == 0:
+            raise HTTPException(400, "the file is empty; send an image or a zip of images")
+        try:
+            pool = await run_in_threadpool(frame_maps(request).pool)
+        except (LookupError, OSError) as exc:
+            raise _no_model(exc) from exc
+        try:
+            accepted, rejected = await run_in_threadpool(_add_file, pool, received.path)
+        except InvalidFrameError as exc:
+            raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
+    finally:
+        received.path.unlink(missing_ok=True)
     runtime.audit.record("add_frames", principal.name, frame_ids=accepted)
     return FramesAdded(
         accepted=accepted, rejected=[RejectedEntry(name=n, reason=r) for n, r in rejected]
     )
+
+
+def _add_file(pool: FramePool, path: PathType) -> tuple[list[str], list[tuple[str, str]]]:
+    """Add a received image or zip of images; (accepted ids, rejected (name, reason))."""
+    with open(path, "rb") as fh:
+        if fh.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+            fh.seek(0)
+            result = pool.import_zip(fh)
+            return result.accepted, result.rejected
+        fh.seek(0)
+        record = pool.add_image_bytes(fh.read())
+    return [record.frame_id], []
 
 
 @router.get(
