@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from service.core.token_hygiene import install_log_redaction
+
+    install_log_redaction()
     return int(args._module.run(args))
 
 

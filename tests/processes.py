@@ -20,6 +20,8 @@ import httpx
 from tests.redis_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+#: every log file a process of this test session wrote (grepped for tokens at the end)
+SESSION_LOGS: list[Path] = []
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -39,6 +41,7 @@ class Process:
 
     def start(self) -> Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        SESSION_LOGS.append(self.log)
         handle = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *self.args],

@@ -20,6 +20,24 @@ def tokens() -> dict[Role, str]:
     return {role: new_token(role.value, role)[0] for role in Role}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_token_in_any_log(tokens: dict[Role, str]) -> Iterator[None]:
+    """After the session, no log of a real server or worker holds a configured token
+    (or anything shaped like one): see :mod:`service.core.token_hygiene`."""
+    import re
+
+    from tests.processes import SESSION_LOGS
+
+    yield
+    shape = re.compile(r"atcon_[A-Za-z0-9_-]{32,}")
+    leaks = []
+    for log in dict.fromkeys(SESSION_LOGS):
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if any(token in text for token in tokens.values()) or shape.search(text):
+            leaks.append(str(log))
+    assert not leaks, f"tokens written to the logs of: {', '.join(leaks)}"
+
+
 @pytest.fixture(scope="session")
 def token_setting(tokens: dict[Role, str]) -> str:
     from service.core.security import hash_token
