@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     #: the caller is authenticated
     max_body_bytes: int = Field(default=1 << 20, gt=0)
 
+    #: failed authentications (wrong tokens, wrong sign-ins) one client address may make
+    #: within ``auth_failure_window_s`` before its attempts answer 429 until the window
+    #: has room again; shared through Redis by every API process when there is one
+    auth_failure_limit: int = Field(default=30, ge=1)
+    auth_failure_window_s: int = Field(default=300, ge=1)
+
     #: a running job whose worker sent no heartbeat for this long is handed to another
     visibility_timeout_s: float = Field(default=120.0, gt=0)
     #: seconds between heartbeats; default a quarter of the visibility timeout

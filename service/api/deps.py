@@ -10,6 +10,7 @@ signature on every request, which cost a third of the server's time per request.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
@@ -22,6 +23,7 @@ from ..core.config import Role, Settings
 from ..core.runtime import Runtime
 from ..core.security import Principal, authenticate
 from ..core.sessions import COOKIE_NAME, CSRF_HEADER
+from ..core.throttle import client_address
 
 __all__ = [
     "AdminDep",
@@ -36,6 +38,8 @@ __all__ = [
     "VideoId",
     "ViewerDep",
 ]
+
+logger = logging.getLogger(__name__)
 
 ID_PATTERN = r"^[0-9a-f]{32}$"
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -104,8 +108,25 @@ async def get_principal(
                     f"(the {CSRF_HEADER} header); reload the page and try again",
                 )
             return principal
+    address = client_address(request)
+    if token is not None:
+        throttled = runtime.throttle.check(address)
+        if throttled is not None:
+            raise HTTPException(
+                429, throttled.sentence(), headers={"Retry-After": str(throttled.retry_after_s)}
+            )
     principal = authenticate(token, settings)
     if principal is None:
+        if token is not None:
+            reached = runtime.throttle.failed(address)
+            runtime.audit.record(
+                "authenticate",
+                "-",
+                outcome="rejected: wrong token" + ("; address throttled" if reached else ""),
+                address=address,
+            )
+            if reached:
+                logger.warning("failed authentications from %s reached the limit", address)
         detail = (
             "this endpoint needs a bearer token: send `Authorization: Bearer <token>` "
             "(an admin creates tokens with `atcon token new NAME ROLE`)"

@@ -1,4 +1,5 @@
-"""The audit log: one JSON line per upload, read or deletion of patient video.
+"""The audit log: one JSON line per upload, read or deletion of patient video, and per
+failed authentication (with the client's address, never the token presented).
 
 Each line holds the time (UTC, ISO 8601), the token's name (never the token), the
 action and the ids it touched; never a file name or anything else a patient could
@@ -35,6 +36,7 @@ class AuditLog:
         model_version: str | None = None,
         frame_ids: list[str] | None = None,
         outcome: str = "ok",
+        address: str | None = None,
     ) -> None:
         entry: dict[str, object] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -48,6 +50,8 @@ class AuditLog:
             entry["model_version"] = model_version
         if frame_ids is not None:
             entry["frame_ids"] = frame_ids
+        if address is not None:
+            entry["address"] = address
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         try:
             with self._lock:

@@ -23,6 +23,7 @@ from worker.storage import ModelRef, Storage
 from .audit import AuditLog
 from .events_cache import EventsCache
 from .sessions import SessionCodec, load_secret
+from .throttle import AuthThrottle
 
 __all__ = ["ModelCheck", "ModelStatus", "Runtime"]
 
@@ -91,6 +92,8 @@ class Runtime:
     model_check: ModelCheck
     #: signs the browser pages' session cookies (secret: <data_dir>/session.key)
     sessions: SessionCodec
+    #: counts failed authentications per client address (429 over the limit)
+    throttle: AuthThrottle
     events_cache: EventsCache = field(default_factory=EventsCache)
     workers: list[Worker] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -112,6 +115,7 @@ class Runtime:
             audit=AuditLog(storage.audit_log),
             model_check=ModelCheck(storage, settings),
             sessions=SessionCodec(load_secret(storage.root / "session.key")),
+            throttle=AuthThrottle(settings),
         )
         try:
             reconcile(storage, runtime.queue)

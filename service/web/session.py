@@ -24,6 +24,7 @@ from ..core.config import Role
 from ..core.runtime import Runtime
 from ..core.security import Principal, authenticate
 from ..core.sessions import COOKIE_NAME, CSRF_FIELD, Session
+from ..core.throttle import client_address
 from .templating import SECURITY_HEADERS, render
 
 __all__ = ["Page", "PageDep", "PageError", "SignInRequired", "router", "safe_next"]
@@ -181,9 +182,24 @@ async def signin(page: PageDep) -> Response:
     token = form.get("token")
     next_url = safe_next(str(form.get("next") or ""))
     runtime = page.runtime
+    address = client_address(page.request)
+    throttled = runtime.throttle.check(address)
+    if throttled is not None:
+        sentence = throttled.sentence()
+        response = page.render(
+            "signin.html", status_code=429, next=next_url, error=sentence[:1].upper() + sentence[1:]
+        )
+        response.headers["Retry-After"] = str(throttled.retry_after_s)
+        return response
     principal = authenticate(token if isinstance(token, str) else None, runtime.settings)
     if principal is None:
-        runtime.audit.record("sign_in", "-", outcome="rejected: wrong token")
+        reached = runtime.throttle.failed(address)
+        runtime.audit.record(
+            "sign_in",
+            "-",
+            outcome="rejected: wrong token" + ("; address throttled" if reached else ""),
+            address=address,
+        )
         return page.render(
             "signin.html",
             status_code=401,
