@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from worker.queue import JobQueue
 
-from .api.routes import finetune, frames, health, jobs, models, reviews, videos
+from .api.routes import finetune, frames, health, jobs, models, reviews, sessions, videos
 from .core.body_limits import MULTIPART_SLACK, BodyLimitMiddleware
 from .core.config import Settings, get_settings
 from .core.problems import install_problem_handlers
@@ -84,6 +84,7 @@ def create_app(
     app.include_router(frames.router)
     app.include_router(models.router)
     app.include_router(finetune.router)
+    app.include_router(sessions.router)
     app.include_router(health.router)
     install_pages(app)
     return app

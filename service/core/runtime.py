@@ -22,6 +22,7 @@ from worker.storage import ModelRef, Storage
 
 from .audit import AuditLog
 from .events_cache import EventsCache
+from .session_store import SessionStore
 from .sessions import SessionCodec, load_secret
 from .throttle import AuthThrottle
 
@@ -114,7 +115,10 @@ class Runtime:
             queue=queue or open_queue(settings),
             audit=AuditLog(storage.audit_log),
             model_check=ModelCheck(storage, settings),
-            sessions=SessionCodec(load_secret(storage.root / "session.key")),
+            sessions=SessionCodec(
+                load_secret(storage.root / "session.key"),
+                store=SessionStore(storage.root / "sessions"),
+            ),
             throttle=AuthThrottle(settings),
         )
         try:

@@ -3,7 +3,8 @@
 A person signs in on the sign-in page with their API token once; the server checks
 it like a bearer token and answers with a session cookie. The cookie holds
 
-    {"c": csrf secret, "n": token name, "r": role, "k": key fingerprint, "e": expiry}
+    {"c": csrf secret, "n": token name, "r": role, "k": key fingerprint, "e": expiry,
+     "i": session id}
 
 never the token. It is signed with HMAC-SHA256 under a server secret, ``HttpOnly``
 (scripts cannot read it), ``SameSite=Lax`` (other sites' forms and images do not
@@ -12,7 +13,9 @@ carry it), ``Secure`` over HTTPS, and expires after :data:`SESSION_LIFETIME_S`.
 On every request the session is checked against the *current* token settings: the
 name must still have an entry with the same role, and ``k`` (an HMAC of the entry's
 stored SHA-256, so neither the token nor its hash) must still match, so removing or
-replacing a token ends its sessions at once.
+replacing a token ends its sessions at once. With a :class:`SessionStore` (the API
+always has one), a signed-in session also needs its server-side record, ``i``: signing
+out and an admin's revocation delete records, which ends those sessions at once too.
 
 Cross-site request forgery: every request that changes something and is
 authenticated by the cookie must carry the session's CSRF secret, as the form field
@@ -44,6 +47,7 @@ from worker._exceptions import StorageError
 
 from .config import Role, Settings, TokenEntry
 from .security import DEV_PRINCIPAL, Principal
+from .session_store import SessionStore
 
 __all__ = [
     "COOKIE_NAME",
@@ -73,6 +77,8 @@ class Session:
     name: str | None = None
     role: Role | None = None
     key: str | None = None
+    #: the id of its server-side record (signed-in sessions)
+    sid: str | None = None
 
     @property
     def signed_in(self) -> bool:
@@ -90,13 +96,20 @@ def _unb64(text: str) -> bytes:
 class SessionCodec:
     """Signs and checks session cookies with one secret."""
 
-    def __init__(self, secret: bytes, *, lifetime_s: float = SESSION_LIFETIME_S) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        lifetime_s: float = SESSION_LIFETIME_S,
+        store: SessionStore | None = None,
+    ) -> None:
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
         if lifetime_s <= 0:
             raise ValueError(f"lifetime_s must be positive, got {lifetime_s}")
         self._secret = secret
         self.lifetime_s = lifetime_s
+        self.store = store
 
     def _sign(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, b"session:" + payload, hashlib.sha256).digest()
@@ -106,6 +119,8 @@ class SessionCodec:
         if session.signed_in:
             assert session.role is not None
             data.update(n=session.name, r=session.role.value, k=session.key)
+            if session.sid is not None:
+                data["i"] = session.sid
         payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         return f"{_b64(payload)}.{_b64(self._sign(payload))}"
 
@@ -128,6 +143,7 @@ class SessionCodec:
                 name=str(data["n"]) if "n" in data else None,
                 role=Role(data["r"]) if "r" in data else None,
                 key=str(data["k"]) if data.get("k") is not None else None,
+                sid=str(data["i"]) if data.get("i") is not None else None,
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -147,18 +163,28 @@ class SessionCodec:
         """A fresh session (new CSRF secret) for someone whose token was just accepted."""
         entry = next((e for e in settings.tokens if e.name == principal.name), None)
         key = self.fingerprint(entry) if entry is not None else "dev"
+        expires = time.time() + self.lifetime_s
+        sid = self.store.create(principal.name, expires) if self.store is not None else None
         return Session(
             csrf=secrets.token_urlsafe(24),
-            expires=time.time() + self.lifetime_s,
+            expires=expires,
             name=principal.name,
             role=principal.role,
             key=key,
+            sid=sid,
         )
+
+    def end(self, session: Session) -> None:
+        """Sign ``session`` out on the server: its cookie stops working everywhere."""
+        if self.store is not None:
+            self.store.end(session.sid)
 
     def principal(self, session: Session, settings: Settings) -> Principal | None:
         """Who the session speaks for under the current tokens; None when that ended."""
         if not session.signed_in:
             return None
+        if self.store is not None and not self.store.active(session.sid):
+            return None  # signed out, revoked, or from before server-side sessions
         if not settings.tokens:
             # development mode without tokens: only its own sessions are valid
             dev = settings.dev and session.name == DEV_PRINCIPAL.name and session.key == "dev"

@@ -216,6 +216,7 @@ async def signin(page: PageDep) -> Response:
 async def signout(page: PageDep) -> Response:
     await page.form()
     if page.principal is not None:
+        page.runtime.sessions.end(page.session)
         page.runtime.audit.record("sign_out", page.principal.name)
     page.switch(page.runtime.sessions.anonymous())
     return page.redirect("/signin?signed_out=1")
