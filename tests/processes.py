@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -93,14 +94,24 @@ class Process:
 class Server(Process):
     """``atcon serve`` on a free port; ``start`` returns once /healthz answers."""
 
-    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+        *,
+        args: list[str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.port = port or free_port()
-        args = ["service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        super().__init__(args, env, log)
+        command = ["service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(command + (args or []), env, log)
+        self.scheme = "https" if "--ssl-certfile" in (args or []) else "http"
+        self.verify = verify
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> Server:
         super().start()
@@ -109,7 +120,8 @@ class Server(Process):
             if not self.alive():
                 raise RuntimeError(f"atcon serve exited early:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                answer = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify)
+                if answer.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

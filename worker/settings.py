@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     #: the caller is authenticated
     max_body_bytes: int = Field(default=1 << 20, gt=0)
 
+    #: reverse proxies whose X-Forwarded-For/-Proto headers are believed: comma-separated
+    #: addresses or networks (``10.0.0.5,10.1.0.0/16``); empty: believe no one (the peer
+    #: is the client, the connection's scheme is the scheme)
+    forwarded_allow_ips: str = ""
+    #: serve TLS directly: a PEM certificate (chain) and its private key, both or neither
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
     #: failed authentications (wrong tokens, wrong sign-ins) one client address may make
     #: within ``auth_failure_window_s`` before its attempts answer 429 until the window
     #: has room again; shared through Redis by every API process when there is one
@@ -186,7 +194,25 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("checkpoint", mode="before")
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        entries = [e.strip() for e in value.split(",") if e.strip()]
+        for entry in entries:
+            if entry == "*":
+                raise ValueError(
+                    "'*' would believe forwarded headers from anyone, so any client could "
+                    "claim another address or https; list the proxies' addresses or network"
+                )
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
+
+    @field_validator("checkpoint", "ssl_certfile", "ssl_keyfile", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -204,6 +230,8 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set both ssl_certfile and ssl_keyfile to serve TLS, or neither")
         return self
 
     @cached_property

@@ -21,6 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="development mode (ATCON_DEV=1): no tokens needed, every caller is an admin",
     )
+    parser.add_argument(
+        "--ssl-certfile",
+        help="serve HTTPS with this PEM certificate (chain); default ATCON_SSL_CERTFILE",
+    )
+    parser.add_argument(
+        "--ssl-keyfile", help="the certificate's PEM private key; default ATCON_SSL_KEYFILE"
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        help="reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or "
+        "networks, comma-separated); default ATCON_FORWARDED_ALLOW_IPS, else none",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,12 +42,20 @@ def run(args: argparse.Namespace) -> int:
     from worker._exceptions import SettingsError
     from worker.settings import Settings
 
+    overrides: dict[str, object] = {"dev": True} if args.dev else {}
+    for name in ("ssl_certfile", "ssl_keyfile", "forwarded_allow_ips"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     try:
-        settings = Settings(dev=True) if args.dev else Settings()
+        settings = Settings(**overrides)  # type: ignore[arg-type]
         app = create_app(settings)
     except (SettingsError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
+    for path in (settings.ssl_certfile, settings.ssl_keyfile):
+        if path is not None and not path.is_file():
+            logger.error("TLS file %s does not exist; give an existing PEM file", path)
+            return 2
     if settings.dev and not settings.tokens:
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             logger.error(
@@ -45,12 +65,20 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         logger.warning("development mode without tokens: every caller is an admin")
+    proxies = settings.forwarded_allow_ips
+    if proxies:
+        logger.info("believing X-Forwarded-For/-Proto from %s only", proxies)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_config=None,
         timeout_graceful_shutdown=30,
-        proxy_headers=False,
+        # forwarded headers only from the configured proxies: anyone else could claim
+        # another address (and escape the throttle) or https (and get Secure cookies)
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
     return 0
