@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models._exceptions import AtconError, CheckpointError, TrainingError
 
@@ -91,6 +91,14 @@ class FinetuneRequest(BaseModel):
     mask_intensity: float | None = Field(default=None, gt=0, le=1000)
     lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
     batch_size: int | None = Field(default=None, ge=1, le=512)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> FinetuneRequest:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(
+                "give either epochs or steps, not both: they both set how long the fine-tune runs"
+            )
+        return self
 
 
 def _video_ids_valid(request: FinetuneRequest) -> None:
@@ -270,6 +278,14 @@ def finetune_job(
                 if options.epochs
                 else settings.finetune_steps
             )
+            if steps > settings.finetune_max_steps:
+                logger.warning(
+                    "fine-tune %s: %d steps asked, capped at ATCON_FINETUNE_MAX_STEPS=%d",
+                    ctx.job.job_id,
+                    steps,
+                    settings.finetune_max_steps,
+                )
+                steps = settings.finetune_max_steps
             config = FinetuneConfig(
                 schedule=mode,
                 steps=steps,

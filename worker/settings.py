@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     finetune_min_new_frames: int = Field(default=200, ge=0)
     #: fine-tune defaults (a request may override them)
     finetune_steps: int = Field(default=200, ge=1)
+    #: the most optimiser steps one fine-tune may run (a request asking more is refused
+    #: with 422; ``epochs`` that work out to more are capped)
+    finetune_max_steps: int = Field(default=5000, ge=1)
     finetune_lr: float = Field(default=1e-5, gt=0)
     finetune_batch_size: int = Field(default=16, ge=1)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
@@ -230,6 +233,8 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
+        if self.finetune_steps > self.finetune_max_steps:
+            raise ValueError("finetune_steps must be at most finetune_max_steps")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("set both ssl_certfile and ssl_keyfile to serve TLS, or neither")
         return self

@@ -186,3 +186,16 @@ def test_models_list_activate_and_roll_back(app_client: TestClient, auth, make_s
     assert app_client.post("/v1/models/v0099/activate", headers=admin).status_code == 404
     assert app_client.post("/v1/models/latest/activate", headers=admin).status_code == 422
     assert registry.active_version() == "v0001"
+
+
+def test_finetune_length_is_bounded_and_unambiguous(make_settings, tmp_path, auth) -> None:
+    settings = make_settings(finetune_max_steps=300)
+    with TestClient(create_app(settings, workers=0)) as client:
+        admin = auth(Role.admin)
+        too_long = client.post("/v1/finetune", json={"steps": 1_000_000}, headers=admin)
+        assert too_long.status_code == 422
+        assert "ATCON_FINETUNE_MAX_STEPS" in too_long.json()["detail"]
+        both = client.post("/v1/finetune", json={"steps": 10, "epochs": 2}, headers=admin)
+        assert both.status_code == 422
+        assert "either epochs or steps" in both.json()["detail"]
+        assert client.post("/v1/finetune", json={"steps": 300}, headers=admin).status_code == 202

@@ -26,13 +26,22 @@ class FinetuneAccepted(BaseModel):
     status_code=202,
     response_model=FinetuneAccepted,
     summary="Queue a fine-tune; GET the status URL for its steps, losses and result",
-    responses=problem_responses(400),
+    responses=problem_responses(400, 422),
 )
 def start_finetune(
     principal: AdminDep, runtime: RuntimeDep, body: FinetuneRequest | None = None
 ) -> FinetuneAccepted:
     """Fine-tunes run one at a time: a second request waits in the queue. The result
-    is a new model version, promoted only if the gate allows (see ``/v1/models``)."""
+    is a new model version, promoted only if the gate allows (see ``/v1/models``).
+    ``steps`` may not exceed ``ATCON_FINETUNE_MAX_STEPS``; ``epochs`` that work out to
+    more steps are capped there."""
+    most = runtime.settings.finetune_max_steps
+    if body is not None and body.steps is not None and body.steps > most:
+        raise HTTPException(
+            422,
+            f"steps: {body.steps} is more than this server allows for one fine-tune ({most}, "
+            "ATCON_FINETUNE_MAX_STEPS); ask for fewer steps",
+        )
     try:
         job_id = queue_finetune(runtime.queue, body, trigger="api")
     except InvalidIdError as exc:
