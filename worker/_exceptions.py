@@ -129,6 +129,11 @@ class JobError(WorkerError):
     """A job that cannot succeed whatever the number of attempts; it is failed at once."""
 
 
+class JobCancelledError(JobError):
+    """An admin cancelled the job; raised at its next progress report, it fails the job
+    at once with the cancellation as its error."""
+
+
 class FrameDataError(WorkerError, ValueError):
     """Frame data that cannot be used: bad labels.csv, unknown classes, no usable frames."""
 

@@ -15,7 +15,10 @@ or fails the job:
   attempt cannot help);
 * any other exception is retried with backoff until ``max_attempts``;
 * a worker that lost its lease (it stalled past the visibility timeout and another
-  took over) stops at the next progress report and leaves the job to the new holder.
+  took over) stops at the next progress report and leaves the job to the new holder;
+* a job an admin cancelled stops at its next progress report (a fine-tune: the next
+  training step) with :class:`~worker._exceptions.JobCancelledError`, and is failed
+  with the cancellation as its error (the fine-tune registers no version).
 
 Between jobs :class:`~worker.model_cache.ModelCache` checks which model to serve (the
 data directory's active version, else ``ATCON_CHECKPOINT``) and reloads only when that
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._exceptions import (
+    JobCancelledError,
     JobError,
     JobNotFoundError,
     QueueError,
@@ -340,6 +344,10 @@ class Worker:
             except LeaseLostError:
                 logger.warning("job %s abandoned: another worker holds it now", job.job_id)
                 return None
+            except JobCancelledError as exc:
+                reason = str(exc)
+                logger.info("job %s stopped: %s", job.job_id, reason)
+                return self._settle(lambda: self.queue.fail(lease, reason, retry=False))
             except (JobError, VideoDecodeError) as exc:
                 reason = str(exc)
                 logger.error("job %s failed for good: %s", job.job_id, reason)
@@ -386,8 +394,12 @@ class Worker:
                 if not self.queue.set_progress(lease, fraction, detail):
                     heartbeat.lost.set()
                     raise LeaseLostError(lease.job_id)
+                cancelled = self.queue.cancel_requested(lease.job_id)
             except QueueUnavailableError as exc:
                 logger.warning("job %s: progress not recorded: %s", lease.job_id, exc)
+                return
+            if cancelled is not None:
+                raise JobCancelledError(cancelled)
 
         return report
 

@@ -124,6 +124,9 @@ class MemoryQueue(JobQueue):
         job = self._jobs.get(job_id)
         if job is None or job.status in (JobState.done, JobState.failed):
             return None
+        if job.cancel is not None:  # cancelled while running, its worker gone since
+            self._finish_failed(job, job.cancel, now_wall)
+            return None
         if job.attempts >= self.settings.max_attempts:
             self._finish_failed(job, job.error or "too many attempts", now_wall)
             return None
@@ -228,9 +231,28 @@ class MemoryQueue(JobQueue):
             job.attempts = 0
             job.progress = 0.0
             job.error = job.result = job.started_at = job.finished_at = job.worker = None
+            job.cancel = None
             self._ready.setdefault(job.kind, deque()).append(job_id)
             self._lock.notify_all()
             return self._copy(job)
+
+    def cancel(self, job_id: str, reason: str) -> JobState:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFoundError(f"no job {job_id}")
+            if job.status in (JobState.done, JobState.failed):
+                raise QueueError(f"job {job_id} is {job.status.value} already; nothing to cancel")
+            if job.status is JobState.queued:
+                self._finish_failed(job, reason, time.time())
+                return JobState.failed
+            job.cancel = reason
+            return JobState.running
+
+    def cancel_requested(self, job_id: str) -> str | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job.cancel if job is not None else None
 
     def delete(self, job_id: str) -> None:
         with self._lock:

@@ -16,6 +16,9 @@ is at least once:
   (capped); after ``max_attempts`` attempts (a crash counts as one) the job is
   ``failed`` with its last error and its id goes to the kind's dead-letter list,
   where ``dead_letters`` lists it and ``requeue`` starts it afresh.
+* ``cancel`` fails a queued job at once (it goes to the dead letters like any failed
+  job, so ``requeue`` undoes it); a running job's worker sees the cancellation at its
+  next progress report and fails the job itself, leaving nothing half-written.
 
 ``open_queue(settings)`` gives the Redis implementation when ``ATCON_REDIS_URL`` is
 set (:mod:`worker.redis_queue`, the deployment broker: any number of workers on any
@@ -77,6 +80,8 @@ class Job:
     worker: str | None = None
     #: what the running job last said about itself (fine-tune: step, steps, losses)
     detail: dict[str, Any] | None = None
+    #: why it was cancelled while running: its worker stops at its next progress report
+    cancel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,20 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def requeue(self, job_id: str) -> Job:
         """Start a failed job afresh (attempts reset); ``QueueError`` if it is not failed."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str, reason: str) -> JobState:
+        """Cancel a job: a queued one (a retry waiting included) is ``failed`` at once
+        with ``reason`` as its error; for a running one the cancellation is recorded and
+        ``running`` returned, and its worker fails it at its next progress report (see
+        :meth:`cancel_requested`). ``QueueError`` if it is done or failed already."""
+
+    def cancel_requested(self, job_id: str) -> str | None:
+        """Why a running job was cancelled, or None."""
+        try:
+            return self.get(job_id).cancel
+        except JobNotFoundError:
+            return None
 
     @abc.abstractmethod
     def delete(self, job_id: str) -> None:

@@ -103,6 +103,15 @@ local consumer, entry, max_attempts = ARGV[4], ARGV[5], tonumber(ARGV[6])
 if redis.call('EXISTS', jkey) == 0 then drop(entry); return {'gone'} end
 local status = redis.call('HGET', jkey, 'status')
 if status == 'done' or status == 'failed' then drop(entry); return {'finished'} end
+local cancelled = redis.call('HGET', jkey, 'cancel')
+if cancelled then
+  redis.call('HSET', jkey, 'status', 'failed', 'error', cancelled, 'finished_at', now())
+  redis.call('HDEL', jkey, 'lease')
+  move('failed')
+  redis.call('LPUSH', dead, job_id)
+  drop(entry)
+  return {'finished'}
+end
 local attempts = tonumber(redis.call('HGET', jkey, 'attempts'))
 if status == 'running' then
   local previous = redis.call('HGET', jkey, 'worker') or '?'
@@ -207,10 +216,27 @@ if not status then return 'missing' end
 if status ~= 'failed' then return status end
 redis.call('LREM', dead, 0, job_id)
 redis.call('HSET', jkey, 'status', 'queued', 'attempts', '0', 'progress', '0')
-redis.call('HDEL', jkey, 'error', 'started_at', 'finished_at', 'lease', 'result', 'worker')
+redis.call('HDEL', jkey, 'error', 'started_at', 'finished_at', 'lease', 'result', 'worker',
+  'cancel')
 move('queued')
 redis.call('XADD', stream, '*', 'job_id', job_id)
 return 'queued'
+"""
+
+# ARGV: prefix kind job_id reason
+_CANCEL = """
+local status = redis.call('HGET', jkey, 'status')
+if not status then return 'missing' end
+if status == 'done' or status == 'failed' then return status end
+if status == 'queued' then
+  redis.call('HSET', jkey, 'status', 'failed', 'error', ARGV[4], 'finished_at', now())
+  redis.call('ZREM', delayed, job_id)
+  move('failed')
+  redis.call('LPUSH', dead, job_id)
+  return 'stopped'
+end
+redis.call('HSET', jkey, 'cancel', ARGV[4])
+return 'running'
 """
 
 # ARGV: prefix kind job_id
@@ -254,6 +280,7 @@ class RedisQueue(JobQueue):
             "fail": _FAIL,
             "promote": _PROMOTE,
             "requeue": _REQUEUE,
+            "cancel": _CANCEL,
             "delete": _DELETE,
         }
         self._scripts = {
@@ -314,6 +341,7 @@ class RedisQueue(JobQueue):
             result=json.loads(result) if result else None,
             worker=data.get("worker") or None,
             detail=json.loads(detail) if detail else None,
+            cancel=data.get("cancel") or None,
         )
 
     # -- the interface ------------------------------------------------------------------------
@@ -495,6 +523,22 @@ class RedisQueue(JobQueue):
         if outcome != "queued":
             raise QueueError(f"job {job_id} is {outcome}; only a failed job can be requeued")
         return self.get(job_id)
+
+    def cancel(self, job_id: str, reason: str) -> JobState:
+        job = self.get(job_id)
+        outcome = self._run("cancel", job.kind, job_id, reason)
+        if outcome == "missing":
+            raise JobNotFoundError(f"no job {job_id}")
+        if outcome == "stopped":
+            return JobState.failed
+        if outcome == "running":
+            return JobState.running
+        raise QueueError(f"job {job_id} is {outcome} already; nothing to cancel")
+
+    def cancel_requested(self, job_id: str) -> str | None:
+        with self._errors():
+            value = self.client.hget(self._key("job", job_id), "cancel")
+        return str(value) if value else None
 
     def delete(self, job_id: str) -> None:
         try:

@@ -45,6 +45,10 @@ class JobPublic(BaseModel):
     detail: dict[str, Any] | None = Field(
         default=None, description="what a running job last reported (fine-tune: steps, losses)"
     )
+    cancelling: bool = Field(
+        default=False,
+        description="an admin cancelled the running job; it stops at its next step",
+    )
 
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
@@ -59,6 +63,7 @@ class JobPublic(BaseModel):
             finished_at=_time(job.finished_at),
             attempts=job.attempts,
             detail=job.detail,
+            cancelling=job.cancel is not None and job.status is JobState.running,
         )
 
 

@@ -1,5 +1,6 @@
 """The models page (admin): versions with their cards, activation and roll-back, and
-fine-tune jobs with their progress and a button that queues one.
+fine-tune jobs with their progress, a button that queues one and a button that cancels
+a queued or running one.
 
 Activating a retired version is the roll-back: the registry moves its ``ACTIVE``
 pointer and the workers pick the model up between jobs (:mod:`worker.versions`).
@@ -14,7 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from worker._exceptions import QueueError, QueueUnavailableError
+from worker._exceptions import JobNotFoundError, QueueError, QueueUnavailableError
 from worker.finetune import queue_finetune
 from worker.jobs import FINETUNE
 from worker.queue import Job
@@ -81,3 +82,24 @@ async def start_finetune(page: PageDep) -> Response:
         raise PageError(409, "Not queued", str(exc)) from None
     page.runtime.audit.record("finetune", principal.name, job_id=job_id)
     return page.redirect("/models?queued=" + job_id)
+
+
+@router.post("/models/jobs/{job_id}/cancel", response_class=HTMLResponse)
+async def cancel_finetune(job_id: str, page: PageDep) -> Response:
+    principal = page.require(Role.admin)
+    await page.form()
+    try:
+        job = page.runtime.queue.get(job_id)
+        if job.kind != FINETUNE:
+            raise JobNotFoundError(job_id)
+        page.runtime.queue.cancel(job_id, f"cancelled by {principal.name}")
+    except JobNotFoundError:
+        raise PageError(404, "No such job", "There is no fine-tune job with that id.") from None
+    except QueueUnavailableError:
+        raise PageError(
+            503, "Queue unavailable", "The job queue cannot be reached; try again in a minute."
+        ) from None
+    except QueueError as exc:
+        raise PageError(409, "Not cancelled", str(exc)) from None
+    page.runtime.audit.record("cancel", principal.name, job_id=job_id)
+    return page.redirect("/models?cancelled=" + job_id)

@@ -199,3 +199,17 @@ def test_finetune_length_is_bounded_and_unambiguous(make_settings, tmp_path, aut
         assert both.status_code == 422
         assert "either epochs or steps" in both.json()["detail"]
         assert client.post("/v1/finetune", json={"steps": 300}, headers=admin).status_code == 202
+
+
+def test_cancel_a_job(app_client: TestClient, auth) -> None:
+    admin = auth(Role.admin)
+    job_id = app_client.post("/v1/finetune", json={"steps": 5}, headers=admin).json()["job_id"]
+    url = f"/v1/jobs/{job_id}/cancel"
+    assert app_client.post(url, headers=auth(Role.operator)).status_code == 403
+    cancelled = app_client.post(url, headers=admin)
+    assert cancelled.status_code == 202, cancelled.text
+    body = cancelled.json()
+    assert body["status"] == "failed" and body["error"] == "cancelled by admin"
+    again = app_client.post(url, headers=admin)
+    assert again.status_code == 409 and "nothing to cancel" in again.json()["detail"]
+    assert app_client.post(f"/v1/jobs/{'0' * 32}/cancel", headers=admin).status_code == 404

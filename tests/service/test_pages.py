@@ -442,3 +442,12 @@ def test_models_page_activates_rolls_back_and_queues_fine_tunes(app_client, toke
     assert job.payload == {"request": {}, "trigger": "page"}
     assert f"<code>{job.job_id[:8]}</code>" in queued.text
     assert f'data-job-id="{job.job_id}" data-status="queued"' in queued.text
+    assert f"Cancel fine-tune {job.job_id[:8]}" in queued.text
+    cancel = f"/models/jobs/{job.job_id}/cancel"
+    assert app_client.post(cancel, data={}).status_code == 403
+    cancelled = app_client.post(cancel, data={"csrf_token": csrf})
+    assert cancelled.status_code == 200 and "Fine-tune job cancelled" in cancelled.text
+    assert queue.get(job.job_id).error == "cancelled by admin"
+    assert app_client.post(cancel, data={"csrf_token": csrf}).status_code == 409
+    unknown_job = app_client.post(f"/models/jobs/{'0' * 32}/cancel", data={"csrf_token": csrf})
+    assert unknown_job.status_code == 404

@@ -193,3 +193,31 @@ def test_request_validation() -> None:
         FinetuneRequest.model_validate({"mode": "combined"})
     with pytest.raises(ValueError, match="video_ids"):
         queue_finetune(MemoryQueue(Settings(dev=True)), FinetuneRequest(video_ids=["../x"]))
+
+
+def test_a_cancelled_finetune_stops_at_the_next_step_and_keeps_the_active_model(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows, classes, labeled=0)
+    registry = ModelRegistry(storage.models)
+    registry.register(settings.checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    active_bytes = registry.checkpoint_path("v0001").read_bytes()
+    job_id = queue_finetune(queue, FinetuneRequest(steps=5000, mode="unsupervised"))
+    seen: list = []
+    runner = threading.Thread(target=_run, args=(settings, storage, queue, job_id, seen))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while not any(d and d.get("phase") == "training" for d in seen):
+        assert runner.is_alive() and time.monotonic() < deadline, "training never started"
+        time.sleep(0.05)
+    assert queue.cancel(job_id, "cancelled by admin") == "running"
+    runner.join(60)
+    assert not runner.is_alive()
+    job = queue.get(job_id)
+    assert job.status == "failed" and job.error == "cancelled by admin"
+    assert job.attempts == 1
+    steps = [d["step"] for d in seen if d and d.get("phase") == "training"]
+    assert steps and max(steps) < 5000
+    assert [c.version for c in registry.versions()] == ["v0001"]
+    assert registry.active_version() == "v0001"
+    assert registry.checkpoint_path("v0001").read_bytes() == active_bytes
+    assert not list(storage.tmp.glob("finetune-*"))

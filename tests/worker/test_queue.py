@@ -286,3 +286,32 @@ def test_jobs_survive_a_new_queue_object(tmp_path):
         assert producer.get(job.job_id).status is JobState.done
         producer.close()
         consumer.close()
+
+
+def test_cancel_fails_a_queued_job_and_flags_a_running_one(make_queue: MakeQueue):
+    queue = make_queue()
+    waiting = queue.enqueue("detect", {"video_id": "w"})
+    assert queue.cancel(waiting.job_id, "cancelled by admin") is JobState.failed
+    stopped = queue.get(waiting.job_id)
+    assert stopped.status is JobState.failed and stopped.error == "cancelled by admin"
+    assert [j.job_id for j in queue.dead_letters("detect")] == [waiting.job_id]
+    with pytest.raises(QueueError, match="nothing to cancel"):
+        queue.cancel(waiting.job_id, "again")
+    with pytest.raises(JobNotFoundError):
+        queue.cancel("0" * 32, "x")
+
+    running = queue.enqueue("detect", {"video_id": "r"})
+    lease = wait_reserve(queue, "w1")
+    assert lease is not None and lease.job_id == running.job_id  # the cancelled one is skipped
+    assert queue.cancel_requested(running.job_id) is None
+    assert queue.cancel(running.job_id, "cancelled by admin") is JobState.running
+    assert queue.get(running.job_id).cancel == "cancelled by admin"
+    assert queue.cancel_requested(running.job_id) == "cancelled by admin"
+    # its worker dies before it notices: the next delivery fails it instead of running it
+    assert wait_reserve(queue, "w2", limit_s=3 * VISIBILITY) is None
+    dead = queue.get(running.job_id)
+    assert dead.status is JobState.failed and dead.error == "cancelled by admin"
+    # requeue undoes a cancellation
+    assert queue.requeue(running.job_id).cancel is None
+    again = wait_reserve(queue, "w3")
+    assert again is not None and queue.complete(again)

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: a job's status and progress; dead letters and requeue (admin)."""
+"""``/v1/jobs``: a job's status and progress; dead letters, requeue and cancel (admin)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,24 @@ def requeue_job(job_id: JobId, principal: AdminDep, runtime: RuntimeDep) -> JobP
     job = runtime.queue.requeue(job_id)
     runtime.audit.record("requeue", principal.name, job_id=job_id)
     return JobPublic.from_job(job)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=JobPublic,
+    responses=problem_responses(404, 409),
+)
+def cancel_job(job_id: JobId, principal: AdminDep, runtime: RuntimeDep) -> JobPublic:
+    """Cancel a detection or fine-tune job. A queued job fails at once; a running one
+    stops at its next progress report (a fine-tune at its next training step,
+    registering no version, so the active model is unchanged) and then shows
+    ``failed`` with the cancellation as its error. ``requeue`` starts it again.
+    409 when it is done or failed already."""
+    reason = f"cancelled by {principal.name}"
+    runtime.queue.cancel(job_id, reason)
+    runtime.audit.record("cancel", principal.name, job_id=job_id)
+    return JobPublic.from_job(runtime.queue.get(job_id))
 
 
 @router.get("/dead-letters", response_model=DeadLetters)
