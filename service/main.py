@@ -19,7 +19,7 @@ from worker.queue import JobQueue
 from .api.routes import finetune, frames, health, jobs, models, reviews, sessions, videos
 from .core.body_limits import MULTIPART_SLACK, BodyLimitMiddleware
 from .core.config import Settings, get_settings
-from .core.problems import install_problem_handlers
+from .core.problems import PlainErrorsAsProblems, install_problem_handlers
 from .core.runtime import Runtime
 from .core.token_hygiene import RefuseQueryTokens
 from .web import install_pages
@@ -62,6 +62,7 @@ def create_app(
     )
 
     install_problem_handlers(app)
+    app.add_middleware(PlainErrorsAsProblems)
     app.add_middleware(RefuseQueryTokens)
     # before any route reads a body, authenticated or not (see core.body_limits)
     app.add_middleware(

@@ -55,7 +55,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: control characters, and the bidirectional controls that make a name display in
+#: another order than it is (U+202E shows "gnp.mp4" as "mp4.png")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
 EVENTS_NAME = "events.json"
@@ -74,7 +76,8 @@ def validate_id(value: str, what: str = "id") -> str:
 
 
 def clean_filename(name: str | None) -> str | None:
-    """The client's file name as metadata only: control characters dropped, 255 chars max.
+    """The client's file name as metadata only: control and bidirectional control
+    characters dropped, 255 chars max.
 
     It is never used in a path; pages escape it when they show it.
     """

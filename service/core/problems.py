@@ -13,9 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker._exceptions import (
     EventNotFoundError,
@@ -33,6 +35,7 @@ from .._exceptions import UploadError
 
 __all__ = [
     "PROBLEM_RESPONSES",
+    "PlainErrorsAsProblems",
     "Problem",
     "install_problem_handlers",
     "problem_response",
@@ -42,6 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
+_NOWHERE = "there is nothing at this address; the API's paths are listed at /docs"
 
 
 class Problem(BaseModel):
@@ -111,6 +115,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
+            detail = _NOWHERE
+            if ".." in request.url.path.split("/"):
+                detail = "a path may not leave its folder (no '..'); " + detail
         if exc.status_code == 405:
             allowed = _allowed_methods(request)
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
@@ -138,7 +146,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             500, "the server failed to answer this request; the error is in its log", request
         )
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # the client closed the connection mid-body: nobody reads an answer, nothing to fix
+        logger.info(
+            "%s %s: the client went away before its body arrived", request.method, request.url.path
+        )
+        return Response(status_code=400)
+
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(RequestValidationError, validation_error)
     for kind in (UploadError, VideoDecodeError, StorageError, QueueError):
         app.add_exception_handler(kind, domain_error)
@@ -191,3 +207,56 @@ def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
     if isinstance(exc, QueueError):
         return 409, None
     return 503, {"Retry-After": "30"}  # StorageError: the data directory is unusable now
+
+
+class PlainErrorsAsProblems:
+    """Rewrite the plain-text 4xx answers Starlette gives by itself (a malformed or
+    unsatisfiable ``Range`` on a file) as problem+json with a sentence to act on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def rewrite(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                kind = dict(message.get("headers", [])).get(b"content-type", b"")
+                if 400 <= status < 500 and (kind.startswith(b"text/plain") or not kind):
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return  # short error bodies only; the last part carries the text
+                await _send_problem(held, message.get("body", b""), scope, send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewrite)
+
+
+async def _send_problem(start: Message, body: bytes, scope: Scope, send: Send) -> None:
+    status = int(start["status"])
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in start["headers"]}
+    text = body.decode("utf-8", "replace").strip().rstrip(".") or HTTPStatus(status).phrase
+    if status == 416:
+        size = headers.get("content-range", "").rpartition("/")[2]
+        detail = (
+            f"the byte range asked for is not in the file, which has {size} bytes; ask for "
+            "a range within it (Range: bytes=START-END, counting from 0)"
+        )
+    elif "range" in text.lower():
+        detail = f"{text}: send a Range header such as bytes=0-1023, or none for the whole file"
+    else:
+        detail = text
+    keep = {k: v for k, v in headers.items() if k not in ("content-type", "content-length")}
+    await problem_response(status, detail, headers=keep)(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -107,3 +107,28 @@ def test_an_operator_frame_upload_stops_at_its_limit(server, tokens):
 def test_a_small_json_body_still_reaches_authentication(server):
     answer = send(server.port, "POST", "/v1/finetune", [b"{}"], headers=JSON)
     assert answer.status == 401, answer.head
+
+
+@pytest.mark.parametrize("path", ["/v1/videos", "/v1/frames"])
+def test_an_aborted_upload_is_one_info_line(server, tokens, path):
+    import socket
+
+    from tests.processes import wait_for
+
+    before = len(server.output())
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {tokens[Role.operator]}\r\n"
+        "Content-Type: multipart/form-data; boundary=hostileboundary\r\n"
+        f"Content-Length: {MIB}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + b"".join(multipart(256 << 10)))
+
+    def aborted() -> str | None:
+        text = server.output()[before:]
+        return text if "went away" in text else None
+
+    log = wait_for(aborted, 10, "the aborted upload in the log")
+    assert "ERROR" not in log and "Traceback" not in log, log
+    assert tree_bytes(server.root / "data" / "tmp") == 0

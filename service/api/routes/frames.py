@@ -25,7 +25,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/frames", tags=["frames"], responses=PROBLEM_RESPONSES)
 
 FrameId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a frame id")]
-_ZIP_MAGIC = b"PK\x03\x04"
+#: a zip's local file header, and the end record an empty zip starts with
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -161,9 +162,11 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
 def _add_file(pool: FramePool, path: PathType) -> tuple[list[str], list[tuple[str, str]]]:
     """Add a received image or zip of images; (accepted ids, rejected (name, reason))."""
     with open(path, "rb") as fh:
-        if fh.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+        if fh.read(4) in _ZIP_MAGICS:
             fh.seek(0)
             result = pool.import_zip(fh)
+            if not result.accepted and not result.rejected:
+                raise InvalidFrameError("the zip archive holds no files")
             return result.accepted, result.rejected
         fh.seek(0)
         record = pool.add_image_bytes(fh.read())

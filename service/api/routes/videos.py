@@ -314,7 +314,7 @@ def get_map(
     summary="The uploaded video; supports HTTP range requests for seeking",
     responses={
         **problem_responses(404, 416),
-        200: {"content": {"video/*": {}}},
+        200: {"content": {"video/*": {}, "image/gif": {}}},
         206: {"description": "Partial Content: the byte range asked for"},
     },
 )
