@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -68,12 +68,21 @@ _local_lock = threading.Lock()
 class FinetuneRequest(BaseModel):
     """What a fine-tune may be asked to do; every field is optional (settings decide)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # the document says what _one_length refuses: epochs and steps both given
+        json_schema_extra={
+            "not": {
+                "required": ["epochs", "steps"],
+                "properties": {"epochs": {"type": "number"}, "steps": {"type": "integer"}},
+            }
+        },
+    )
 
     since: datetime | None = Field(
         default=None, description="use unlabeled frames added at or after this time"
     )
-    video_ids: list[str] | None = Field(
+    video_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] | None = Field(
         default=None,
         max_length=10_000,
         description="use unlabeled frames from these videos only",

@@ -234,7 +234,11 @@ class Settings(BaseSettings):
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
         if self.finetune_steps > self.finetune_max_steps:
-            raise ValueError("finetune_steps must be at most finetune_max_steps")
+            raise ValueError(
+                f"ATCON_FINETUNE_STEPS ({self.finetune_steps}) must be at most "
+                f"ATCON_FINETUNE_MAX_STEPS ({self.finetune_max_steps}); lower the first or "
+                "raise the second"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("set both ssl_certfile and ssl_keyfile to serve TLS, or neither")
         return self

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
 from worker._exceptions import InvalidIdError
 from worker.finetune import FinetuneRequest, queue_finetune
 
+from ...core.config import Settings
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ..deps import AdminDep, RuntimeDep
 
-__all__ = ["router"]
+__all__ = ["document_limits", "router"]
 
 router = APIRouter(prefix="/v1", tags=["finetune"], responses=PROBLEM_RESPONSES)
 
@@ -48,3 +51,13 @@ def start_finetune(
         raise HTTPException(422, str(exc)) from exc
     runtime.audit.record("finetune", principal.name, job_id=job_id)
     return FinetuneAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}")
+
+
+def document_limits(document: dict[str, Any], settings: Settings) -> None:
+    """Write this server's ``ATCON_FINETUNE_MAX_STEPS`` into the OpenAPI document as
+    the maximum of ``steps``, so the document says what the server accepts."""
+    schema = document.get("components", {}).get("schemas", {}).get("FinetuneRequest", {})
+    steps = schema.get("properties", {}).get("steps", {})
+    for option in [steps, *steps.get("anyOf", [])]:
+        if option.get("type") == "integer":
+            option["maximum"] = settings.finetune_max_steps
