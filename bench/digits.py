@@ -31,7 +31,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import platform
 import statistics
 import sys
@@ -47,6 +46,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._stats import paired_interval
 from models._exceptions import TrainingError
 from models.atcon import attention_consistency
 from models.attention import grad_cam
@@ -413,18 +413,6 @@ def select(
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def paired_interval(differences: list[float]) -> tuple[float, float, float]:
-    """Mean of paired differences with a two-sided 95% Student-t interval."""
-    from scipy import stats
-
-    n = len(differences)
-    mean = statistics.fmean(differences)
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(differences) / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 # --------------------------------------------------------------------------- figures

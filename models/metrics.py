@@ -13,6 +13,11 @@ softmax outputs for single-label ones); targets are multi-hot (N, C) tensors.
 - Weak-localisation IoU: the Grad-CAM map of the box's class, rectified, upsampled
   to the image and scaled to [0, 1], thresholded at ``threshold``; the IoU of that
   region with the box's pixels.
+- Against object masks (:func:`mask_attention_scores`): the *pointing game* (Zhang
+  et al., ECCV 2016) counts a hit when the maximum of the class's Grad-CAM map,
+  upsampled to the mask, falls on the object's pixels or within ``tolerance``
+  pixels of them; the *mask IoU* is the IoU of the map thresholded as above with
+  the object's pixels.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "classification_report",
     "macro_f1",
     "map_box_iou",
+    "mask_attention_scores",
     "mean_attention_consistency",
     "mean_average_precision",
     "per_class_f1",
@@ -230,3 +236,44 @@ def weak_localization_iou(
 def mean_attention_consistency(model: nn.Module, images: Tensor, **options: Any) -> float:
     """Mean over the batch of :func:`models.atcon.attention_consistency` (top classes)."""
     return float(attention_consistency(model, images, **options).mean())
+
+
+def mask_attention_scores(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    threshold: float = 0.5,
+    tolerance: int = 0,
+    layer: nn.Module | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(pointing-game hits (N,) bool, mask IoU (N,))`` of class ``labels`` against ``masks``.
+
+    ``masks`` (N, H, W) are the objects' pixels at any resolution (the frame's,
+    say); the Grad-CAM map of each image's class is rectified, upsampled to it and
+    scaled to [0, 1]. A hit is a map maximum on the object or within ``tolerance``
+    pixels (Chebyshev distance) of it. An empty mask is an error: nothing to point at.
+    """
+    if masks.dim() != 3 or masks.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"masks must be (N, H, W) with N={images.shape[0]}, got {tuple(masks.shape)}"
+        )
+    objects = masks.bool().to(images.device)
+    if not bool(objects.flatten(1).any(1).all()):
+        raise ValueError("every mask must mark at least one pixel")
+    cams = grad_cam(model, images, labels.long(), layer=layer)
+    maps = normalize_maps(upsample_maps(cams, (masks.shape[1], masks.shape[2])))
+    if tolerance > 0:
+        size = 2 * tolerance + 1
+        grown = torch.nn.functional.max_pool2d(
+            objects[:, None].float(), size, stride=1, padding=tolerance
+        )[:, 0].bool()
+    else:
+        grown = objects
+    peak = maps.flatten(1).argmax(1)
+    hits = grown.flatten(1).gather(1, peak[:, None])[:, 0]
+    region = maps >= threshold
+    intersection = (region & objects).flatten(1).sum(1).float()
+    union = (region | objects).flatten(1).sum(1).float()
+    return hits, intersection / union.clamp_min(1)
