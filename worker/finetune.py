@@ -8,7 +8,8 @@
    runs; a process lock in the embedded default), so two fine-tunes never overlap:
    a second one waits, its job still ``running`` with ``detail.phase = "waiting"``;
 2. start from the active model version (registering ``ATCON_CHECKPOINT`` as the first
-   version when none exists);
+   version when none exists), and refuse at once a Grad-CAM layer whose maps are too
+   small for the ATCON loss at its input size (:func:`models.atcon.check_map_size`);
 3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
    and the clinicians' labels split into train and validation;
 4. ATCON fine-tune (``alternating`` with the labeled train frames when there are any,
@@ -91,6 +92,13 @@ class FinetuneRequest(BaseModel):
     mask_intensity: float | None = Field(default=None, gt=0, le=1000)
     lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
     batch_size: int | None = Field(default=None, ge=1, le=512)
+    layer: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+        description="Grad-CAM layer by module name, e.g. layer3 (default: automatic); "
+        "an earlier layer when the automatic one's maps are too small for ATCON",
+    )
 
 
 def _video_ids_valid(request: FinetuneRequest) -> None:
@@ -226,8 +234,9 @@ def finetune_job(
     ctx: JobContext, request: Mapping[str, Any] | None = None, trigger: str = "api"
 ) -> JobOutcome:
     """Run one fine-tune (see the module docstring); return the new version's card summary."""
+    from models.atcon import check_map_size
     from models.checkpoint import load_checkpoint
-    from models.finetune import FinetuneConfig
+    from models.finetune import FinetuneConfig, named_layer
 
     from .training import DataOptions, evaluate_checkpoint, finetune_checkpoint
 
@@ -241,7 +250,12 @@ def finetune_job(
     with _finetune_lock(settings, ctx.progress):
         registry.cleanup()
         parent_version, parent_checkpoint = _starting_version(registry, settings)
-        _, info = load_checkpoint(parent_checkpoint)
+        parent_model, info = load_checkpoint(parent_checkpoint)
+        try:  # ATCON's precondition, before any frame is exported
+            check_map_size(parent_model, info.input_size, named_layer(parent_model, options.layer))
+        except ValueError as exc:
+            raise JobError(f"fine-tuning refused: {exc} The active model is unchanged.") from exc
+        del parent_model
         pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
         shutil.rmtree(work, ignore_errors=True)
@@ -278,6 +292,7 @@ def finetune_job(
                 unlabeled_batch_size=batch,
                 alpha=options.alpha if options.alpha is not None else 1.0,
                 mask_intensity=options.mask_intensity or 8.0,
+                layer=options.layer,
             )
             candidate = work / "model.pt"
             try:

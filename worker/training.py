@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from models._exceptions import CheckpointError, TrainingError
+from models.atcon import check_map_size
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from models.distributed import DistributedContext
@@ -201,6 +202,8 @@ def train_model(
     train_set, val_set = _split(frames, transform, plain, data)
     torch.manual_seed(config.seed)
     model = build_backbone(arch, len(frames.class_names), weights=weights, **info.arch_kwargs)
+    if finetune is not None and unlabeled_dir is not None:
+        _check_atcon_layer(model, finetune, data.image_size)  # before hours of training
     log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
     callbacks = _callbacks(log, progress)
     outcome = train_supervised(model, train_set, config, callbacks=callbacks, context=context)
@@ -243,6 +246,17 @@ def train_model(
     return report
 
 
+def _check_atcon_layer(model: nn.Module, config: FinetuneConfig, image_size: int) -> None:
+    """Refuse, before any work, a layer name not in the model or maps too small for ATCON.
+
+    :class:`models._exceptions.MapTooSmallError` names the layer, the map size and the
+    fix; a control run without the ATCON loss (``atcon_weight == 0``) needs no map.
+    """
+    layer = named_layer(model, config.layer)
+    if config.atcon_weight > 0:
+        check_map_size(model, image_size, layer)
+
+
 def _finetune_metrics(outcome: FinetuneOutcome) -> dict[str, Any]:
     return {
         "atcon_steps": outcome.steps,
@@ -280,6 +294,7 @@ def finetune_checkpoint(
     context = context or DistributedContext()
     config = config or FinetuneConfig()
     model, parent = load_checkpoint(checkpoint, map_location=context.device)
+    _check_atcon_layer(model, config, parent.input_size)
     data = data or DataOptions(image_size=parent.input_size)
     data.image_size = parent.input_size
     config.multi_label = parent.multi_label
@@ -294,7 +309,6 @@ def finetune_checkpoint(
     unlabeled = find_unlabeled_frames(unlabeled_dir)
     if not unlabeled.paths:
         raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")
-    named_layer(model, config.layer)  # a bad layer name fails before any work
     log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
     tuned = finetune_atcon(
         model,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from models._exceptions import TrainingError
+from models._exceptions import MapTooSmallError, TrainingError
 from models.backbones import SlimResNet, build_backbone
 from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from models.finetune import FinetuneConfig, finetune_atcon, named_layer
@@ -396,3 +396,29 @@ def test_slim_resnet_keeps_layer4_and_round_trips_through_a_checkpoint(tmp_path)
     assert torch.equal(loaded(x), model(x))
     with pytest.raises(ValueError, match="width"):
         build_backbone("resnet18_slim", 3, width=0)
+
+
+@pytest.mark.parametrize("schedule", ["alternating", "combined", "unsupervised"])
+def test_every_schedule_refuses_one_pixel_maps_before_the_first_step(schedule):
+    """TinyNet's `features` halves 2x2 images to a 1x1 map: no Pearson correlation."""
+    tiny = _corner_images(8, seed=0, size=2)
+    model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps: list[int] = []
+
+    class Steps:
+        def on_train_start(self, trainer, total_steps): ...
+
+        def on_step_end(self, trainer, result):
+            steps.append(result.step)
+
+        def on_train_end(self, trainer): ...
+
+    config = FinetuneConfig(steps=2, schedule=schedule, multi_label=False)
+    with pytest.raises(MapTooSmallError, match=r"'features' is 1x1 for 2x2") as caught:
+        finetune_atcon(model, tiny[0], config, labeled=TensorDataset(*tiny), callbacks=[Steps()])
+    assert "features.2" in str(caught.value)  # the earlier layer that is large enough
+    assert steps == []
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    control = FinetuneConfig(steps=1, schedule=schedule, multi_label=False, atcon_weight=0.0)
+    finetune_atcon(_net(), tiny[0], control, labeled=TensorDataset(*tiny))  # no maps: runs

@@ -386,3 +386,32 @@ def test_train_keeps_the_supervised_model_when_atcon_fails(data, tmp_path, caplo
     _, info = load_checkpoint(out)
     assert "finetune" not in info.config and "loss became" in info.metrics["atcon_error"]
     assert all(math.isfinite(t) for t in info.thresholds)
+
+
+def _one_pixel_checkpoint(path: Path) -> Path:
+    """A ResNet with the full stride-32 stem at 32 px: its layer4 maps are 1x1."""
+    from models.backbones import build_backbone
+    from models.checkpoint import CheckpointInfo, save_checkpoint
+
+    torch.manual_seed(0)
+    options = {"width": 4, "small_input": False}
+    model = build_backbone("resnet18_slim", len(NAMES), **options)
+    info = CheckpointInfo(
+        arch="resnet18_slim", class_names=list(NAMES), input_size=32, arch_kwargs=options
+    )
+    save_checkpoint(path, model, info)
+    return path
+
+
+def test_finetune_refuses_one_pixel_maps_up_front_and_names_the_fix(data, tmp_path, caplog):
+    _, unlabeled = data
+    checkpoint = _one_pixel_checkpoint(tmp_path / "small.pt")
+    out = tmp_path / "tuned.pt"
+    base = ["finetune", "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
+    with caplog.at_level(logging.ERROR):  # the unlabeled folder is not even read
+        code = main([*base, "--unlabeled", str(tmp_path / "missing")])
+    assert code == 1 and not out.exists()
+    assert "'layer4' is 1x1 for 32x32" in caplog.text and "--layer layer3" in caplog.text
+    assert "loss became" not in caplog.text  # not the NaN at step 0 of before
+    code = main([*base, "--unlabeled", str(unlabeled), "--layer", "layer3", "--steps", "1"])
+    assert code == 0 and out.exists()

@@ -191,5 +191,35 @@ def test_request_validation() -> None:
         FinetuneRequest.model_validate({"lr": -1})
     with pytest.raises(ValueError):
         FinetuneRequest.model_validate({"mode": "combined"})
+    with pytest.raises(ValueError, match="layer"):
+        FinetuneRequest.model_validate({"layer": "layer4; rm -rf"})
     with pytest.raises(ValueError, match="video_ids"):
         queue_finetune(MemoryQueue(Settings(dev=True)), FinetuneRequest(video_ids=["../x"]))
+
+
+def test_a_layer_with_one_pixel_maps_fails_the_job_up_front(env, tmp_path) -> None:
+    settings, storage, queue, classes, rows = env
+    torch.manual_seed(0)
+    options = {"width": 4, "small_input": False}  # stride-32 stem: layer4 is 1x1 at 32 px
+    model = build_backbone("resnet18_slim", len(classes), **options)
+    info = CheckpointInfo(
+        arch="resnet18_slim", class_names=classes, input_size=SIZE, arch_kwargs=options
+    )
+    settings = settings.model_copy(update={"checkpoint": save_path(tmp_path, model, info)})
+    _fill(storage, rows[:6], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=1)))
+    assert job.status == "failed" and job.attempts == 1
+    assert "'layer4' is 1x1" in job.error and '"layer": "layer3"' in job.error
+    assert "active model is unchanged" in job.error
+    assert not list(storage.tmp.glob("finetune-*"))  # refused before exporting frames
+    request = FinetuneRequest(steps=1, layer="layer3")
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["finetune"]["layer"] == "layer3"
+
+
+def save_path(tmp_path: Path, model, info: CheckpointInfo) -> Path:
+    path = tmp_path / "one-pixel.pt"
+    save_checkpoint(path, model, info)
+    return path
