@@ -1,8 +1,8 @@
 r"""ATCON fine-tuning: the attention-consistency loss on unlabeled images.
 
 Schedules (:mod:`models.schedules`): ``alternating`` takes a labeled batch with
-probability :math:`\alpha|L| / (\alpha|L| + |U|)` and otherwise an unlabeled batch
-with the ATCON loss; ``combined`` minimises
+probability :math:`\max(f_{min}, \alpha|L| / (\alpha|L| + |U|))` (``min_labeled_fraction``
+is :math:`f_{min}`) and otherwise an unlabeled batch with the ATCON loss; ``combined`` minimises
 :math:`\mathcal{L}_{sup} + \alpha\,\mathcal{L}_{U}` every step; ``unsupervised``
 minimises :math:`\mathcal{L}_{U}` alone, where on an unlabeled batch
 
@@ -77,6 +77,9 @@ class FinetuneConfig:
     #: alternating: weight of |L| in the labeled-step probability; combined: weight
     #: of the unlabeled loss
     alpha: float = 1.0
+    #: alternating: floor f_min of the labeled-step probability when there are labels,
+    #: so a few labels are not drowned by a large pool (models.schedules)
+    min_labeled_fraction: float = 0.25
     #: multiplier of the ATCON loss (w in the module docstring)
     atcon_weight: float = 1.0
     #: steps over which the ATCON weight ramps linearly from 0 to ``atcon_weight``
@@ -121,6 +124,10 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.mask_intensity <= 0:
             raise ValueError(f"mask_intensity must be positive, got {self.mask_intensity}")
+        if not 0.0 <= self.min_labeled_fraction <= 1.0:
+            raise ValueError(
+                f"min_labeled_fraction must lie in [0, 1], got {self.min_labeled_fraction}"
+            )
         if self.balance_ratio <= 0:
             raise ValueError(f"balance_ratio must be positive, got {self.balance_ratio}")
         if self.atcon_warmup_steps < 0:
@@ -247,7 +254,9 @@ def finetune_atcon(
         else None
     )
     p_labeled = (
-        labeled_probability(config.alpha, num_labeled, num_unlabeled)
+        labeled_probability(
+            config.alpha, num_labeled, num_unlabeled, min_fraction=config.min_labeled_fraction
+        )
         if schedule is Schedule.ALTERNATING
         else 0.0
     )

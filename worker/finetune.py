@@ -296,7 +296,7 @@ def finetune_job(
             )
             candidate = work / "model.pt"
             try:
-                finetune_checkpoint(
+                report = finetune_checkpoint(
                     parent_checkpoint,
                     exported.unlabeled_dir,
                     candidate,
@@ -305,6 +305,7 @@ def finetune_job(
                     data=DataOptions(image_size=info.input_size, val_fraction=0.0),
                     progress=False,
                     callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                    min_val_per_class=settings.finetune_min_val_per_class,
                 )
             except (TrainingError, CheckpointError, ValueError) as exc:
                 raise JobError(
@@ -327,7 +328,12 @@ def finetune_job(
                 status=decision.status,
                 reason=decision.reason,
                 parent=parent_version,
-                config={"finetune": config_dict(config), "trigger": trigger},
+                config={
+                    "finetune": config_dict(config),
+                    "trigger": trigger,
+                    # the pool's validation frames gate; they never choose thresholds
+                    "thresholds": report.metrics.get("thresholds"),
+                },
                 data={**exported.describe(), "parent_sha256": info.sha256},
                 metrics_before=_summary(before),
                 metrics_after=_summary(after),

@@ -11,6 +11,7 @@ from models.metrics import (
     average_precision,
     best_f1_thresholds,
     box_masks,
+    choose_thresholds,
     classification_report,
     macro_f1,
     map_box_iou,
@@ -73,6 +74,24 @@ def test_best_thresholds_maximise_f1_on_the_data(scored):
             assert f1 <= float(best[c]) + 1e-6
     no_positive = best_f1_thresholds(torch.rand(5, 1), torch.zeros(5, 1), default=0.7)
     assert no_positive == [0.7]
+
+
+def test_thresholds_need_enough_positives_and_negatives_per_class():
+    """Two validation images put the best cut anywhere between them (0.006 in issue 12)."""
+    scores = torch.tensor([[0.01, 0.9], [0.002, 0.8], [0.5, 0.1], [0.6, 0.2], [0.7, 0.3]])
+    targets = torch.tensor([[1, 1], [0, 1], [0, 0], [1, 0], [1, 0]])
+    parent = [0.42, 0.37]
+    few = choose_thresholds(scores[:2], targets[:2], parent, min_per_class=1)
+    assert [c.chosen for c in few] == [True, False]  # class 1: two positives, no negative
+    assert few[0].threshold == pytest.approx(0.006) and few[1].threshold == 0.37
+    strict = choose_thresholds(scores, targets, parent, min_per_class=3)
+    assert [(c.chosen, c.positives, c.negatives) for c in strict] == [(False, 3, 2), (False, 2, 3)]
+    assert [c.threshold for c in strict] == parent
+    assert best_f1_thresholds(scores, targets, default=parent, min_per_class=2) != parent
+    with pytest.raises(ValueError, match="min_per_class"):
+        choose_thresholds(scores, targets, min_per_class=0)
+    with pytest.raises(ValueError, match="fallback has 1 thresholds for 2 classes"):
+        choose_thresholds(scores, targets, [0.5])
 
 
 def test_classification_report_names_classes(scored):

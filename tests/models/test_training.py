@@ -77,6 +77,28 @@ def test_labeled_probability_and_warmup_are_the_documented_formulas():
         labeled_probability(-1.0, 1, 1)
 
 
+def test_the_labeled_step_probability_has_a_floor():
+    """Issue 12: 9 labels and 471 unlabeled frames gave 9/480 = 1.9% labeled steps."""
+    assert labeled_probability(1.0, 9, 471) == pytest.approx(9 / 480)
+    assert labeled_probability(1.0, 9, 471, min_fraction=0.25) == 0.25
+    assert labeled_probability(2.0, 10, 60, min_fraction=0.1) == pytest.approx(20 / 80)
+    assert labeled_probability(1.0, 0, 60, min_fraction=0.25) == 0.0  # no labels: none
+    assert labeled_probability(0.0, 10, 60, min_fraction=0.25) == 0.0  # alpha 0: a control
+    with pytest.raises(ValueError, match="min_fraction"):
+        labeled_probability(1.0, 1, 1, min_fraction=1.5)
+    with pytest.raises(ValueError, match="min_labeled_fraction"):
+        FinetuneConfig(min_labeled_fraction=-0.1)
+    assert FinetuneConfig().min_labeled_fraction == 0.25
+
+
+def test_a_few_labels_get_the_floor_share_of_steps(labeled, unlabeled):
+    few = TensorDataset(*labeled[:3])
+    config = FinetuneConfig(steps=40, multi_label=False, lr=1e-5)  # the defaults' floor
+    outcome = finetune_atcon(_net(), unlabeled, config, labeled=few)
+    assert outcome.labeled_probability == 0.25  # not 3/35
+    assert 4 <= outcome.labeled_steps <= 18
+
+
 def test_global_batches_cover_each_epoch_and_local_slices_partition_them():
     stream = global_batches(10, 4, seed=3)
     epoch = [next(stream) for _ in range(3)]

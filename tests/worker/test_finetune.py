@@ -115,6 +115,9 @@ def test_finetune_registers_a_version_with_its_card(env) -> None:
     assert card.metrics_before is not None and card.metrics_after is not None
     assert {"macro_f1", "consistency"} <= set(card.metrics_after)
     assert card.config["finetune"]["schedule"] == "alternating"
+    assert card.config["finetune"]["min_labeled_fraction"] == 0.25
+    kept = card.config["thresholds"]["kept"]  # the pool's validation frames only gate
+    assert set(kept) == set(classes) and "kept the parent's threshold" in kept[classes[0]]
     assert card.status in (VersionStatus.ACTIVE, VersionStatus.REJECTED)
     assert job.result["version"] == "v0002"
     training = [d for d in seen if d and d.get("phase") == "training"]
