@@ -36,11 +36,13 @@ __all__ = [
     "box_masks",
     "choose_thresholds",
     "classification_report",
+    "label_set_agreement",
     "macro_f1",
     "map_box_iou",
     "mean_attention_consistency",
     "mean_average_precision",
     "per_class_f1",
+    "prediction_entropy",
     "predictions_from_scores",
     "weak_localization_iou",
 ]
@@ -223,6 +225,35 @@ def classification_report(
             name: (None if math.isnan(v) else v) for name, v in zip(names, f1.tolist(), strict=True)
         },
     }
+
+
+def prediction_entropy(scores: Tensor, *, multi_label: bool) -> Tensor:
+    r"""Normalised entropy (N,) in [0, 1] of each image's predicted scores: 0 certain, 1 unsure.
+
+    Single-label (softmax scores :math:`p`): :math:`H(p) / \log C`. Multi-label
+    (independent sigmoid scores): the mean over classes of the binary entropy,
+    :math:`\frac{1}{C} \sum_c H_b(p_c) / \log 2` with
+    :math:`H_b(q) = -q \log q - (1 - q) \log(1 - q)`.
+    """
+    if scores.dim() != 2 or scores.shape[1] == 0:
+        raise ValueError(f"scores must be (N, C) with C >= 1, got {tuple(scores.shape)}")
+    p = scores.double().clamp(0.0, 1.0)
+    if not multi_label:
+        if scores.shape[1] < 2:
+            return torch.zeros(scores.shape[0], dtype=scores.dtype)
+        h = -(p * p.clamp_min(1e-12).log()).sum(dim=1) / math.log(scores.shape[1])
+        return h.to(scores.dtype)
+    binary = -(p * p.clamp_min(1e-12).log() + (1 - p) * (1 - p).clamp_min(1e-12).log())
+    return (binary.mean(dim=1) / math.log(2)).to(scores.dtype)
+
+
+def label_set_agreement(first: Tensor, second: Tensor) -> float:
+    """Fraction of images (rows of two boolean (N, C) predictions) with the same label set."""
+    _check_pair(first, second)
+    if first.shape[0] == 0:
+        raise ValueError("need at least one image to measure agreement")
+    same = (first.bool() == second.bool()).all(dim=1)
+    return float(same.double().mean())
 
 
 def box_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:

@@ -16,7 +16,9 @@
    else ``unsupervised``), BatchNorm frozen, progress reported per step;
 5. evaluate the starting and the new model on the held-out validation frames;
 6. register the new version with its card and apply the promotion gate
-   (:func:`worker.versions.promotion_gate`).
+   (:func:`worker.versions.promotion_gate`); a version left a candidate for want of
+   labeled validation frames carries a comparison with its parent on a sample of
+   unlabeled pool frames (:mod:`worker.comparison`), which the models page shows.
 
 A loss that turns NaN or a collapsing model fails the job with its reason; nothing is
 registered and the active model is untouched. The active version's files are never
@@ -35,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +50,9 @@ from .queue import JobQueue, JobState
 from .settings import Settings
 from .storage import Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
+
+if TYPE_CHECKING:
+    from .comparison import FrameFilter
 
 __all__ = [
     "FinetuneRequest",
@@ -316,13 +321,30 @@ def finetune_job(
             if exported.val_dir is not None:
                 ctx.progress(0.88, {"phase": "evaluating"})
                 try:
-                    before = evaluate_checkpoint(parent_checkpoint, exported.val_dir)
-                    after = evaluate_checkpoint(candidate, exported.val_dir)
+                    before = evaluate_checkpoint(
+                        parent_checkpoint, exported.val_dir, layer=options.layer
+                    )
+                    after = evaluate_checkpoint(candidate, exported.val_dir, layer=options.layer)
                 except AtconError as exc:
                     raise JobError(f"evaluation failed: {exc}") from exc
             decision = promotion_gate(
                 before, after, f1_tolerance_points=settings.gate_f1_tolerance_points
             )
+            attachments: dict[str, Path] = {}
+            comparison_note: dict[str, Any] | None = None
+            if decision.status is VersionStatus.CANDIDATE and settings.finetune_compare_frames:
+                ctx.progress(0.9, {"phase": "comparing with the parent on pool frames"})
+                attachments, comparison_note = _compare_with_parent(
+                    pool,
+                    options,
+                    parent_checkpoint,
+                    parent_version,
+                    candidate,
+                    work / "comparison",
+                    count=settings.finetune_compare_frames,
+                    seed=ctx.job.job_id,
+                    layer=options.layer,
+                )
             card = registry.register(
                 candidate,
                 status=decision.status,
@@ -334,9 +356,14 @@ def finetune_job(
                     # the pool's validation frames gate; they never choose thresholds
                     "thresholds": report.metrics.get("thresholds"),
                 },
-                data={**exported.describe(), "parent_sha256": info.sha256},
+                data={
+                    **exported.describe(),
+                    "parent_sha256": info.sha256,
+                    **({"comparison": comparison_note} if comparison_note else {}),
+                },
                 metrics_before=_summary(before),
                 metrics_after=_summary(after),
+                attachments=attachments,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -356,6 +383,55 @@ def finetune_job(
         },
         frames=sum(exported.counts.values()),
     )
+
+
+def _compare_with_parent(
+    pool: FramePool,
+    options: FinetuneRequest,
+    parent_checkpoint: Path,
+    parent_version: str,
+    candidate: Path,
+    folder: Path,
+    *,
+    count: int,
+    seed: str,
+    layer: str | None = None,
+    frame_filter: FrameFilter | None = None,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The candidate beside its parent on a sample of the request's unlabeled pool frames.
+
+    Returns the files to store with the version (``comparison.json`` and the overlays)
+    and a note for its card. A comparison that cannot be made is not a failed
+    fine-tune: the note then says why, and the version has no comparison.
+    """
+    from models._exceptions import AtconError
+
+    from .comparison import COMPARISON_DIR, COMPARISON_JSON, compare_models, sample_frames
+
+    records = pool.records(since=options.since, video_ids=options.video_ids, labeled=False)
+    chosen = sample_frames(records, count, seed=seed, frame_filter=frame_filter)
+    if not chosen:
+        return {}, {"frames": 0, "error": "no unlabeled pool frame to compare on"}
+    overlays = folder / COMPARISON_DIR
+    try:
+        report = compare_models(
+            parent_checkpoint,
+            candidate,
+            pool,
+            chosen,
+            overlays,
+            parent_version=parent_version,
+            sampled_from=len(records),
+            layer=layer,
+        )
+    except (AtconError, OSError, ValueError) as exc:
+        logger.warning("could not compare the candidate with its parent: %s", exc)
+        return {}, {"frames": 0, "error": f"could not compare with the parent: {exc}"}
+    atomic_write_json(folder / COMPARISON_JSON, report)
+    files = {COMPARISON_JSON: folder / COMPARISON_JSON}
+    for path in sorted(overlays.iterdir()):
+        files[f"{COMPARISON_DIR}/{path.name}"] = path
+    return files, {"frames": report["summary"]["frames"], **report["summary"]}
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -437,12 +437,14 @@ def evaluate_model(
     cam_threshold: float = 0.5,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """``{"macro_f1", "map", "per_class_f1", "consistency", "miou"}`` of a model on data.
 
     ``consistency`` is the mean attention consistency (published ATCON settings, top
-    class) over the images; ``miou`` the mean weak-localisation IoU over ``boxes``
-    (``None`` without boxes).
+    class) over the images at Grad-CAM ``layer`` (a module name; ``None``: automatic,
+    fine-tuning's layer when it used another); ``miou`` the mean weak-localisation
+    IoU over ``boxes`` (``None`` without boxes).
     """
     from torch.utils.data import default_collate
 
@@ -460,7 +462,9 @@ def evaluate_model(
     for start in range(0, size, batch_size):
         items = [dataset[i] for i in range(start, min(size, start + batch_size))]
         images = default_collate(items)[0].to(device)
-        consistency.append(mean_attention_consistency(model, images) * len(items))
+        consistency.append(
+            mean_attention_consistency(model, images, layer=named_layer(model, layer)) * len(items)
+        )
     report["consistency"] = sum(consistency) / size
     report["miou"] = None
     if boxes is not None and len(boxes) > 0:  # type: ignore[arg-type]
@@ -486,6 +490,7 @@ def evaluate_checkpoint(
     cam_threshold: float = 0.5,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a labeled frame directory (and boxes), as :func:`evaluate_model`."""
     model, info = load_checkpoint(checkpoint, map_location=device)
@@ -503,6 +508,7 @@ def evaluate_checkpoint(
         cam_threshold=cam_threshold,
         batch_size=batch_size,
         device=device,
+        layer=layer,
     )
     result["checkpoint_sha256"] = info.sha256
     result["skipped"] = len(frames.skipped)
@@ -551,6 +557,7 @@ def gate_against_parent(
     *,
     f1_tolerance_points: float,
     device: torch.device | str = "cpu",
+    layer: str | None = None,
 ) -> GateCheck:
     """:func:`worker.versions.promotion_gate` on the validation split of ``labeled_dir``.
 
@@ -569,9 +576,9 @@ def gate_against_parent(
         return GateCheck(None, None, None, 0)
     plain = FrameTransform(parent_info.input_size, parent_info.mean, parent_info.std)
     val_set = LabeledFrameDataset(frames, plain, val_idx)
-    before = evaluate_model(parent_model, parent_info, val_set, device=device)
+    before = evaluate_model(parent_model, parent_info, val_set, device=device, layer=layer)
     del parent_model
     model, info = load_checkpoint(candidate, map_location=device)
-    after = evaluate_model(model, info, val_set, device=device)
+    after = evaluate_model(model, info, val_set, device=device, layer=layer)
     decision = promotion_gate(before, after, f1_tolerance_points=f1_tolerance_points)
     return GateCheck(decision, before, after, len(val_idx))

@@ -140,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
             data,
             f1_tolerance_points=get_settings().gate_f1_tolerance_points,
             device=context.device,
+            layer=args.layer,
         )
         summary = {"sha256": report.sha256, "metrics": report.metrics, "gate": gate.to_dict()}
         if gate.refused and not args.force:

@@ -13,11 +13,13 @@ from models.metrics import (
     box_masks,
     choose_thresholds,
     classification_report,
+    label_set_agreement,
     macro_f1,
     map_box_iou,
     mean_attention_consistency,
     mean_average_precision,
     per_class_f1,
+    prediction_entropy,
     predictions_from_scores,
     weak_localization_iou,
 )
@@ -92,6 +94,24 @@ def test_thresholds_need_enough_positives_and_negatives_per_class():
         choose_thresholds(scores, targets, min_per_class=0)
     with pytest.raises(ValueError, match="fallback has 1 thresholds for 2 classes"):
         choose_thresholds(scores, targets, [0.5])
+
+
+def test_prediction_entropy_and_label_set_agreement():
+    certain = torch.tensor([[1.0, 0.0, 0.0]])
+    even = torch.full((1, 3), 1 / 3)
+    assert prediction_entropy(certain, multi_label=False).tolist() == [0.0]
+    assert prediction_entropy(even, multi_label=False).item() == pytest.approx(1.0)
+    halves = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    assert prediction_entropy(halves, multi_label=True).tolist() == pytest.approx([1.0, 0.0])
+    q = 0.2
+    binary = -(q * math.log(q) + (1 - q) * math.log(1 - q)) / math.log(2)
+    mixed = prediction_entropy(torch.tensor([[q, 1.0]]), multi_label=True)
+    assert mixed.item() == pytest.approx(binary / 2)
+    a = torch.tensor([[1, 0], [0, 0], [1, 1], [0, 1]], dtype=torch.bool)
+    b = torch.tensor([[1, 0], [0, 1], [1, 1], [1, 1]], dtype=torch.bool)
+    assert label_set_agreement(a, b) == 0.5
+    with pytest.raises(ValueError):
+        label_set_agreement(a[:0], b[:0])
 
 
 def test_classification_report_names_classes(scored):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import threading
 import time
 from pathlib import Path
@@ -220,9 +221,38 @@ def test_a_layer_with_one_pixel_maps_fails_the_job_up_front(env, tmp_path) -> No
     assert job.status == "done", job.error
     card = ModelRegistry(storage.models).get(job.result["version"])
     assert card.config["finetune"]["layer"] == "layer3"
+    comparison = ModelRegistry(storage.models).comparison(card.version)
+    assert comparison is not None and comparison["layer"] == "layer3"  # not layer4's NaN
+    assert math.isfinite(comparison["summary"]["consistency"]["candidate"])
 
 
 def save_path(tmp_path: Path, model, info: CheckpointInfo) -> Path:
     path = tmp_path / "one-pixel.pt"
     save_checkpoint(path, model, info)
     return path
+
+
+def test_without_labeled_validation_a_candidate_carries_its_comparison(env) -> None:
+    settings, storage, queue, classes, rows = env
+    settings = settings.model_copy(update={"finetune_compare_frames": 4})
+    _fill(storage, rows[:10], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=2)))
+    assert job.status == "done", job.error
+    registry = ModelRegistry(storage.models)
+    card = registry.get(job.result["version"])
+    assert card.status is VersionStatus.CANDIDATE and card.metrics_after is None
+    assert registry.active_version() == "v0001"  # nothing promoted without labels
+    comparison = registry.comparison(card.version)
+    assert comparison is not None and comparison["parent"]["version"] == "v0001"
+    assert comparison["sampled_from"] == 10 and len(comparison["frames"]) == 4
+    summary = comparison["summary"]
+    assert 0.0 <= summary["agreement"] <= 1.0
+    assert set(summary["entropy"]) == set(summary["consistency"]) == {"parent", "candidate"}
+    assert card.data["comparison"]["frames"] == 4
+    frame = comparison["frames"][0]
+    for role in ("parent", "candidate"):
+        assert set(frame[role]["scores"]) == set(classes)
+        assert frame[role]["confidence"] == max(frame[role]["scores"].values())
+        overlay = registry.attachment_path(card.version, f"comparison/{frame[role]['overlay']}")
+        assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert frame["agree"] == (frame["parent"]["labels"] == frame["candidate"]["labels"])
