@@ -249,6 +249,7 @@ def atcon_config(
         batch_size=min(settings.batch_size, len(split.labeled)),
         unlabeled_batch_size=settings.unlabeled_batch_size,
         alpha=alpha,
+        min_labeled_fraction=0.0,  # alpha sets pL exactly; no floor under it
         atcon_weight=candidate.atcon_weight,
         atcon_warmup_steps=settings.steps // 5 if guarded else 0,
         balance_gradients=guarded,

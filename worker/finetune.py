@@ -8,14 +8,17 @@
    runs; a process lock in the embedded default), so two fine-tunes never overlap:
    a second one waits, its job still ``running`` with ``detail.phase = "waiting"``;
 2. start from the active model version (registering ``ATCON_CHECKPOINT`` as the first
-   version when none exists);
+   version when none exists), and refuse at once a Grad-CAM layer whose maps are too
+   small for the ATCON loss at its input size (:func:`models.atcon.check_map_size`);
 3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
    and the clinicians' labels split into train and validation;
 4. ATCON fine-tune (``alternating`` with the labeled train frames when there are any,
    else ``unsupervised``), BatchNorm frozen, progress reported per step;
 5. evaluate the starting and the new model on the held-out validation frames;
 6. register the new version with its card and apply the promotion gate
-   (:func:`worker.versions.promotion_gate`).
+   (:func:`worker.versions.promotion_gate`); a version left a candidate for want of
+   labeled validation frames carries a comparison with its parent on a sample of
+   unlabeled pool frames (:mod:`worker.comparison`), which the models page shows.
 
 A loss that turns NaN or a collapsing model fails the job with its reason; nothing is
 registered and the active model is untouched. The active version's files are never
@@ -34,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +50,9 @@ from .queue import JobQueue, JobState
 from .settings import Settings
 from .storage import Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
+
+if TYPE_CHECKING:
+    from .comparison import FrameFilter
 
 __all__ = [
     "FinetuneRequest",
@@ -91,6 +97,13 @@ class FinetuneRequest(BaseModel):
     mask_intensity: float | None = Field(default=None, gt=0, le=1000)
     lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
     batch_size: int | None = Field(default=None, ge=1, le=512)
+    layer: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+        description="Grad-CAM layer by module name, e.g. layer3 (default: automatic); "
+        "an earlier layer when the automatic one's maps are too small for ATCON",
+    )
 
 
 def _video_ids_valid(request: FinetuneRequest) -> None:
@@ -226,8 +239,9 @@ def finetune_job(
     ctx: JobContext, request: Mapping[str, Any] | None = None, trigger: str = "api"
 ) -> JobOutcome:
     """Run one fine-tune (see the module docstring); return the new version's card summary."""
+    from models.atcon import check_map_size
     from models.checkpoint import load_checkpoint
-    from models.finetune import FinetuneConfig
+    from models.finetune import FinetuneConfig, named_layer
 
     from .training import DataOptions, evaluate_checkpoint, finetune_checkpoint
 
@@ -241,7 +255,12 @@ def finetune_job(
     with _finetune_lock(settings, ctx.progress):
         registry.cleanup()
         parent_version, parent_checkpoint = _starting_version(registry, settings)
-        _, info = load_checkpoint(parent_checkpoint)
+        parent_model, info = load_checkpoint(parent_checkpoint)
+        try:  # ATCON's precondition, before any frame is exported
+            check_map_size(parent_model, info.input_size, named_layer(parent_model, options.layer))
+        except ValueError as exc:
+            raise JobError(f"fine-tuning refused: {exc} The active model is unchanged.") from exc
+        del parent_model
         pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
         shutil.rmtree(work, ignore_errors=True)
@@ -278,10 +297,11 @@ def finetune_job(
                 unlabeled_batch_size=batch,
                 alpha=options.alpha if options.alpha is not None else 1.0,
                 mask_intensity=options.mask_intensity or 8.0,
+                layer=options.layer,
             )
             candidate = work / "model.pt"
             try:
-                finetune_checkpoint(
+                report = finetune_checkpoint(
                     parent_checkpoint,
                     exported.unlabeled_dir,
                     candidate,
@@ -290,6 +310,7 @@ def finetune_job(
                     data=DataOptions(image_size=info.input_size, val_fraction=0.0),
                     progress=False,
                     callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                    min_val_per_class=settings.finetune_min_val_per_class,
                 )
             except (TrainingError, CheckpointError, ValueError) as exc:
                 raise JobError(
@@ -300,22 +321,49 @@ def finetune_job(
             if exported.val_dir is not None:
                 ctx.progress(0.88, {"phase": "evaluating"})
                 try:
-                    before = evaluate_checkpoint(parent_checkpoint, exported.val_dir)
-                    after = evaluate_checkpoint(candidate, exported.val_dir)
+                    before = evaluate_checkpoint(
+                        parent_checkpoint, exported.val_dir, layer=options.layer
+                    )
+                    after = evaluate_checkpoint(candidate, exported.val_dir, layer=options.layer)
                 except AtconError as exc:
                     raise JobError(f"evaluation failed: {exc}") from exc
             decision = promotion_gate(
                 before, after, f1_tolerance_points=settings.gate_f1_tolerance_points
             )
+            attachments: dict[str, Path] = {}
+            comparison_note: dict[str, Any] | None = None
+            if decision.status is VersionStatus.CANDIDATE and settings.finetune_compare_frames:
+                ctx.progress(0.9, {"phase": "comparing with the parent on pool frames"})
+                attachments, comparison_note = _compare_with_parent(
+                    pool,
+                    options,
+                    parent_checkpoint,
+                    parent_version,
+                    candidate,
+                    work / "comparison",
+                    count=settings.finetune_compare_frames,
+                    seed=ctx.job.job_id,
+                    layer=options.layer,
+                )
             card = registry.register(
                 candidate,
                 status=decision.status,
                 reason=decision.reason,
                 parent=parent_version,
-                config={"finetune": config_dict(config), "trigger": trigger},
-                data={**exported.describe(), "parent_sha256": info.sha256},
+                config={
+                    "finetune": config_dict(config),
+                    "trigger": trigger,
+                    # the pool's validation frames gate; they never choose thresholds
+                    "thresholds": report.metrics.get("thresholds"),
+                },
+                data={
+                    **exported.describe(),
+                    "parent_sha256": info.sha256,
+                    **({"comparison": comparison_note} if comparison_note else {}),
+                },
                 metrics_before=_summary(before),
                 metrics_after=_summary(after),
+                attachments=attachments,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -335,6 +383,55 @@ def finetune_job(
         },
         frames=sum(exported.counts.values()),
     )
+
+
+def _compare_with_parent(
+    pool: FramePool,
+    options: FinetuneRequest,
+    parent_checkpoint: Path,
+    parent_version: str,
+    candidate: Path,
+    folder: Path,
+    *,
+    count: int,
+    seed: str,
+    layer: str | None = None,
+    frame_filter: FrameFilter | None = None,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The candidate beside its parent on a sample of the request's unlabeled pool frames.
+
+    Returns the files to store with the version (``comparison.json`` and the overlays)
+    and a note for its card. A comparison that cannot be made is not a failed
+    fine-tune: the note then says why, and the version has no comparison.
+    """
+    from models._exceptions import AtconError
+
+    from .comparison import COMPARISON_DIR, COMPARISON_JSON, compare_models, sample_frames
+
+    records = pool.records(since=options.since, video_ids=options.video_ids, labeled=False)
+    chosen = sample_frames(records, count, seed=seed, frame_filter=frame_filter)
+    if not chosen:
+        return {}, {"frames": 0, "error": "no unlabeled pool frame to compare on"}
+    overlays = folder / COMPARISON_DIR
+    try:
+        report = compare_models(
+            parent_checkpoint,
+            candidate,
+            pool,
+            chosen,
+            overlays,
+            parent_version=parent_version,
+            sampled_from=len(records),
+            layer=layer,
+        )
+    except (AtconError, OSError, ValueError) as exc:
+        logger.warning("could not compare the candidate with its parent: %s", exc)
+        return {}, {"frames": 0, "error": f"could not compare with the parent: {exc}"}
+    atomic_write_json(folder / COMPARISON_JSON, report)
+    files = {COMPARISON_JSON: folder / COMPARISON_JSON}
+    for path in sorted(overlays.iterdir()):
+        files[f"{COMPARISON_DIR}/{path.name}"] = path
+    return files, {"frames": report["summary"]["frames"], **report["summary"]}
 
 
 def config_dict(config: Any) -> dict[str, Any]:

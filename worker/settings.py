@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     finetune_steps: int = Field(default=200, ge=1)
     finetune_lr: float = Field(default=1e-5, gt=0)
     finetune_batch_size: int = Field(default=16, ge=1)
+    #: a class's decision threshold is re-chosen only from at least this many
+    #: validation positives and as many negatives (else the parent's is kept); the
+    #: default of ``atcon train``/``atcon finetune --min-val-per-class``
+    finetune_min_val_per_class: int = Field(default=5, ge=1)
+    #: unlabeled pool frames on which a candidate without labeled validation is shown
+    #: beside its parent on the models page (0: no comparison)
+    finetune_compare_frames: int = Field(default=12, ge=0, le=200)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
 

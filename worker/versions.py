@@ -4,6 +4,8 @@ Layout under ``<data_dir>/models``::
 
     v0001/checkpoint.pt    the model (a self-describing checkpoint)
     v0001/card.json        parent, configuration, data, metrics before/after, status, reason
+    v0001/comparison.json  optional: a candidate beside its parent on unlabeled pool frames
+    v0001/comparison/      its Grad-CAM overlays (:mod:`worker.comparison`)
     ACTIVE                 the active version's name, replaced by rename
 
 A version directory is assembled under a temporary name and renamed into place, so
@@ -23,6 +25,7 @@ import logging
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,6 +49,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"^v\d{4,9}$")
+#: names of the files a version may carry besides its checkpoint and card
+_ATTACHMENT_RE = re.compile(
+    r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$"
+)
 
 
 class VersionError(ValueError):
@@ -177,6 +184,28 @@ class ModelRegistry:
     def checkpoint_path(self, version: str) -> Path:
         return self._dir(version) / self.CHECKPOINT
 
+    def attachment_path(self, version: str, name: str) -> Path:
+        """An attached file of ``version`` (``comparison/x.png``); ``UnknownVersionError``
+        when the name is malformed or no such file exists."""
+        if not _ATTACHMENT_RE.match(name) or name in (self.CHECKPOINT, self.CARD):
+            raise UnknownVersionError(f"{name!r} is not a file of model version {version}")
+        path = self._dir(version) / name
+        if not path.is_file():
+            raise UnknownVersionError(f"model version {version} has no file {name}")
+        return path
+
+    def comparison(self, version: str) -> dict[str, Any] | None:
+        """The version's ``comparison.json`` (:mod:`worker.comparison`), if it has one."""
+        path = self._dir(version) / "comparison.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("unreadable comparison of %s: %s", version, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
     def versions(self) -> list[ModelCard]:
         """Every version, oldest first."""
         names = sorted(
@@ -224,15 +253,27 @@ class ModelRegistry:
         data: dict[str, Any] | None = None,
         metrics_before: dict[str, Any] | None = None,
         metrics_after: dict[str, Any] | None = None,
+        attachments: Mapping[str, str | Path] | None = None,
     ) -> ModelCard:
-        """Store a copy of ``checkpoint`` as a new version; activate it if ``status`` is active."""
+        """Store a copy of ``checkpoint`` as a new version; activate it if ``status`` is active.
+
+        ``attachments`` maps names inside the version directory (``comparison.json``,
+        ``comparison/x.png``) to files copied there with the checkpoint, in the same
+        atomic rename.
+        """
         source = Path(checkpoint)
         if not source.is_file():
             raise VersionError(f"checkpoint {source} does not exist")
+        for name in attachments or {}:
+            if not _ATTACHMENT_RE.match(name) or name in (self.CHECKPOINT, self.CARD):
+                raise VersionError(f"{name!r} cannot be a file of a model version")
         staging = self.root / f".tmp-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             shutil.copyfile(source, staging / self.CHECKPOINT)
+            for name, path in (attachments or {}).items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staging / name)
             for _ in range(100):
                 name = self._next_name()
                 stored = VersionStatus.CANDIDATE if status is VersionStatus.ACTIVE else status

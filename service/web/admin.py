@@ -7,18 +7,25 @@ The button queues a fine-tune with the default settings
 (:func:`worker.finetune.queue_finetune`, trigger ``page``); ``POST /v1/finetune``
 takes options. A running fine-tune shows its phase, step and losses (the job's
 ``detail``).
+
+A candidate that no labeled frame could gate shows beside its parent on a sample
+of unlabeled pool frames (both models' labels, confidence and Grad-CAM overlay)
+with a label-free report. The fine-tune job computed all of it
+(:mod:`worker.comparison`); this page only reads the version's files.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from worker._exceptions import QueueError, QueueUnavailableError
 from worker.finetune import queue_finetune
 from worker.jobs import FINETUNE
 from worker.queue import Job
-from worker.versions import ModelRegistry, UnknownVersionError, VersionError
+from worker.versions import ModelRegistry, UnknownVersionError, VersionError, VersionStatus
 
 from ..core.config import Role
 from .session import PageDep, PageError
@@ -36,6 +43,12 @@ def models_page(page: PageDep) -> Response:
     runtime = page.runtime
     registry = ModelRegistry(runtime.storage.models)
     versions = list(reversed(registry.versions()))
+    comparisons: dict[str, dict[str, Any]] = {}
+    for card in versions:
+        if card.status is VersionStatus.CANDIDATE:
+            found = registry.comparison(card.version)
+            if found is not None:
+                comparisons[card.version] = found
     jobs: list[Job] = []
     queue_down = False
     try:
@@ -49,7 +62,22 @@ def models_page(page: PageDep) -> Response:
         served=runtime.model_check.check(),
         jobs=jobs,
         queue_down=queue_down,
+        comparisons=comparisons,
     )
+
+
+@router.get("/models/{version}/comparison/{name}")
+def comparison_image(version: str, name: str, page: PageDep) -> Response:
+    """An overlay PNG of a version's comparison (admin, like the page that shows it)."""
+    page.require(Role.admin)
+    registry = ModelRegistry(page.runtime.storage.models)
+    if not name.endswith(".png"):
+        raise PageError(404, "No such image", "That image does not exist.")
+    try:
+        path = registry.attachment_path(version, f"comparison/{name}")
+    except UnknownVersionError:
+        raise PageError(404, "No such image", "That image does not exist.") from None
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private"})
 
 
 @router.post("/models/{version}/activate", response_class=HTMLResponse)

@@ -7,6 +7,7 @@ state, and that the server itself refuses what a page hides.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -442,3 +443,49 @@ def test_models_page_activates_rolls_back_and_queues_fine_tunes(app_client, toke
     assert job.payload == {"request": {}, "trigger": "page"}
     assert f"<code>{job.job_id[:8]}</code>" in queued.text
     assert f'data-job-id="{job.job_id}" data-status="queued"' in queued.text
+
+
+def test_a_candidate_without_labels_shows_beside_its_parent(
+    app_client, tokens, checkpoint, tmp_path
+):
+    from worker.comparison import compare_models
+
+    storage = app_client.app.state.runtime.storage
+    pool = FramePool(tmp_path / "pool", image_size=64)
+    rng = np.random.default_rng(0)
+    records = [
+        pool.add_frame(
+            rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), video_id="ab" * 16, time_s=t
+        )
+        for t in (1.5, 3.0)
+    ]
+    overlays = tmp_path / "comparison"
+    report = compare_models(checkpoint, checkpoint, pool, records, overlays, parent_version="v0001")
+    (tmp_path / "comparison.json").write_text(json.dumps(report))
+    files = {"comparison.json": tmp_path / "comparison.json"}
+    files.update({f"comparison/{p.name}": p for p in overlays.iterdir()})
+    registry = ModelRegistry(storage.models)
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    registry.register(
+        checkpoint,
+        status=VersionStatus.CANDIDATE,
+        reason="no labeled validation set: not promoted automatically",
+        parent="v0001",
+        attachments=files,
+    )
+    sign_in(app_client, tokens[Role.admin])
+    html = app_client.get("/models").text
+    assert "v0002 beside v0001 on 2 unlabeled pool frames" in html
+    assert "100% of frames" in html  # the same weights agree everywhere
+    assert "Mean prediction entropy" in html and "Mean attention consistency" in html
+    frame = report["frames"][0]
+    src = f"/models/v0002/comparison/{frame['candidate']['overlay']}"
+    assert f'src="{src}"' in html and "the models disagree" not in html
+    image = app_client.get(src)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content[:4] == b"\x89PNG"
+    assert app_client.get("/models/v0002/comparison/card.json").status_code == 404
+    assert app_client.get("/models/v0002/comparison/..%2Fcheckpoint.pt").status_code == 404
+    assert app_client.get("/models/v0009/comparison/x.png").status_code == 404
+    sign_in(app_client, tokens[Role.viewer])
+    assert app_client.get(src).status_code == 403

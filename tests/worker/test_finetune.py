@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import threading
 import time
 from pathlib import Path
@@ -115,6 +116,9 @@ def test_finetune_registers_a_version_with_its_card(env) -> None:
     assert card.metrics_before is not None and card.metrics_after is not None
     assert {"macro_f1", "consistency"} <= set(card.metrics_after)
     assert card.config["finetune"]["schedule"] == "alternating"
+    assert card.config["finetune"]["min_labeled_fraction"] == 0.25
+    kept = card.config["thresholds"]["kept"]  # the pool's validation frames only gate
+    assert set(kept) == set(classes) and "kept the parent's threshold" in kept[classes[0]]
     assert card.status in (VersionStatus.ACTIVE, VersionStatus.REJECTED)
     assert job.result["version"] == "v0002"
     training = [d for d in seen if d and d.get("phase") == "training"]
@@ -191,5 +195,64 @@ def test_request_validation() -> None:
         FinetuneRequest.model_validate({"lr": -1})
     with pytest.raises(ValueError):
         FinetuneRequest.model_validate({"mode": "combined"})
+    with pytest.raises(ValueError, match="layer"):
+        FinetuneRequest.model_validate({"layer": "layer4; rm -rf"})
     with pytest.raises(ValueError, match="video_ids"):
         queue_finetune(MemoryQueue(Settings(dev=True)), FinetuneRequest(video_ids=["../x"]))
+
+
+def test_a_layer_with_one_pixel_maps_fails_the_job_up_front(env, tmp_path) -> None:
+    settings, storage, queue, classes, rows = env
+    torch.manual_seed(0)
+    options = {"width": 4, "small_input": False}  # stride-32 stem: layer4 is 1x1 at 32 px
+    model = build_backbone("resnet18_slim", len(classes), **options)
+    info = CheckpointInfo(
+        arch="resnet18_slim", class_names=classes, input_size=SIZE, arch_kwargs=options
+    )
+    settings = settings.model_copy(update={"checkpoint": save_path(tmp_path, model, info)})
+    _fill(storage, rows[:6], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=1)))
+    assert job.status == "failed" and job.attempts == 1
+    assert "'layer4' is 1x1" in job.error and '"layer": "layer3"' in job.error
+    assert "active model is unchanged" in job.error
+    assert not list(storage.tmp.glob("finetune-*"))  # refused before exporting frames
+    request = FinetuneRequest(steps=1, layer="layer3")
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["finetune"]["layer"] == "layer3"
+    comparison = ModelRegistry(storage.models).comparison(card.version)
+    assert comparison is not None and comparison["layer"] == "layer3"  # not layer4's NaN
+    assert math.isfinite(comparison["summary"]["consistency"]["candidate"])
+
+
+def save_path(tmp_path: Path, model, info: CheckpointInfo) -> Path:
+    path = tmp_path / "one-pixel.pt"
+    save_checkpoint(path, model, info)
+    return path
+
+
+def test_without_labeled_validation_a_candidate_carries_its_comparison(env) -> None:
+    settings, storage, queue, classes, rows = env
+    settings = settings.model_copy(update={"finetune_compare_frames": 4})
+    _fill(storage, rows[:10], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=2)))
+    assert job.status == "done", job.error
+    registry = ModelRegistry(storage.models)
+    card = registry.get(job.result["version"])
+    assert card.status is VersionStatus.CANDIDATE and card.metrics_after is None
+    assert registry.active_version() == "v0001"  # nothing promoted without labels
+    comparison = registry.comparison(card.version)
+    assert comparison is not None and comparison["parent"]["version"] == "v0001"
+    assert comparison["sampled_from"] == 10 and len(comparison["frames"]) == 4
+    summary = comparison["summary"]
+    assert 0.0 <= summary["agreement"] <= 1.0
+    assert set(summary["entropy"]) == set(summary["consistency"]) == {"parent", "candidate"}
+    assert card.data["comparison"]["frames"] == 4
+    frame = comparison["frames"][0]
+    for role in ("parent", "candidate"):
+        assert set(frame[role]["scores"]) == set(classes)
+        assert frame[role]["confidence"] == max(frame[role]["scores"].values())
+        overlay = registry.attachment_path(card.version, f"comparison/{frame[role]['overlay']}")
+        assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert frame["agree"] == (frame["parent"]["labels"] == frame["candidate"]["labels"])

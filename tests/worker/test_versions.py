@@ -114,3 +114,33 @@ def test_interrupted_registration_leaves_no_version(
 def test_missing_checkpoint_is_refused(registry: ModelRegistry, tmp_path: Path) -> None:
     with pytest.raises(VersionError, match="does not exist"):
         registry.register(tmp_path / "nope.pt", status=VersionStatus.CANDIDATE, reason="x")
+
+
+def test_attachments_travel_with_the_version(
+    registry: ModelRegistry, checkpoint: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "comparison.json"
+    report.write_text(json.dumps({"summary": {"frames": 1}}))
+    overlay = tmp_path / "f1.candidate.png"
+    overlay.write_bytes(b"png")
+    card = registry.register(
+        checkpoint,
+        status=VersionStatus.CANDIDATE,
+        reason="no labeled validation set",
+        attachments={"comparison.json": report, "comparison/f1.candidate.png": overlay},
+    )
+    assert registry.comparison(card.version) == {"summary": {"frames": 1}}
+    path = registry.attachment_path(card.version, "comparison/f1.candidate.png")
+    assert path.read_bytes() == b"png"
+    for bad in ("../card.json", "card.json", "comparison/../../x", "/etc/passwd", "missing.png"):
+        with pytest.raises(UnknownVersionError):
+            registry.attachment_path(card.version, bad)
+    with pytest.raises(VersionError, match="cannot be a file"):
+        registry.register(
+            checkpoint,
+            status=VersionStatus.CANDIDATE,
+            reason="x",
+            attachments={"../escape": report},
+        )
+    plain = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="no files")
+    assert registry.comparison(plain.version) is None
