@@ -35,7 +35,21 @@ each of them, so a few labels are never drowned out by many unlabeled frames):
 ``atcon``
     the ATCON attention-consistency loss (:func:`models.atcon.atcon_loss`, the
     published settings, BatchNorm frozen), its weight ramped linearly over
-    ``atcon_warmup_steps``.
+    ``atcon_warmup_steps``;
+``distill``
+    distillation from an AdaBN teacher: :math:`T` is a frozen copy of the starting
+    model whose BatchNorm statistics were re-estimated on the unlabeled target
+    frames (the student's own statistics stay as they were), and
+
+    .. math:: \mathcal{L}_{dist} = \frac{1}{NC} \sum_{i,c}
+              \mathrm{BCE}\big(f(\mathrm{strong}(x))_{ic}, T(\mathrm{weak}(x))_{ic}\big)
+
+    with soft targets (no threshold, so no collapse onto confident negatives);
+``anchor``
+    the starting model as the teacher of in-domain frames (``anchor=`` frames from
+    the cameras the model already serves): the same soft loss with :math:`T` the
+    frozen starting model, so what the model did well in-domain it keeps doing,
+    also under the strong view's night-like photometry.
 
 ``none`` is no adaptation. Unless ``tent`` is chosen, BatchNorm layers stay in eval
 mode during the steps (their statistics are the source's, or AdaBN's). ``tent``
@@ -46,6 +60,7 @@ weights and statistics back and :class:`TrainingError` is raised.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,8 +97,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS: Final = ("adabn", "tent", "atcon", "pseudo", "supervised")
-_TRAINING: Final = ("tent", "atcon", "pseudo", "supervised")
+COMPONENTS: Final = ("adabn", "tent", "atcon", "pseudo", "distill", "anchor", "supervised")
+_TRAINING: Final = ("tent", "atcon", "pseudo", "distill", "anchor", "supervised")
 
 
 def parse_method(method: str) -> tuple[str, ...]:
@@ -102,6 +117,11 @@ def parse_method(method: str) -> tuple[str, ...]:
         )
     if len(set(parts)) != len(parts):
         raise ValueError(f"method {method!r} names a component twice")
+    if "distill" in parts and "adabn" in parts:
+        raise ValueError(
+            "distill and adabn cannot be combined: distill keeps the student's BatchNorm "
+            "statistics and takes AdaBN's from its teacher"
+        )
     if "tent" in parts and "atcon" in parts:
         raise ValueError(
             "tent and atcon cannot be combined: tent normalises with batch statistics, "
@@ -167,6 +187,8 @@ class AdaptConfig:
     pseudo_threshold: float = 0.9
     pseudo_weight: float = 1.0
     tent_weight: float = 1.0
+    distill_weight: float = 1.0
+    anchor_weight: float = 1.0
     atcon_weight: float = 1.0
     atcon_warmup_steps: int = 20
     mask_intensity: float = 8.0
@@ -191,7 +213,14 @@ class AdaptConfig:
             raise ValueError(f"adabn_images must be at least 1, got {self.adabn_images}")
         if not 0.5 < self.pseudo_threshold < 1:
             raise ValueError(f"pseudo_threshold must lie in (0.5, 1), got {self.pseudo_threshold}")
-        for name in ("pseudo_weight", "tent_weight", "atcon_weight", "mask_intensity"):
+        for name in (
+            "pseudo_weight",
+            "tent_weight",
+            "atcon_weight",
+            "distill_weight",
+            "anchor_weight",
+            "mask_intensity",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.atcon_warmup_steps < 0:
@@ -200,6 +229,10 @@ class AdaptConfig:
     @property
     def needs_labels(self) -> bool:
         return "supervised" in self.components
+
+    @property
+    def needs_anchor(self) -> bool:
+        return "anchor" in self.components
 
     @property
     def trains(self) -> bool:
@@ -280,13 +313,15 @@ def adapt(
     config: AdaptConfig,
     *,
     labeled: Dataset[tuple[Tensor, Tensor]] | None = None,
+    anchor: Dataset[Any] | None = None,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str = "cpu",
 ) -> AdaptOutcome:
     """Adapt ``model`` in place with ``config.method``; see the module docstring.
 
     ``unlabeled`` yields normalised images (or ``(image, ...)`` tuples); ``labeled``
-    yields ``(image, target)`` and is required by the ``supervised`` component.
+    yields ``(image, target)`` and is required by the ``supervised`` component;
+    ``anchor`` yields in-domain images and is required by the ``anchor`` component.
     """
     device = torch.device(device)
     components = config.components
@@ -296,6 +331,12 @@ def adapt(
         if labeled is None:
             raise ValueError(f"method {config.method} needs labeled frames (labeled=...)")
         dataset_size(labeled, "the labeled set")
+    anchors = None
+    if config.needs_anchor:
+        if anchor is None:
+            raise ValueError(f"method {config.method} needs in-domain frames (anchor=...)")
+        anchors = _Images(anchor)
+        dataset_size(anchors, "the in-domain (anchor) set")
     model.to(device)
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     layer = named_layer(model, config.layer)
@@ -308,7 +349,10 @@ def adapt(
         history: list[dict[str, Any]] = []
         shares: list[float] = []
         if config.trains:
-            history = _train(model, images, labeled, config, layer, callbacks, device, shares)
+            teachers = _teachers(model, images, config, device)
+            history = _train(
+                model, images, labeled, anchors, teachers, config, layer, callbacks, shares
+            )
     except BaseException:
         model.load_state_dict(start_state)
         model.eval()
@@ -323,14 +367,37 @@ def adapt(
     )
 
 
+def _teachers(
+    model: nn.Module, images: Dataset[Tensor], config: AdaptConfig, device: torch.device
+) -> dict[str, nn.Module]:
+    """Frozen copies of the starting model: ``anchor`` as it is, ``distill`` after AdaBN."""
+    teachers: dict[str, nn.Module] = {}
+    if "anchor" in config.components:
+        teachers["anchor"] = copy.deepcopy(model).eval().requires_grad_(False)
+    if "distill" in config.components:
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        seen = reestimate_batchnorm(teacher, _bn_batches(images, config, device))
+        logger.info("distillation teacher: BatchNorm statistics of %d target frames", seen)
+        teachers["distill"] = teacher
+    return teachers
+
+
+def _soft_loss(student: Tensor, teacher: Tensor, multi_label: bool) -> Tensor:
+    """Cross-entropy of the student's logits against the teacher's probabilities."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(student, teacher)
+    return -(teacher * F.log_softmax(student, dim=1)).sum(1).mean()
+
+
 def _train(
     model: nn.Module,
     images: Dataset[Tensor],
     labeled: Dataset[tuple[Tensor, Tensor]] | None,
+    anchors: Dataset[Tensor] | None,
+    teachers: dict[str, nn.Module],
     config: AdaptConfig,
     layer: nn.Module | None,
     callbacks: Sequence[Callback],
-    device: torch.device,
     shares: list[float],
 ) -> list[dict[str, Any]]:
     components = set(config.components)
@@ -364,6 +431,11 @@ def _train(
         if labeled is not None and "supervised" in components
         else None
     )
+    anchor_batches = (
+        ShardedBatches(anchors, config.unlabeled_batch_size, seed=config.seed + 2, context=context)
+        if anchors is not None
+        else None
+    )
     views = torch.Generator().manual_seed(config.seed + 5)
     multi = config.multi_label
 
@@ -381,8 +453,19 @@ def _train(
             (x, y), _size = next(labeled_batches)
             logits = model(weak_view(x, views))
             add("supervised", supervised_loss(logits, y.float(), multi_label=multi).mean())
-        if components & {"pseudo", "tent", "atcon"}:
+        if anchor_batches is not None:
+            xa, _size = next(anchor_batches)
+            with torch.no_grad():
+                target = _probabilities(teachers["anchor"](weak_view(xa, views)), multi)
+            student = model(strong_view(xa, views))
+            add("anchor", config.anchor_weight * _soft_loss(student, target, multi))
+        if components & {"pseudo", "tent", "atcon", "distill"}:
             xu, _size = next(unlabeled_batches)
+            if "distill" in components:
+                with torch.no_grad():
+                    target = _probabilities(teachers["distill"](weak_view(xu, views)), multi)
+                student = model(strong_view(xu, views))
+                add("distill", config.distill_weight * _soft_loss(student, target, multi))
             if "pseudo" in components:
                 with torch.no_grad():
                     teacher = _probabilities(model(weak_view(xu, views)), multi)
