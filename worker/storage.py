@@ -131,6 +131,8 @@ class VideoRecord:
     height: int | None = None
     duration_s: float | None = None
     fps: float | None = None
+    #: the ward camera it was recorded by (:mod:`worker.cameras`); None: not given
+    camera: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
