@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     #: detection: score with the model compiled by torch.compile (:mod:`worker.compiled`),
     #: compiled when a worker loads a model (seconds; falls back to eager on failure)
     detect_compile: bool = False
+    #: detection: loaded models a worker keeps (one per version serving some camera)
+    model_cache_size: int = Field(default=3, ge=1)
 
     #: frame pool: frames each detection adds per minute of video; share of labeled
     #: frames held out for validation (the promotion gate's data)

@@ -337,15 +337,16 @@ class Storage:
 
     # -- model versions ----------------------------------------------------------------------
 
-    def model_to_serve(self, fallback: Path | None) -> ModelRef | None:
-        """The active model version (:mod:`worker.versions`), else ``fallback``.
+    def model_to_serve(self, fallback: Path | None, camera: str | None = None) -> ModelRef | None:
+        """The model for a video of ``camera``: the version activated for that camera,
+        else the active model version (:mod:`worker.versions`), else ``fallback``.
 
         ``fallback`` is ``ATCON_CHECKPOINT``, served while no version is active.
         """
         from .versions import ModelRegistry, VersionError
 
         try:
-            active = ModelRegistry(self.models).active_checkpoint()
+            active = ModelRegistry(self.models).active_checkpoint(camera)
         except (VersionError, OSError) as exc:
             raise StorageError(f"the active model version cannot be read: {exc}") from exc
         if active is not None:

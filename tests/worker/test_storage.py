@@ -124,6 +124,20 @@ def test_video_record_keeps_its_camera(storage):
     assert storage.get_video(older.video_id).camera is None
 
 
+def test_model_to_serve_prefers_the_cameras_version(storage, tmp_path):
+    from worker.versions import ModelRegistry, VersionStatus
+
+    fallback = tmp_path / "m.pt"
+    fallback.write_bytes(b"weights")
+    registry = ModelRegistry(storage.models)
+    default = registry.register(fallback, status=VersionStatus.ACTIVE, reason="default")
+    night = registry.register(fallback, status=VersionStatus.CANDIDATE, reason="night")
+    registry.activate(night.version, cameras=["icu-3"])
+    assert storage.model_to_serve(fallback, "icu-3").version == night.version
+    assert storage.model_to_serve(fallback, "icu-4").version == default.version
+    assert storage.model_to_serve(fallback).version == default.version
+
+
 def test_clean_tmp_keeps_fresh_entries(storage):
     (storage.tmp / "old.part").write_text("x")
     assert storage.clean_tmp(older_than_s=3600) == 0
