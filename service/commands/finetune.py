@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do what the nightly scheduler does, once: queue a fine-tune of the active "
         "model on the frame pool if enough new frames arrived (for an outside cron)",
     )
+    parser.add_argument(
+        "--camera",
+        default=None,
+        metavar="CAMERA",
+        help="with --nightly: a fine-tune of this camera's frames only, starting from the "
+        "version serving it and promoted for it only (counts only its new frames)",
+    )
     parser.add_argument("--checkpoint", type=Path, help="model to start from")
     parser.add_argument(
         "--unlabeled",
@@ -68,7 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.nightly:
-        return _nightly()
+        return _nightly(args.camera)
+    if args.camera is not None:
+        logger.error("--camera applies to --nightly (the service's frame pool) only")
+        return 2
     missing = [flag for flag in ("checkpoint", "unlabeled", "out") if getattr(args, flag) is None]
     if missing:
         logger.error("atcon finetune needs %s (or --nightly)", ", ".join(f"--{m}" for m in missing))
@@ -76,15 +86,23 @@ def run(args: argparse.Namespace) -> int:
     return _training.run_guarded(lambda: _run(args))
 
 
-def _nightly() -> int:
+def _nightly(camera: str | None) -> int:
     """Queue a fine-tune if the nightly conditions hold; print the job id or why not."""
     import json
 
+    from worker._exceptions import InvalidCameraError
+    from worker.cameras import validate_camera
     from worker.finetune import run_nightly_once
     from worker.queue import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
 
+    if camera is not None:
+        try:
+            validate_camera(camera, "--camera")
+        except InvalidCameraError as exc:
+            logger.error("%s", exc)
+            return 2
     settings = get_settings()
     if settings.redis_url is None:
         logger.error(
@@ -96,10 +114,11 @@ def _nightly() -> int:
     storage.ensure_layout()
     queue = open_queue(settings)
     try:
-        job_id, why = run_nightly_once(storage, queue, settings)
+        job_id, why = run_nightly_once(storage, queue, settings, camera)
     finally:
         queue.close()
-    print(json.dumps({"queued": job_id is not None, "job_id": job_id, "reason": why}))  # noqa: T201
+    answer = {"queued": job_id is not None, "job_id": job_id, "reason": why, "camera": camera}
+    print(json.dumps(answer))  # noqa: T201
     return 0
 
 

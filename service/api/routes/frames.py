@@ -7,11 +7,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.frame_pool import FrameRecord, InvalidFrameError, UnknownFrameError
 
 from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
@@ -36,6 +37,9 @@ class FramePublic(BaseModel):
     labels: list[str] | None
     split: str | None
     consistency: float | None = Field(description="attention consistency; low: maps disagree")
+    camera: str | None = Field(
+        default=None, description="the ward camera it came from; null: not known"
+    )
     image_url: str
     maps: dict[str, str]
 
@@ -51,6 +55,7 @@ class FramePublic(BaseModel):
             labels=record.labels,
             split=record.split,
             consistency=record.consistency,
+            camera=record.camera,
             image_url=f"{base}/image.png",
             maps={kind: f"{base}/maps/{kind}.png" for kind in FRAME_MAP_KINDS},
         )
@@ -104,6 +109,14 @@ async def add_frames(
     principal: OperatorDep,
     runtime: RuntimeDep,
     file: Annotated[UploadFile, File(description="an image, or a zip of images")],
+    camera: Annotated[
+        str | None,
+        Form(
+            pattern=CAMERA_PATTERN,
+            max_length=CAMERA_MAX_LENGTH,
+            description=f"optional: the ward camera the frames come from; {CAMERA_RULE}",
+        ),
+    ] = None,
 ) -> FramesAdded:
     """Zip entries that are not images or whose paths leave the archive are rejected
     and listed; the others are kept."""
@@ -120,10 +133,10 @@ async def add_frames(
         if data.startswith(_ZIP_MAGIC):
             import io
 
-            result = await run_in_threadpool(pool.import_zip, io.BytesIO(data))
+            result = await run_in_threadpool(pool.import_zip, io.BytesIO(data), camera=camera)
             accepted, rejected = result.accepted, result.rejected
         else:
-            record = await run_in_threadpool(pool.add_image_bytes, data)
+            record = await run_in_threadpool(pool.add_image_bytes, data, camera=camera)
             accepted, rejected = [record.frame_id], []
     except InvalidFrameError as exc:
         raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
