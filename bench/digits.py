@@ -20,8 +20,8 @@ scikit-learn, upsampled to 32x32 with three channels:
 - weak localisation: each test digit on a 64x64 canvas at a random position, the
   Grad-CAM mIoU of its box for the baseline and the ATCON models.
 
-    python bench/digits.py                                   # full run, writes the page
-    python bench/digits.py --quick --out /tmp/digits         # a smoke run in a minute
+    python -m bench.digits                                 # full run, writes the page
+    python -m bench.digits --quick --out /tmp/digits       # a smoke run in a minute
 """
 
 from __future__ import annotations
@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "digits_gradcam.png",
     )
     command = "python " + " ".join(
-        ["bench/digits.py", *(argv if argv is not None else sys.argv[1:])]
+        ["-m bench.digits", *(argv if argv is not None else sys.argv[1:])]
     )
     results["command"] = command
     (args.out / "digits.md").write_text(render_page(results, command, args))
