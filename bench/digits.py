@@ -20,8 +20,8 @@ scikit-learn, upsampled to 32x32 with three channels:
 - weak localisation: each test digit on a 64x64 canvas at a random position, the
   Grad-CAM mIoU of its box for the baseline and the ATCON models.
 
-    python bench/digits.py                                   # full run, writes the page
-    python bench/digits.py --quick --out /tmp/digits         # a smoke run in a minute
+    python -m bench.digits                                 # full run, writes the page
+    python -m bench.digits --quick --out /tmp/digits       # a smoke run in a minute
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import platform
 import statistics
 import sys
@@ -47,6 +46,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._stats import paired_interval
 from models._exceptions import TrainingError
 from models.atcon import attention_consistency
 from models.attention import grad_cam
@@ -249,6 +249,7 @@ def atcon_config(
         batch_size=min(settings.batch_size, len(split.labeled)),
         unlabeled_batch_size=settings.unlabeled_batch_size,
         alpha=alpha,
+        min_labeled_fraction=0.0,  # alpha sets pL exactly; no floor under it
         atcon_weight=candidate.atcon_weight,
         atcon_warmup_steps=settings.steps // 5 if guarded else 0,
         balance_gradients=guarded,
@@ -413,18 +414,6 @@ def select(
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def paired_interval(differences: list[float]) -> tuple[float, float, float]:
-    """Mean of paired differences with a two-sided 95% Student-t interval."""
-    from scipy import stats
-
-    n = len(differences)
-    mean = statistics.fmean(differences)
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(differences) / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 # --------------------------------------------------------------------------- figures
@@ -686,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "digits_gradcam.png",
     )
     command = "python " + " ".join(
-        ["bench/digits.py", *(argv if argv is not None else sys.argv[1:])]
+        ["-m bench.digits", *(argv if argv is not None else sys.argv[1:])]
     )
     results["command"] = command
     (args.out / "digits.md").write_text(render_page(results, command, args))

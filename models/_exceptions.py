@@ -6,6 +6,7 @@
      +-- ModelError (ValueError)
      |    +-- LayerNotFoundError         no spatial feature stage, or a layer not in the model
      |    +-- UnsupportedActivationError an activation autograd cannot differentiate twice
+     |    +-- MapTooSmallError           a Grad-CAM layer whose maps are too small for ATCON
      +-- CheckpointError                 missing, unreadable or mismatched checkpoint
      +-- TrainingError                   a run that cannot go on (NaN loss, collapse, no data)
 
@@ -18,6 +19,7 @@ __all__ = [
     "AtconError",
     "CheckpointError",
     "LayerNotFoundError",
+    "MapTooSmallError",
     "ModelError",
     "TrainingError",
     "UnsupportedActivationError",
@@ -38,6 +40,14 @@ class LayerNotFoundError(ModelError):
 
 class UnsupportedActivationError(ModelError):
     """The model uses an activation whose second derivative autograd does not implement."""
+
+
+class MapTooSmallError(ModelError):
+    """The Grad-CAM layer's maps have too few pixels for the ATCON loss at this input size.
+
+    Raised before the first step (:func:`models.atcon.check_map_size`), not as a NaN
+    loss later; the message names the layer, the map size and the fix.
+    """
 
 
 class CheckpointError(AtconError):

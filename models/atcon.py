@@ -28,26 +28,57 @@ per-image maximum before the threshold (raw gradients are tiny, so the published
 mask is about 0.5 everywhere); ``similarity="ssim"`` compares the two maps with a
 global structural similarity instead; ``method="integrated_gradients"`` uses
 Integrated Gradients in place of Guided Backprop (the paper's ablation).
+
+Degenerate cases, and where each is caught:
+
+- **A map of fewer than** :data:`MIN_MAP_PIXELS` **pixels** (a ResNet's ``layer4`` is
+  1x1 at 32 px input): a precondition. :math:`z(M)` of one pixel divides by an
+  unbiased std of one value, 0/0, so the loss is NaN at step 0; with two pixels
+  :math:`\rho = \pm 1` whatever the maps, so the loss has no gradient. It depends only
+  on the model, the layer and the input size, so fine-tuning checks it before the
+  first step (:func:`check_map_size`, :class:`MapTooSmallError` naming the layer,
+  the size and the fix); :func:`atcon_loss` refuses such maps too.
+- **A constant map** (an all-zero Grad-CAM: a dead layer, or a class whose logit
+  does not depend on the layer): per image, data dependent, so detected per batch.
+  :math:`\mathrm{std}\,M = 0` and :math:`\rho` is 0/0; the clamped denominators
+  turn that into a gradient of order :math:`1/\epsilon^2`, which wrecks the
+  weights in one step. Such images are dropped from the loss (the mean is over
+  the rest; :class:`AtconLossParts` counts them).
+- **A zero (or constant) Guided Backprop saliency** :math:`g`: then
+  :math:`T = \sigma(0) = \tfrac12` everywhere, :math:`M^2` is the map of a uniformly
+  dimmed image and the term compares nothing Guided Backprop saw. Detected per
+  image and dropped from the loss in the same way.
+
+:func:`attention_consistency` (scores for display and the gate) keeps every image:
+a constant map scores 0 there, by the same clamped denominators.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import math
+from dataclasses import dataclass
+from typing import Any, Final
 
 import torch
 from torch import Tensor, nn
 
-from ._exceptions import UnsupportedActivationError
+from ._exceptions import LayerNotFoundError, MapTooSmallError, UnsupportedActivationError
 from ._hooks import resolve_layer
 from .attention import check_images, grad_cam_with_targets, guided_backprop, integrated_gradients
 
 __all__ = [
     "GB_NORMALIZATIONS",
     "METHODS",
+    "MIN_MAP_PIXELS",
     "SIMILARITIES",
+    "AtconLossParts",
     "atcon_loss",
+    "atcon_loss_parts",
     "attention_consistency",
+    "check_map_size",
     "check_twice_differentiable",
+    "constant_rows",
+    "feature_map_sizes",
     "map_consistency",
     "pearson",
     "soft_mask",
@@ -59,6 +90,10 @@ METHODS: Final = ("guided_backprop", "integrated_gradients")
 _EPS = 1e-12
 _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
+#: fewest pixels a Grad-CAM map needs: with 1 the correlation is 0/0, with 2 it is ±1
+MIN_MAP_PIXELS: Final = 3
+#: a map whose spread (max - min) is at most this fraction of its largest magnitude is constant
+_CONSTANT_RTOL = 1e-6
 
 _second_order_ok: dict[type[nn.Module], bool] = {}
 
@@ -113,6 +148,121 @@ def _check_option(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def constant_rows(values: Tensor) -> Tensor:
+    r"""Which rows of ``values`` (N, ...) are constant: (N,) bool, no gradient.
+
+    A row is constant when :math:`\max - \min \le 10^{-6} \max |v|` (an all-zero row
+    is constant). A row holding NaN is not: a NaN must stop training, not vanish.
+    """
+    flat = values.detach().flatten(1)
+    spread = flat.amax(dim=1) - flat.amin(dim=1)
+    return spread <= _CONSTANT_RTOL * flat.abs().amax(dim=1)
+
+
+def _layer_name(model: nn.Module, layer: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is layer:
+            return name or type(model).__name__
+    return type(layer).__name__
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def feature_map_sizes(
+    model: nn.Module, input_size: int | tuple[int, int], *, channels: int = 3
+) -> dict[str, tuple[int, int]]:
+    """Spatial size (h, w) of every module's 4-D output for one zero image, in call order.
+
+    One forward pass in eval mode without gradients; the model's train/eval flags and
+    hooks are restored afterwards. A module called twice keeps its first size.
+    """
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    if height < 1 or width < 1:
+        raise ValueError(f"input_size must be positive, got {input_size}")
+    sizes: dict[str, tuple[int, int]] = {}
+    handles = []
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Any) -> None:
+            if isinstance(output, Tensor) and output.dim() == 4 and name not in sizes:
+                sizes[name] = (int(output.shape[2]), int(output.shape[3]))
+
+        return hook
+
+    flags = {module: module.training for module in model.modules()}
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, channels, height, width, device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in flags.items():
+            module.training = training
+    return sizes
+
+
+def check_map_size(
+    model: nn.Module,
+    input_size: int | tuple[int, int],
+    layer: nn.Module | None = None,
+    *,
+    channels: int = 3,
+) -> tuple[int, int]:
+    r"""The Grad-CAM map size (h, w) at ``layer`` for this input size; refuse one too small.
+
+    ATCON correlates the two maps pixel by pixel: with :math:`hw = 1` the standardised
+    map :math:`z(M)` is 0/0 and the loss NaN; with :math:`hw = 2`, :math:`\rho = \pm 1`
+    for any maps and the loss has no gradient. So :math:`hw \ge` :data:`MIN_MAP_PIXELS`
+    is required, and :class:`MapTooSmallError` names the layer, the size, an earlier
+    layer that is large enough (a sibling run before it, or one of its children) and
+    the smallest input size that would do. ``layer=None``: the automatic layer.
+    """
+    target = resolve_layer(model, layer)
+    name = _layer_name(model, target)
+    sizes = feature_map_sizes(model, input_size, channels=channels)
+    if name not in sizes:
+        raise LayerNotFoundError(
+            f"layer {name!r} gives no (N, C, h, w) feature map, so it has no Grad-CAM map"
+        )
+    height, width = sizes[name]
+    if height * width >= MIN_MAP_PIXELS:
+        return height, width
+    in_h, in_w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    earlier = None
+    for candidate, (h, w) in sizes.items():  # call order: everything run before `name`
+        if candidate == name:
+            break
+        related = _parent(candidate) == _parent(name) or _parent(candidate) == name
+        if related and h * w >= MIN_MAP_PIXELS:
+            earlier = (candidate, h, w)
+    side = math.ceil(math.sqrt(MIN_MAP_PIXELS))
+    larger = math.ceil(max(in_h, in_w) * side / max(1, min(height, width)))
+    if earlier is not None:
+        other, h, w = earlier
+        fix = (
+            f"use an earlier layer ({other!r} gives {h}x{w} maps here: `--layer {other}` "
+            f'on the command line, "layer": "{other}" in a fine-tune request) or a model '
+            f"trained at an input size of {larger} px or more"
+        )
+    else:
+        fix = f"use an earlier layer or a model trained at an input size of {larger} px or more"
+    raise MapTooSmallError(
+        f"the Grad-CAM map of layer {name!r} is {height}x{width} for {in_h}x{in_w} input "
+        f"images; ATCON correlates maps pixel by pixel and needs at least {MIN_MAP_PIXELS} "
+        "pixels (the correlation of one-pixel maps is undefined, so the loss would be NaN "
+        f"whatever the learning rate). {fix[0].upper()}{fix[1:]}."
+    )
+
+
 def soft_mask(saliency: Tensor, mask_intensity: float, gb_normalization: str = "none") -> Tensor:
     r"""The soft mask :math:`T = \sigma(w (g - s))` from input-space saliency (N, C, H, W).
 
@@ -159,7 +309,7 @@ def _global_ssim(a: Tensor, b: Tensor) -> Tensor:
     return numerator / ((mu_a.square() + mu_b.square() + _SSIM_C1) * (var_a + var_b + _SSIM_C2))
 
 
-def _consistency_terms(
+def _attention_pair(
     model: nn.Module,
     images: Tensor,
     targets: Tensor | None,
@@ -171,8 +321,8 @@ def _consistency_terms(
     method: str,
     ig_steps: int,
     create_graph: bool,
-) -> Tensor:
-    """Per-image similarity of the two Grad-CAM maps (N,): steps 1 to 6 of the loss."""
+) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
+    """Steps 1 to 5: :math:`M^1`, :math:`M^2`, which images had a constant saliency, the layer."""
     check_images(images)
     if mask_intensity <= 0:
         raise ValueError(f"mask_intensity must be positive, got {mask_intensity}")
@@ -192,11 +342,12 @@ def _consistency_terms(
         saliency = integrated_gradients(
             model, images, classes, steps=ig_steps, create_graph=create_graph
         )
+    flat_saliency = constant_rows(saliency.abs().sum(dim=1))
     mask = soft_mask(saliency, mask_intensity, gb_normalization)
     second, _ = grad_cam_with_targets(
         model, mask.unsqueeze(1) * images, classes, layer=target_layer, create_graph=create_graph
     )
-    return map_consistency(first, second, similarity)
+    return first, second, flat_saliency, target_layer
 
 
 def map_consistency(first: Tensor, second: Tensor, similarity: str = "pearson") -> Tensor:
@@ -212,6 +363,62 @@ def map_consistency(first: Tensor, second: Tensor, similarity: str = "pearson") 
     return pearson(a, b) if similarity == "pearson" else _global_ssim(a, b)
 
 
+@dataclass(frozen=True)
+class AtconLossParts:
+    """The ATCON loss of a batch and the images left out of it (see the module docstring)."""
+
+    #: scalar, differentiable: minus the mean consistency of the images kept
+    loss: Tensor
+    #: (N,) bool: the image's Grad-CAM map or Guided Backprop saliency was constant
+    dropped: Tensor
+
+    @property
+    def kept(self) -> int:
+        return int((~self.dropped).sum())
+
+
+def atcon_loss_parts(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    layer: nn.Module | None = None,
+    mask_intensity: float = 8.0,
+    gb_normalization: str = "none",
+    similarity: str = "pearson",
+    method: str = "guided_backprop",
+    ig_steps: int = 16,
+) -> AtconLossParts:
+    r""":func:`atcon_loss` with the images it dropped.
+
+    .. math::  \mathcal{L} = -\frac{1}{|K|} \sum_{i \in K} \rho_i, \qquad
+               K = \{i : M^1_i, M^2_i, g_i \text{ not constant}\}
+
+    When :math:`K` is empty the loss is a zero that still belongs to the graph (its
+    gradient is zero), so a training step goes on. Maps of fewer than
+    :data:`MIN_MAP_PIXELS` pixels raise :class:`MapTooSmallError`.
+    """
+    first, second, flat_saliency, target_layer = _attention_pair(
+        model,
+        images,
+        None,
+        layer=layer,
+        mask_intensity=mask_intensity,
+        gb_normalization=gb_normalization,
+        similarity=similarity,
+        method=method,
+        ig_steps=ig_steps,
+        create_graph=True,
+    )
+    if first.shape[1] * first.shape[2] < MIN_MAP_PIXELS:
+        check_map_size(model, (images.shape[2], images.shape[3]), target_layer)
+    dropped = constant_rows(first) | constant_rows(second) | flat_saliency
+    keep = ~dropped
+    if not bool(keep.any()):
+        return AtconLossParts(loss=(first.sum() + second.sum()) * 0.0, dropped=dropped)
+    terms = map_consistency(first[keep], second[keep], similarity)
+    return AtconLossParts(loss=-terms.mean(), dropped=dropped)
+
+
 def atcon_loss(
     model: nn.Module,
     images: Tensor,
@@ -225,24 +432,22 @@ def atcon_loss(
 ) -> Tensor:
     """The ATCON loss (a scalar): minus the mean attention consistency of the batch.
 
-    See the module docstring for the equations. ``images`` is a normalised batch
-    (N, C, H, W); put BatchNorm layers in eval mode first, as ATCON fine-tuning does,
-    or the batch statistics couple the images' maps. ``ig_steps`` is the number of
-    Integrated Gradients steps when ``method="integrated_gradients"``.
+    See the module docstring for the equations and for the degenerate images left
+    out of the mean (:func:`atcon_loss_parts` says which). ``images`` is a normalised
+    batch (N, C, H, W); put BatchNorm layers in eval mode first, as ATCON fine-tuning
+    does, or the batch statistics couple the images' maps. ``ig_steps`` is the number
+    of Integrated Gradients steps when ``method="integrated_gradients"``.
     """
-    terms = _consistency_terms(
+    return atcon_loss_parts(
         model,
         images,
-        None,
         layer=layer,
         mask_intensity=mask_intensity,
         gb_normalization=gb_normalization,
         similarity=similarity,
         method=method,
         ig_steps=ig_steps,
-        create_graph=True,
-    )
-    return -terms.mean()
+    ).loss
 
 
 def attention_consistency(
@@ -258,7 +463,7 @@ def attention_consistency(
     ig_steps: int = 16,
 ) -> Tensor:
     """Per-image attention consistency (N,), the quantity ATCON maximises; no graph kept."""
-    terms = _consistency_terms(
+    first, second, _, _ = _attention_pair(
         model,
         images,
         targets,
@@ -270,4 +475,4 @@ def attention_consistency(
         ig_steps=ig_steps,
         create_graph=False,
     )
-    return terms.detach()
+    return map_consistency(first, second, similarity).detach()

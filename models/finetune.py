@@ -1,8 +1,8 @@
 r"""ATCON fine-tuning: the attention-consistency loss on unlabeled images.
 
 Schedules (:mod:`models.schedules`): ``alternating`` takes a labeled batch with
-probability :math:`\alpha|L| / (\alpha|L| + |U|)` and otherwise an unlabeled batch
-with the ATCON loss; ``combined`` minimises
+probability :math:`\max(f_{min}, \alpha|L| / (\alpha|L| + |U|))` (``min_labeled_fraction``
+is :math:`f_{min}`) and otherwise an unlabeled batch with the ATCON loss; ``combined`` minimises
 :math:`\mathcal{L}_{sup} + \alpha\,\mathcal{L}_{U}` every step; ``unsupervised``
 minimises :math:`\mathcal{L}_{U}` alone, where on an unlabeled batch
 
@@ -16,7 +16,11 @@ is at most ``balance_ratio`` times the supervised gradient's (the same step's in
 ``combined``, a running mean of the labeled steps' in ``alternating``).
 
 BatchNorm stays in eval mode throughout, as in the published code, so each image's
-maps depend on that image alone. Adam. The collapse guard
+maps depend on that image alone. Before the first step, whatever the schedule, the
+Grad-CAM map at the chosen layer is checked to be large enough for the loss at the
+unlabeled images' size (:func:`models.atcon.check_map_size` raises
+:class:`MapTooSmallError`); images whose maps or saliency are constant are left out
+of each batch's ATCON loss and counted in ``extras["atcon_dropped"]``. Adam. The collapse guard
 (:class:`models.guards.CollapseGuard`) stops a run whose predictions on unlabeled
 data collapse; the model is then put back to its starting weights and
 :class:`TrainingError` is raised. The same happens on a NaN loss.
@@ -36,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ._exceptions import TrainingError
-from .atcon import GB_NORMALIZATIONS, METHODS, SIMILARITIES, atcon_loss
+from .atcon import GB_NORMALIZATIONS, METHODS, SIMILARITIES, atcon_loss_parts, check_map_size
 from .distributed import DistributedContext
 from .guards import CollapseGuard, CollapseGuardConfig, gradient_norm, preservation_kl
 from .schedules import Schedule, labeled_probability, warmup_factor
@@ -73,6 +77,9 @@ class FinetuneConfig:
     #: alternating: weight of |L| in the labeled-step probability; combined: weight
     #: of the unlabeled loss
     alpha: float = 1.0
+    #: alternating: floor f_min of the labeled-step probability when there are labels,
+    #: so a few labels are not drowned by a large pool (models.schedules)
+    min_labeled_fraction: float = 0.25
     #: multiplier of the ATCON loss (w in the module docstring)
     atcon_weight: float = 1.0
     #: steps over which the ATCON weight ramps linearly from 0 to ``atcon_weight``
@@ -117,6 +124,10 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.mask_intensity <= 0:
             raise ValueError(f"mask_intensity must be positive, got {self.mask_intensity}")
+        if not 0.0 <= self.min_labeled_fraction <= 1.0:
+            raise ValueError(
+                f"min_labeled_fraction must lie in [0, 1], got {self.min_labeled_fraction}"
+            )
         if self.balance_ratio <= 0:
             raise ValueError(f"balance_ratio must be positive, got {self.balance_ratio}")
         if self.atcon_warmup_steps < 0:
@@ -215,6 +226,14 @@ def finetune_atcon(
     model.to(context.device)
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     layer = named_layer(model, config.layer)
+    if config.atcon_weight > 0:  # before any step: a map too small for ATCON is refused
+        first_image = _FirstItem(unlabeled)[0]
+        check_map_size(
+            model,
+            (int(first_image.shape[-2]), int(first_image.shape[-1])),
+            layer,
+            channels=int(first_image.shape[-3]),
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     reference: nn.Module | None = None
     if config.preserve_weight > 0:
@@ -235,7 +254,9 @@ def finetune_atcon(
         else None
     )
     p_labeled = (
-        labeled_probability(config.alpha, num_labeled, num_unlabeled)
+        labeled_probability(
+            config.alpha, num_labeled, num_unlabeled, min_fraction=config.min_labeled_fraction
+        )
         if schedule is Schedule.ALTERNATING
         else 0.0
     )
@@ -268,7 +289,7 @@ def finetune_atcon(
         weight = config.atcon_weight * warmup_factor(step, config.atcon_warmup_steps)
         atcon_grads = total
         if weight > 0:  # a zero weight (a control run) skips the costly loss
-            loss = atcon_loss(
+            parts = atcon_loss_parts(
                 model,
                 batch,
                 layer=layer,
@@ -277,7 +298,9 @@ def finetune_atcon(
                 similarity=config.similarity,
                 method=config.method,
             )
+            loss = parts.loss
             result.losses["atcon"] = float(loss.detach()) * share
+            result.extras["atcon_dropped"] = int(parts.dropped.sum())
             atcon_grads = _grads(loss * share * weight, params)
         scale = 1.0
         norm = float(gradient_norm(atcon_grads))

@@ -13,11 +13,18 @@ softmax outputs for single-label ones); targets are multi-hot (N, C) tensors.
 - Weak-localisation IoU: the Grad-CAM map of the box's class, rectified, upsampled
   to the image and scaled to [0, 1], thresholded at ``threshold``; the IoU of that
   region with the box's pixels.
+- Against object masks (:func:`mask_attention_scores`): the *pointing game* (Zhang
+  et al., ECCV 2016) counts a hit when the maximum of the class's Grad-CAM map,
+  upsampled to the mask, falls on the object's pixels or within ``tolerance``
+  pixels of them; the *mask IoU* is the IoU of the map thresholded as above with
+  the object's pixels.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,15 +35,20 @@ from .attention import grad_cam
 from .maps import normalize_maps, upsample_maps
 
 __all__ = [
+    "ThresholdChoice",
     "average_precision",
     "best_f1_thresholds",
     "box_masks",
+    "choose_thresholds",
     "classification_report",
+    "label_set_agreement",
     "macro_f1",
     "map_box_iou",
+    "mask_attention_scores",
     "mean_attention_consistency",
     "mean_average_precision",
     "per_class_f1",
+    "prediction_entropy",
     "predictions_from_scores",
     "weak_localization_iou",
 ]
@@ -123,22 +135,50 @@ def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
     return sum(defined) / len(defined) if defined else math.nan
 
 
-def best_f1_thresholds(scores: Tensor, targets: Tensor, *, default: float = 0.5) -> list[float]:
-    """Per-class decision thresholds that maximise each class's F1 on (validation) data.
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """One class's decision threshold and whether the data were enough to choose it."""
+
+    threshold: float
+    #: chosen on the data (False: the fallback was kept)
+    chosen: bool
+    positives: int
+    negatives: int
+
+
+def choose_thresholds(
+    scores: Tensor,
+    targets: Tensor,
+    fallback: float | Sequence[float] = 0.5,
+    *,
+    min_per_class: int = 1,
+) -> list[ThresholdChoice]:
+    r"""Per-class thresholds that maximise each class's F1, where the data allow it.
 
     For class c the images are ranked by score; predicting the top k positive gives
-    :math:`F_1(k) = 2\\,TP_k / (k + P)`. The best cut k (only between distinct scores)
-    sets the threshold halfway between the k-th score and the next lower one. A class
-    with no positive example keeps ``default``.
+    :math:`F_1(k) = 2\,TP_k / (k + P)`. The best cut k (only between distinct scores)
+    sets the threshold halfway between the k-th score and the next lower one.
+
+    A class with fewer than ``min_per_class`` positives, or fewer than
+    ``min_per_class`` negatives, keeps its ``fallback`` (one value for every class,
+    or one per class: a parent model's thresholds). With two validation images the
+    "best" cut is whatever separates them, which can put an alarm threshold at 0.006.
     """
     _check_pair(scores, targets)
-    thresholds: list[float] = []
-    for c in range(scores.shape[1]):
+    if min_per_class < 1:
+        raise ValueError(f"min_per_class must be at least 1, got {min_per_class}")
+    classes = scores.shape[1]
+    fallbacks = [float(fallback)] * classes if isinstance(fallback, int | float) else list(fallback)
+    if len(fallbacks) != classes:
+        raise ValueError(f"fallback has {len(fallbacks)} thresholds for {classes} classes")
+    choices: list[ThresholdChoice] = []
+    for c in range(classes):
         column = scores[:, c].double()
         true = targets[:, c].bool()
         positives = int(true.sum())
-        if positives == 0:
-            thresholds.append(default)
+        negatives = int(true.numel()) - positives
+        if positives < min_per_class or negatives < min_per_class:
+            choices.append(ThresholdChoice(fallbacks[c], False, positives, negatives))
             continue
         order = torch.argsort(column, descending=True, stable=True)
         ranked = column[order]
@@ -151,8 +191,22 @@ def best_f1_thresholds(scores: Tensor, targets: Tensor, *, default: float = 0.5)
         best = int(f1.argmax())
         upper = float(ranked[best])
         lower = float(ranked[best + 1]) if best + 1 < ranked.numel() else upper - 1e-6
-        thresholds.append((upper + lower) / 2)
-    return thresholds
+        choices.append(ThresholdChoice((upper + lower) / 2, True, positives, negatives))
+    return choices
+
+
+def best_f1_thresholds(
+    scores: Tensor,
+    targets: Tensor,
+    *,
+    default: float | Sequence[float] = 0.5,
+    min_per_class: int = 1,
+) -> list[float]:
+    """The thresholds of :func:`choose_thresholds`: chosen on the data, else ``default``."""
+    return [
+        choice.threshold
+        for choice in choose_thresholds(scores, targets, default, min_per_class=min_per_class)
+    ]
 
 
 def classification_report(
@@ -177,6 +231,35 @@ def classification_report(
             name: (None if math.isnan(v) else v) for name, v in zip(names, f1.tolist(), strict=True)
         },
     }
+
+
+def prediction_entropy(scores: Tensor, *, multi_label: bool) -> Tensor:
+    r"""Normalised entropy (N,) in [0, 1] of each image's predicted scores: 0 certain, 1 unsure.
+
+    Single-label (softmax scores :math:`p`): :math:`H(p) / \log C`. Multi-label
+    (independent sigmoid scores): the mean over classes of the binary entropy,
+    :math:`\frac{1}{C} \sum_c H_b(p_c) / \log 2` with
+    :math:`H_b(q) = -q \log q - (1 - q) \log(1 - q)`.
+    """
+    if scores.dim() != 2 or scores.shape[1] == 0:
+        raise ValueError(f"scores must be (N, C) with C >= 1, got {tuple(scores.shape)}")
+    p = scores.double().clamp(0.0, 1.0)
+    if not multi_label:
+        if scores.shape[1] < 2:
+            return torch.zeros(scores.shape[0], dtype=scores.dtype)
+        h = -(p * p.clamp_min(1e-12).log()).sum(dim=1) / math.log(scores.shape[1])
+        return h.to(scores.dtype)
+    binary = -(p * p.clamp_min(1e-12).log() + (1 - p) * (1 - p).clamp_min(1e-12).log())
+    return (binary.mean(dim=1) / math.log(2)).to(scores.dtype)
+
+
+def label_set_agreement(first: Tensor, second: Tensor) -> float:
+    """Fraction of images (rows of two boolean (N, C) predictions) with the same label set."""
+    _check_pair(first, second)
+    if first.shape[0] == 0:
+        raise ValueError("need at least one image to measure agreement")
+    same = (first.bool() == second.bool()).all(dim=1)
+    return float(same.double().mean())
 
 
 def box_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
@@ -230,3 +313,44 @@ def weak_localization_iou(
 def mean_attention_consistency(model: nn.Module, images: Tensor, **options: Any) -> float:
     """Mean over the batch of :func:`models.atcon.attention_consistency` (top classes)."""
     return float(attention_consistency(model, images, **options).mean())
+
+
+def mask_attention_scores(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    *,
+    threshold: float = 0.5,
+    tolerance: int = 0,
+    layer: nn.Module | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(pointing-game hits (N,) bool, mask IoU (N,))`` of class ``labels`` against ``masks``.
+
+    ``masks`` (N, H, W) are the objects' pixels at any resolution (the frame's,
+    say); the Grad-CAM map of each image's class is rectified, upsampled to it and
+    scaled to [0, 1]. A hit is a map maximum on the object or within ``tolerance``
+    pixels (Chebyshev distance) of it. An empty mask is an error: nothing to point at.
+    """
+    if masks.dim() != 3 or masks.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"masks must be (N, H, W) with N={images.shape[0]}, got {tuple(masks.shape)}"
+        )
+    objects = masks.bool().to(images.device)
+    if not bool(objects.flatten(1).any(1).all()):
+        raise ValueError("every mask must mark at least one pixel")
+    cams = grad_cam(model, images, labels.long(), layer=layer)
+    maps = normalize_maps(upsample_maps(cams, (masks.shape[1], masks.shape[2])))
+    if tolerance > 0:
+        size = 2 * tolerance + 1
+        grown = torch.nn.functional.max_pool2d(
+            objects[:, None].float(), size, stride=1, padding=tolerance
+        )[:, 0].bool()
+    else:
+        grown = objects
+    peak = maps.flatten(1).argmax(1)
+    hits = grown.flatten(1).gather(1, peak[:, None])[:, 0]
+    region = maps >= threshold
+    intersection = (region & objects).flatten(1).sum(1).float()
+    union = (region | objects).flatten(1).sum(1).float()
+    return hits, intersection / union.clamp_min(1)

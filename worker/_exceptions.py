@@ -12,6 +12,7 @@
           |    (models.CheckpointError)        fit the job
           +-- ResultsExistError (FileExistsError)  the results folder is already there
           +-- SettingsError (ValueError)       invalid or unsafe settings (no tokens outside dev)
+          +-- InvalidCameraError (ValueError)  a camera identifier not of the allowed form
           +-- StorageError                     the data directory cannot be used as asked
           |    +-- InvalidIdError (ValueError) an id that is not of the server's form
           |    +-- VideoNotFoundError          no video with that id is stored
@@ -44,6 +45,7 @@ __all__ = [
     "EmptyVideoError",
     "EventNotFoundError",
     "FrameDataError",
+    "InvalidCameraError",
     "InvalidIdError",
     "JobError",
     "JobNotFoundError",
@@ -91,6 +93,10 @@ class ResultsExistError(WorkerError, FileExistsError):
 
 class SettingsError(WorkerError, ValueError):
     """The settings are invalid or unsafe for the mode the service runs in."""
+
+
+class InvalidCameraError(WorkerError, ValueError):
+    """A camera (ward) identifier that is not of the allowed form (:mod:`worker.cameras`)."""
 
 
 class StorageError(WorkerError):

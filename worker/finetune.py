@@ -8,14 +8,20 @@
    runs; a process lock in the embedded default), so two fine-tunes never overlap:
    a second one waits, its job still ``running`` with ``detail.phase = "waiting"``;
 2. start from the active model version (registering ``ATCON_CHECKPOINT`` as the first
-   version when none exists);
+   version when none exists; a request restricted to a ``camera`` starts from the
+   version serving that camera), and refuse at once a Grad-CAM layer whose maps are
+   too small for the ATCON loss at its input size (:func:`models.atcon.check_map_size`);
 3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
-   and the clinicians' labels split into train and validation;
+   and the clinicians' labels split into train and validation (with ``camera``: that
+   camera's frames only);
 4. ATCON fine-tune (``alternating`` with the labeled train frames when there are any,
    else ``unsupervised``), BatchNorm frozen, progress reported per step;
 5. evaluate the starting and the new model on the held-out validation frames;
-6. register the new version with its card and apply the promotion gate
-   (:func:`worker.versions.promotion_gate`).
+6. register the new version with its card (data counts per camera, and the camera it
+   was adapted on) and apply the promotion gate (:func:`worker.versions.promotion_gate`);
+   a camera's version is promoted for that camera only; a version left a candidate for
+   want of labeled validation frames carries a comparison with its parent on a sample
+   of unlabeled pool frames (:mod:`worker.comparison`), which the models page shows.
 
 A loss that turns NaN or a collapsing model fails the job with its reason; nothing is
 registered and the active model is untouched. The active version's files are never
@@ -34,19 +40,23 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models._exceptions import AtconError, CheckpointError, TrainingError
 
 from ._exceptions import JobError
+from .cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN
 from .frame_pool import FramePool
 from .jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
 from .queue import JobQueue, JobState
 from .settings import Settings
 from .storage import Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
+
+if TYPE_CHECKING:
+    from .comparison import FrameFilter
 
 __all__ = [
     "FinetuneRequest",
@@ -100,6 +110,21 @@ class FinetuneRequest(BaseModel):
     mask_intensity: float | None = Field(default=None, gt=0, le=1000)
     lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
     batch_size: int | None = Field(default=None, ge=1, le=512)
+    layer: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+        description="Grad-CAM layer by module name, e.g. layer3 (default: automatic); "
+        "an earlier layer when the automatic one's maps are too small for ATCON",
+    )
+    camera: str | None = Field(
+        default=None,
+        pattern=CAMERA_PATTERN,
+        max_length=CAMERA_MAX_LENGTH,
+        description="adapt to this camera only: start from the version serving it, use its "
+        "unlabeled and labeled frames only, and if the gate promotes the new version, "
+        "activate it for this camera only (the default version stays)",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> FinetuneRequest:
@@ -172,31 +197,81 @@ def _finetune_lock(settings: Settings, progress: ProgressFn) -> Iterator[None]:
 # -- bookkeeping -----------------------------------------------------------------------------
 
 
-def last_finetune(storage: Storage) -> datetime | None:
-    """When the last fine-tune that finished (either way) started, if any did."""
+def _read_last(storage: Storage) -> dict[str, Any]:
     import json
 
-    path = storage.models / _LAST
     try:
-        return datetime.fromisoformat(json.loads(path.read_text())["started_at"])
-    except (OSError, ValueError, KeyError):
+        data = json.loads((storage.models / _LAST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _started(entry: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(entry["started_at"])  # type: ignore[index]
+    except (TypeError, ValueError, KeyError):
         return None
 
 
-def nightly_should_run(storage: Storage, queue: JobQueue, settings: Settings) -> tuple[bool, str]:
-    """The scheduler's question: enough new frames since the last fine-tune, none running?"""
-    counts = queue.counts(FINETUNE)
-    busy = counts.get(JobState.queued, 0) + counts.get(JobState.running, 0)
+def last_finetune(storage: Storage, camera: str | None = None) -> datetime | None:
+    """When the last fine-tune that finished (either way) started, if any did.
+
+    With ``camera``: the later of the last global fine-tune (it used every camera's
+    frames) and the last one restricted to that camera.
+    """
+    data = _read_last(storage)
+    times = [_started(data)]
+    if camera is not None:
+        cameras = data.get("cameras")
+        times.append(_started(cameras.get(camera)) if isinstance(cameras, dict) else None)
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _record_last(storage: Storage, camera: str | None, entry: dict[str, Any]) -> None:
+    """Note a finished fine-tune; the caller holds the fine-tune lock."""
+    data = _read_last(storage)
+    if camera is None:
+        data.update(entry)
+    else:
+        cameras = data.get("cameras")
+        data["cameras"] = {**(cameras if isinstance(cameras, dict) else {}), camera: entry}
+    atomic_write_json(storage.models / _LAST, data)
+
+
+def _busy(queue: JobQueue, camera: str | None) -> int:
+    """Fine-tunes queued or running: all of them, or those restricted to ``camera``."""
+    if camera is None:
+        counts = queue.counts(FINETUNE)
+        return counts.get(JobState.queued, 0) + counts.get(JobState.running, 0)
+    live = (JobState.queued, JobState.running)
+    return sum(
+        1
+        for job in queue.jobs(FINETUNE, 200)
+        if job.status in live and (job.payload.get("request") or {}).get("camera") == camera
+    )
+
+
+def nightly_should_run(
+    storage: Storage, queue: JobQueue, settings: Settings, camera: str | None = None
+) -> tuple[bool, str]:
+    """The scheduler's question: enough new frames since the last fine-tune, none running?
+
+    With ``camera``, the question is asked of that camera's frames and fine-tunes.
+    """
+    of = f" for camera {camera}" if camera is not None else ""
+    busy = _busy(queue, camera)
     if busy:
-        return False, f"{busy} fine-tune job(s) already queued or running"
-    since = last_finetune(storage)
-    new = len(FramePool(storage.frames).records(since=since, labeled=False))
+        return False, f"{busy} fine-tune job(s){of} already queued or running"
+    since = last_finetune(storage, camera)
+    new = len(FramePool(storage.frames).records(since=since, labeled=False, camera=camera))
     if new < settings.finetune_min_new_frames:
         return False, (
-            f"only {new} new frames since the last fine-tune "
+            f"only {new} new frames{of} since the last fine-tune "
             f"(at least {settings.finetune_min_new_frames} wanted)"
         )
-    return True, f"{new} new frames"
+    return True, f"{new} new frames{of}"
 
 
 class _StepProgress:
@@ -223,8 +298,10 @@ class _StepProgress:
         return None
 
 
-def _starting_version(registry: ModelRegistry, settings: Settings) -> tuple[str, Path]:
-    active = registry.active_checkpoint()
+def _starting_version(
+    registry: ModelRegistry, settings: Settings, camera: str | None
+) -> tuple[str, Path]:
+    active = registry.active_checkpoint(camera)  # the camera's own version, else the default
     if active is not None:
         return active
     if settings.checkpoint is None or not Path(settings.checkpoint).is_file():
@@ -243,8 +320,9 @@ def finetune_job(
     ctx: JobContext, request: Mapping[str, Any] | None = None, trigger: str = "api"
 ) -> JobOutcome:
     """Run one fine-tune (see the module docstring); return the new version's card summary."""
+    from models.atcon import check_map_size
     from models.checkpoint import load_checkpoint
-    from models.finetune import FinetuneConfig
+    from models.finetune import FinetuneConfig, named_layer
 
     from .training import DataOptions, evaluate_checkpoint, finetune_checkpoint
 
@@ -257,8 +335,13 @@ def finetune_job(
     started = datetime.now(UTC)
     with _finetune_lock(settings, ctx.progress):
         registry.cleanup()
-        parent_version, parent_checkpoint = _starting_version(registry, settings)
-        _, info = load_checkpoint(parent_checkpoint)
+        parent_version, parent_checkpoint = _starting_version(registry, settings, options.camera)
+        parent_model, info = load_checkpoint(parent_checkpoint)
+        try:  # ATCON's precondition, before any frame is exported
+            check_map_size(parent_model, info.input_size, named_layer(parent_model, options.layer))
+        except ValueError as exc:
+            raise JobError(f"fine-tuning refused: {exc} The active model is unchanged.") from exc
+        del parent_model
         pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
         shutil.rmtree(work, ignore_errors=True)
@@ -269,11 +352,13 @@ def finetune_job(
                 since=options.since,
                 video_ids=options.video_ids,
                 class_names=info.class_names,
+                camera=options.camera,
             )
             if exported.counts["unlabeled"] == 0:
+                of = f" of camera {options.camera}" if options.camera else ""
                 raise JobError(
-                    "no frames: the frame pool holds no unlabeled frames for this request; "
-                    "process videos or upload frames (POST /v1/frames) first"
+                    f"no frames: the frame pool holds no unlabeled frames{of} for this "
+                    "request; process videos or upload frames (POST /v1/frames) first"
                 )
             mode = options.mode or ("alternating" if exported.train_dir else "unsupervised")
             if mode == "alternating" and exported.train_dir is None:
@@ -303,10 +388,11 @@ def finetune_job(
                 unlabeled_batch_size=batch,
                 alpha=options.alpha if options.alpha is not None else 1.0,
                 mask_intensity=options.mask_intensity or 8.0,
+                layer=options.layer,
             )
             candidate = work / "model.pt"
             try:
-                finetune_checkpoint(
+                report = finetune_checkpoint(
                     parent_checkpoint,
                     exported.unlabeled_dir,
                     candidate,
@@ -315,6 +401,7 @@ def finetune_job(
                     data=DataOptions(image_size=info.input_size, val_fraction=0.0),
                     progress=False,
                     callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                    min_val_per_class=settings.finetune_min_val_per_class,
                 )
             except (TrainingError, CheckpointError, ValueError) as exc:
                 raise JobError(
@@ -325,27 +412,57 @@ def finetune_job(
             if exported.val_dir is not None:
                 ctx.progress(0.88, {"phase": "evaluating"})
                 try:
-                    before = evaluate_checkpoint(parent_checkpoint, exported.val_dir)
-                    after = evaluate_checkpoint(candidate, exported.val_dir)
+                    before = evaluate_checkpoint(
+                        parent_checkpoint, exported.val_dir, layer=options.layer
+                    )
+                    after = evaluate_checkpoint(candidate, exported.val_dir, layer=options.layer)
                 except AtconError as exc:
                     raise JobError(f"evaluation failed: {exc}") from exc
             decision = promotion_gate(
                 before, after, f1_tolerance_points=settings.gate_f1_tolerance_points
             )
+            attachments: dict[str, Path] = {}
+            comparison_note: dict[str, Any] | None = None
+            if decision.status is VersionStatus.CANDIDATE and settings.finetune_compare_frames:
+                ctx.progress(0.9, {"phase": "comparing with the parent on pool frames"})
+                attachments, comparison_note = _compare_with_parent(
+                    pool,
+                    options,
+                    parent_checkpoint,
+                    parent_version,
+                    candidate,
+                    work / "comparison",
+                    count=settings.finetune_compare_frames,
+                    seed=ctx.job.job_id,
+                    layer=options.layer,
+                )
             card = registry.register(
                 candidate,
                 status=decision.status,
                 reason=decision.reason,
                 parent=parent_version,
-                config={"finetune": config_dict(config), "trigger": trigger},
-                data={**exported.describe(), "parent_sha256": info.sha256},
+                config={
+                    "finetune": config_dict(config),
+                    "trigger": trigger,
+                    # the pool's validation frames gate; they never choose thresholds
+                    "thresholds": report.metrics.get("thresholds"),
+                },
+                data={
+                    **exported.describe(),
+                    "parent_sha256": info.sha256,
+                    **({"comparison": comparison_note} if comparison_note else {}),
+                },
                 metrics_before=_summary(before),
                 metrics_after=_summary(after),
+                attachments=attachments,
+                # a camera's fine-tune is promoted for that camera only
+                cameras=[options.camera] if options.camera else None,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        atomic_write_json(
-            storage.models / _LAST,
+        _record_last(
+            storage,
+            options.camera,
             {"started_at": started.isoformat(), "job_id": ctx.job.job_id, "version": card.version},
         )
     ctx.progress(1.0, {"phase": "done", "version": card.version, "status": str(card.status)})
@@ -357,9 +474,60 @@ def finetune_job(
             "reason": card.reason,
             "parent": parent_version,
             "frames": exported.counts,
+            "cameras": card.cameras,
+            "active_for": registry.cameras_of(card.version),
         },
         frames=sum(exported.counts.values()),
     )
+
+
+def _compare_with_parent(
+    pool: FramePool,
+    options: FinetuneRequest,
+    parent_checkpoint: Path,
+    parent_version: str,
+    candidate: Path,
+    folder: Path,
+    *,
+    count: int,
+    seed: str,
+    layer: str | None = None,
+    frame_filter: FrameFilter | None = None,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The candidate beside its parent on a sample of the request's unlabeled pool frames.
+
+    Returns the files to store with the version (``comparison.json`` and the overlays)
+    and a note for its card. A comparison that cannot be made is not a failed
+    fine-tune: the note then says why, and the version has no comparison.
+    """
+    from models._exceptions import AtconError
+
+    from .comparison import COMPARISON_DIR, COMPARISON_JSON, compare_models, sample_frames
+
+    records = pool.records(since=options.since, video_ids=options.video_ids, labeled=False)
+    chosen = sample_frames(records, count, seed=seed, frame_filter=frame_filter)
+    if not chosen:
+        return {}, {"frames": 0, "error": "no unlabeled pool frame to compare on"}
+    overlays = folder / COMPARISON_DIR
+    try:
+        report = compare_models(
+            parent_checkpoint,
+            candidate,
+            pool,
+            chosen,
+            overlays,
+            parent_version=parent_version,
+            sampled_from=len(records),
+            layer=layer,
+        )
+    except (AtconError, OSError, ValueError) as exc:
+        logger.warning("could not compare the candidate with its parent: %s", exc)
+        return {}, {"frames": 0, "error": f"could not compare with the parent: {exc}"}
+    atomic_write_json(folder / COMPARISON_JSON, report)
+    files = {COMPARISON_JSON: folder / COMPARISON_JSON}
+    for path in sorted(overlays.iterdir()):
+        files[f"{COMPARISON_DIR}/{path.name}"] = path
+    return files, {"frames": report["summary"]["frames"], **report["summary"]}
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -376,19 +544,39 @@ def _summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def run_nightly_once(
-    storage: Storage, queue: JobQueue, settings: Settings
+    storage: Storage, queue: JobQueue, settings: Settings, camera: str | None = None
 ) -> tuple[str | None, str]:
     """What the scheduler does at its fire time, once: queue a fine-tune if worth it.
 
+    With ``camera``, a fine-tune of that camera's frames, promoted for it only.
     Returns the job id (``None`` when nothing was queued) and the reason.
     """
-    ok, why = nightly_should_run(storage, queue, settings)
+    ok, why = nightly_should_run(storage, queue, settings, camera)
     if not ok:
         logger.info("nightly fine-tune not queued: %s", why)
         return None, why
-    job_id = queue_finetune(queue, trigger="nightly")
+    job_id = queue_finetune(queue, FinetuneRequest(camera=camera), trigger="nightly")
     logger.info("nightly fine-tune queued as job %s (%s)", job_id, why)
     return job_id, why
+
+
+def _nightly_targets(storage: Storage, queue: JobQueue, settings: Settings) -> tuple[bool, str]:
+    """The scheduler's check over the global target and ``ATCON_FINETUNE_CAMERAS``."""
+    answers = [
+        nightly_should_run(storage, queue, settings, camera)
+        for camera in [None, *settings.finetune_camera_list]
+    ]
+    return any(ok for ok, _ in answers), "; ".join(why for _, why in answers)
+
+
+def _queue_nightly(storage: Storage, queue: JobQueue, settings: Settings) -> str:
+    """Queue the nightly fine-tune of every target that is due; return the job ids."""
+    jobs = []
+    for camera in [None, *settings.finetune_camera_list]:
+        job_id, _ = run_nightly_once(storage, queue, settings, camera)
+        if job_id is not None:
+            jobs.append(job_id)
+    return ",".join(jobs)
 
 
 def start_scheduler(
@@ -419,8 +607,8 @@ def start_scheduler(
         settings.finetune_schedule,
         settings.finetune_timezone,
         claim=claim,
-        should_run=lambda: nightly_should_run(storage, queue, settings),
-        trigger=lambda: queue_finetune(queue, trigger="nightly"),
+        should_run=lambda: _nightly_targets(storage, queue, settings),
+        trigger=lambda: _queue_nightly(storage, queue, settings),
     )
     thread = threading.Thread(
         target=scheduler.run, args=(stop, interval_s), name="nightly-scheduler", daemon=True

@@ -30,9 +30,11 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .cameras import validate_camera
 from .storage import atomic_write_bytes
 
 __all__ = [
+    "NO_CAMERA",
     "ExportedFrames",
     "FramePool",
     "FrameRecord",
@@ -47,6 +49,8 @@ _FRAME_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _MAX_ZIP_ENTRY_BYTES = 64 * 2**20
 _MAX_PIXELS = 80_000_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+#: the key of frames without a camera in per-camera counts (not a valid camera name)
+NO_CAMERA = "(no camera)"
 
 
 class InvalidFrameError(ValueError):
@@ -69,6 +73,8 @@ class FrameRecord:
     labeled_at: str | None = None
     consistency: float | None = None
     consistency_model: str | None = None
+    #: the ward camera that recorded it (:mod:`worker.cameras`); None: not known
+    camera: str | None = None
 
     @property
     def added(self) -> datetime:
@@ -90,9 +96,19 @@ class ExportedFrames:
     val_dir: Path | None
     counts: dict[str, int]
     digest: str
+    #: the camera the export was restricted to (None: every frame)
+    camera: str | None = None
+    #: ``{camera: {"unlabeled": n, "train": n, "val": n}}``; frames without a camera
+    #: under :data:`NO_CAMERA`
+    counts_by_camera: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {"counts": self.counts, "sha256": self.digest}
+        return {
+            "counts": self.counts,
+            "sha256": self.digest,
+            "camera": self.camera,
+            "counts_by_camera": self.counts_by_camera,
+        }
 
 
 def _now() -> str:
@@ -131,15 +147,20 @@ class FramePool:
         source: str = "detection",
         video_id: str | None = None,
         time_s: float | None = None,
+        camera: str | None = None,
     ) -> FrameRecord:
         """Add a uint8 RGB frame (H, W, 3), e.g. sampled by a detection job."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"rgb must be a uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
-        record = FrameRecord(uuid.uuid4().hex, source, _now(), video_id=video_id, time_s=time_s)
+        camera = validate_camera(camera) if camera is not None else None
+        record = FrameRecord(
+            uuid.uuid4().hex, source, _now(), video_id=video_id, time_s=time_s, camera=camera
+        )
         return self._store(Image.fromarray(rgb), record)
 
-    def add_image_bytes(self, data: bytes) -> FrameRecord:
+    def add_image_bytes(self, data: bytes, *, camera: str | None = None) -> FrameRecord:
         """Add an uploaded image file; raise :class:`InvalidFrameError` if it is not one."""
+        camera = validate_camera(camera) if camera is not None else None
         if not data:
             raise InvalidFrameError("the file is empty")
         try:
@@ -150,14 +171,16 @@ class FramePool:
                 probe.verify()
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-                return self._store(image, FrameRecord(uuid.uuid4().hex, "upload", _now()))
+                record = FrameRecord(uuid.uuid4().hex, "upload", _now(), camera=camera)
+                return self._store(image, record)
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InvalidFrameError(
                 "the file is not a readable PNG, JPEG, BMP or WebP image"
             ) from exc
 
-    def import_zip(self, stream: BinaryIO) -> ZipImportResult:
+    def import_zip(self, stream: BinaryIO, *, camera: str | None = None) -> ZipImportResult:
         """Add every image of a zip archive; entries that are unsafe or not images are rejected."""
+        camera = validate_camera(camera) if camera is not None else None
         result = ZipImportResult()
         try:
             archive = zipfile.ZipFile(stream)
@@ -179,7 +202,7 @@ class FramePool:
                     result.rejected.append((name, "larger than 64 MiB"))
                     continue
                 try:
-                    record = self.add_image_bytes(archive.read(info))
+                    record = self.add_image_bytes(archive.read(info), camera=camera)
                 except InvalidFrameError as exc:
                     result.rejected.append((name, str(exc)))
                     continue
@@ -222,8 +245,10 @@ class FramePool:
         since: datetime | None = None,
         video_ids: Iterable[str] | None = None,
         labeled: bool | None = None,
+        camera: str | None = None,
     ) -> list[FrameRecord]:
-        """Frames oldest first, filtered by time added, source video and labeled state."""
+        """Frames oldest first, filtered by time added, source video, labeled state and
+        camera (``camera=None``: every frame, with a camera or not)."""
         wanted = set(video_ids) if video_ids is not None else None
         out = []
         for path in self.root.glob("*.json"):
@@ -237,6 +262,8 @@ class FramePool:
             if wanted is not None and record.video_id not in wanted:
                 continue
             if labeled is not None and (record.labels is not None) != labeled:
+                continue
+            if camera is not None and record.camera != camera:
                 continue
             out.append(record)
         return sorted(out, key=lambda r: r.added_at)
@@ -282,30 +309,42 @@ class FramePool:
         since: datetime | None = None,
         video_ids: Iterable[str] | None = None,
         class_names: list[str] | None = None,
+        camera: str | None = None,
     ) -> ExportedFrames:
         """Hard-link a snapshot into ``dest`` in the training formats (see module doc).
 
         Unlabeled frames are filtered by ``since``/``video_ids``; every labeled frame is
         exported, since labels are scarce and the validation set must stay whole.
+        ``camera`` restricts both, unlabeled and labeled, to that camera's frames.
         ``class_names`` fixes the class order in each labeled folder's ``classes.txt``.
         """
+        camera = validate_camera(camera) if camera is not None else None
         dest = Path(dest)
-        unlabeled = self.records(since=since, video_ids=video_ids, labeled=False)
-        labeled = self.records(labeled=True)
+        unlabeled = self.records(since=since, video_ids=video_ids, labeled=False, camera=camera)
+        labeled = self.records(labeled=True, camera=camera)
         digest = hashlib.sha256()
         counts = {"unlabeled": 0, "train": 0, "val": 0}
+        by_camera: dict[str, dict[str, int]] = {}
+
+        def count(record: FrameRecord, split: str) -> None:
+            counts[split] += 1
+            per = by_camera.setdefault(
+                record.camera or NO_CAMERA, {"unlabeled": 0, "train": 0, "val": 0}
+            )
+            per[split] += 1
+
         (dest / "unlabeled").mkdir(parents=True, exist_ok=True)
         for record in unlabeled:
             self._link(record.frame_id, dest / "unlabeled")
             digest.update(f"u:{record.frame_id}".encode())
-            counts["unlabeled"] += 1
+            count(record, "unlabeled")
         rows: dict[str, list[tuple[str, str]]] = {"train": [], "val": []}
         for record in labeled:
             split = record.split or "train"
             self._link(record.frame_id, dest / split)
             rows[split].append((f"{record.frame_id}.png", "|".join(record.labels or [])))
             digest.update(f"{split}:{record.frame_id}:{rows[split][-1][1]}".encode())
-            counts[split] += 1
+            count(record, split)
         for split, split_rows in rows.items():
             if split_rows:
                 with open(dest / split / "labels.csv", "w", newline="", encoding="utf-8") as fh:
@@ -320,6 +359,8 @@ class FramePool:
             val_dir=dest / "val" if rows["val"] else None,
             counts=counts,
             digest=digest.hexdigest(),
+            camera=camera,
+            counts_by_camera=dict(sorted(by_camera.items())),
         )
 
     def _link(self, frame_id: str, folder: Path) -> None:
@@ -341,12 +382,14 @@ def collect_from_detection(
     video_id: str,
     frames_per_minute: float,
     model_version: str,
+    camera: str | None = None,
 ) -> list[str]:
     """Add an even sample of a processed video's frames to the pool, scored for review.
 
     ``detector`` is the :class:`worker.detect.Detector` that processed ``source``;
     ``scores_npz`` its per-frame scores (``times``, ``pts``). About
-    ``frames_per_minute`` frames per minute of video are taken, at least one.
+    ``frames_per_minute`` frames per minute of video are taken, at least one; each
+    carries the video's ``camera``.
     """
     from .video import extract_frames
 
@@ -365,7 +408,7 @@ def collect_from_detection(
     consistency = detector.frame_consistency(frames)
     added = []
     for i, frame, score in zip(picks, frames, consistency, strict=True):
-        record = pool.add_frame(frame, video_id=video_id, time_s=float(times[i]))
+        record = pool.add_frame(frame, video_id=video_id, time_s=float(times[i]), camera=camera)
         pool.set_consistency(record.frame_id, float(score), model_version)
         added.append(record.frame_id)
     return added

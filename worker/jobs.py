@@ -20,9 +20,9 @@ or fails the job:
   training step) with :class:`~worker._exceptions.JobCancelledError`, and is failed
   with the cancellation as its error (the fine-tune registers no version).
 
-Between jobs :class:`~worker.model_cache.ModelCache` checks which model to serve (the
-data directory's active version, else ``ATCON_CHECKPOINT``) and reloads only when that
-changed.
+At the start of each job :class:`~worker.model_cache.ModelCache` checks which model
+serves the video (the version activated for its camera, else the data directory's
+active version, else ``ATCON_CHECKPOINT``) and loads it only when it is not loaded.
 """
 
 from __future__ import annotations
@@ -154,10 +154,11 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
     """
     storage = ctx.storage
     try:
-        storage.get_video(video_id)
+        record = storage.get_video(video_id)
     except VideoNotFoundError:
         raise JobError(f"video {video_id} was deleted before it was processed") from None
-    detector, version = ctx.models.current()
+    # the version activated for the video's camera, else the default
+    detector, version = ctx.models.current(record.camera)
     staging = storage.staging_dir(video_id)
     try:
         out = staging / "results"
@@ -169,7 +170,7 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
         storage.publish_results(video_id, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _collect_frames(ctx, detector, video_id, version)
+    _collect_frames(ctx, detector, video_id, version, record.camera)
     event_list = events.get("events")
     count = len(event_list) if isinstance(event_list, list) else 0
     return JobOutcome(
@@ -178,7 +179,9 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
     )
 
 
-def _collect_frames(ctx: JobContext, detector: Any, video_id: str, version: str) -> None:
+def _collect_frames(
+    ctx: JobContext, detector: Any, video_id: str, version: str, camera: str | None
+) -> None:
     """Feed the frame pool from a processed video; a failure here never fails the job."""
     from .frame_pool import FramePool, collect_from_detection
 
@@ -193,6 +196,7 @@ def _collect_frames(ctx: JobContext, detector: Any, video_id: str, version: str)
             video_id=video_id,
             frames_per_minute=settings.pool_frames_per_minute,
             model_version=version,
+            camera=camera,
         )
         logger.info("video %s: %d frames added to the frame pool", video_id, len(added))
     except Exception:

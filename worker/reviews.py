@@ -208,7 +208,7 @@ def review_event(
         raise ValueError(f"verdict must be one of {allowed}, got {verdict!r}") from None
     if not reviewer:
         raise ValueError("reviewer must name who reviewed the event")
-    storage.get_video(video_id)  # VideoNotFoundError for an unknown video
+    camera = storage.get_video(video_id).camera  # VideoNotFoundError for an unknown video
     events = storage.read_events(video_id)
     if events is None:
         raise NoResultsError(f"video {video_id} has no results yet; review it once it is processed")
@@ -244,6 +244,7 @@ def review_event(
                     rgb,
                     source="review",
                     video_id=video_id,
+                    camera=camera,
                     time_s=float(peak) if isinstance(peak, int | float) else None,
                 )
                 frame_id = record.frame_id

@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     #: detection: score with the model compiled by torch.compile (:mod:`worker.compiled`),
     #: compiled when a worker loads a model (seconds; falls back to eager on failure)
     detect_compile: bool = False
+    #: detection: loaded models a worker keeps (one per version serving some camera)
+    model_cache_size: int = Field(default=3, ge=1)
 
     #: frame pool: frames each detection adds per minute of video; share of labeled
     #: frames held out for validation (the promotion gate's data)
@@ -164,6 +166,9 @@ class Settings(BaseSettings):
     finetune_schedule: str = "0 2 * * *"
     finetune_timezone: str = "UTC"
     finetune_min_new_frames: int = Field(default=200, ge=0)
+    #: comma-separated cameras: the nightly run also queues, for each, a fine-tune on
+    #: that camera's frames only, promoted for that camera only (empty: global only)
+    finetune_cameras: str = ""
     #: fine-tune defaults (a request may override them)
     finetune_steps: int = Field(default=200, ge=1)
     #: the most optimiser steps one fine-tune may run (a request asking more is refused
@@ -171,6 +176,13 @@ class Settings(BaseSettings):
     finetune_max_steps: int = Field(default=5000, ge=1)
     finetune_lr: float = Field(default=1e-5, gt=0)
     finetune_batch_size: int = Field(default=16, ge=1)
+    #: a class's decision threshold is re-chosen only from at least this many
+    #: validation positives and as many negatives (else the parent's is kept); the
+    #: default of ``atcon train``/``atcon finetune --min-val-per-class``
+    finetune_min_val_per_class: int = Field(default=5, ge=1)
+    #: unlabeled pool frames on which a candidate without labeled validation is shown
+    #: beside its parent on the models page (0: no comparison)
+    finetune_compare_frames: int = Field(default=12, ge=0, le=200)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
 
@@ -190,6 +202,15 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not a known IANA time zone") from None
+        return value
+
+    @field_validator("finetune_cameras")
+    @classmethod
+    def _cameras_valid(cls, value: str) -> str:
+        from .cameras import validate_camera
+
+        for name in _split(value):
+            validate_camera(name, "ATCON_FINETUNE_CAMERAS entry")
         return value
 
     @field_validator("redis_url", "device", mode="before")
@@ -249,6 +270,11 @@ class Settings(BaseSettings):
         return parse_tokens(self.api_tokens)
 
     @property
+    def finetune_camera_list(self) -> list[str]:
+        """``finetune_cameras`` as a list, without duplicates."""
+        return list(dict.fromkeys(_split(self.finetune_cameras)))
+
+    @property
     def heartbeat_s(self) -> float:
         if self.heartbeat_interval_s is not None:
             return min(self.heartbeat_interval_s, self.visibility_timeout_s / 2)
@@ -273,6 +299,10 @@ class Settings(BaseSettings):
         if attempt < 1:
             raise ValueError(f"attempt must be at least 1, got {attempt}")
         return float(min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (attempt - 1)))
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -134,6 +134,8 @@ class VideoRecord:
     height: int | None = None
     duration_s: float | None = None
     fps: float | None = None
+    #: the ward camera it was recorded by (:mod:`worker.cameras`); None: not given
+    camera: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -338,15 +340,16 @@ class Storage:
 
     # -- model versions ----------------------------------------------------------------------
 
-    def model_to_serve(self, fallback: Path | None) -> ModelRef | None:
-        """The active model version (:mod:`worker.versions`), else ``fallback``.
+    def model_to_serve(self, fallback: Path | None, camera: str | None = None) -> ModelRef | None:
+        """The model for a video of ``camera``: the version activated for that camera,
+        else the active model version (:mod:`worker.versions`), else ``fallback``.
 
         ``fallback`` is ``ATCON_CHECKPOINT``, served while no version is active.
         """
         from .versions import ModelRegistry, VersionError
 
         try:
-            active = ModelRegistry(self.models).active_checkpoint()
+            active = ModelRegistry(self.models).active_checkpoint(camera)
         except (VersionError, OSError) as exc:
             raise StorageError(f"the active model version cannot be read: {exc}") from exc
         if active is not None:

@@ -7,8 +7,20 @@ through which staff come in. A seeded script decides what happens when:
 ``staff_present``  a person in blue scrubs walks in, stands by the bed, leaves
 ``patient_sitting`` the patient sits up in bed
 ``bed_exit``       the patient is out of bed, standing or walking beside it
-``lights_dimmed``  the room goes to an infrared-like low-contrast grey
+``lights_dimmed``  the wall lamp goes out and the room goes to a low-contrast grey
 =================  ========================================================
+
+Deployment shifts (:mod:`worker.shifts`: ``night``, ``camera``, ``room``, ``blur``,
+``compression``, each at a severity 1..5) change how the same script is seen.
+
+Every frame also has object masks (:meth:`WardScene.render` with ``masks=True``): a
+uint8 bit mask whose bit ``k`` marks the pixels of the object that makes class ``k``
+true: the staff member (``staff_present``), the sitting or standing patient
+(``patient_sitting``, ``bed_exit``) and the wall lamp while it is out
+(``lights_dimmed``). A pixel carries the bit of the front-most object. With
+``masks=True``, :func:`synthesize` writes them at the labeled-frame rate to
+``<name>.masks.npz`` (``times``, ``masks`` (T, H, W), ``classes``), so attention
+maps can be scored against them (the pointing game, mIoU).
 
 Every frame gets camera noise and a slow camera drift of a few pixels, and the video
 is H.264-compressed, so a model cannot key on exact pixel values. Alongside the MP4
@@ -37,6 +49,16 @@ import av
 import numpy as np
 from PIL import Image
 
+from .shifts import (
+    CameraWarp,
+    Shift,
+    apply_photometric,
+    compression_crf,
+    compression_scale,
+    night_noise,
+    room_palette,
+    shift_severity,
+)
 from .video import FrameSampler
 
 __all__ = [
@@ -48,9 +70,11 @@ __all__ = [
     "WardScene",
     "ground_truth_document",
     "load_ground_truth",
+    "load_masks",
     "make_script",
     "synthesize",
     "write_labeled_frames",
+    "write_masks",
 ]
 
 CLASSES: tuple[str, ...] = ("staff_present", "patient_sitting", "bed_exit", "lights_dimmed")
@@ -69,6 +93,9 @@ _SKIN = (222, 182, 150)
 _SCRUBS = (38, 88, 172)
 _CAP = (30, 70, 140)
 _HAIR = (70, 50, 40)
+_LAMP_ON = (255, 238, 170)
+_LAMP_OFF = (72, 72, 70)
+_LAMP_HOUSING = (96, 96, 100)
 
 
 @dataclass(frozen=True)
@@ -93,8 +120,15 @@ class SynthConfig:
     noise: float = 5.0
     crf: int = 26
     frames_fps: float = 2.0
+    #: deployment shifts (:mod:`worker.shifts`), each at most once
+    shifts: tuple[Shift, ...] = ()
 
     def __post_init__(self) -> None:
+        shifts = tuple(Shift(**s) if isinstance(s, dict) else s for s in self.shifts)
+        object.__setattr__(self, "shifts", shifts)
+        names = [s.name for s in shifts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each shift may be given once, got {', '.join(names)}")
         if not self.seconds > 0:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if not 1 <= self.fps <= 120:
@@ -118,6 +152,7 @@ class SynthResult:
     frames_dir: Path | None
     events: list[GroundTruthEvent] = field(default_factory=list)
     labeled_frames: int = 0
+    masks: Path | None = None
 
 
 def make_script(seconds: float, rng: np.random.Generator) -> list[GroundTruthEvent]:
@@ -173,8 +208,19 @@ class _Sprite:
         self.mask |= inside
         self.rgb[inside] = color
 
-    def paste(self, canvas: np.ndarray, x: int, y: int) -> None:
-        """Paste with the patch's top-left corner at (x, y), clipped to the canvas."""
+    def paste(
+        self,
+        canvas: np.ndarray,
+        x: int,
+        y: int,
+        labels: np.ndarray | None = None,
+        bit: int = 0,
+    ) -> None:
+        """Paste with the patch's top-left corner at (x, y), clipped to the canvas.
+
+        With ``labels``, the pasted pixels of that mask get ``bit`` (0: cleared, as
+        an object in front hides what is behind it).
+        """
         height, width = self.mask.shape
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + width, canvas.shape[1]), min(y + height, canvas.shape[0])
@@ -183,6 +229,12 @@ class _Sprite:
         mask = self.mask[y0 - y : y1 - y, x0 - x : x1 - x]
         region = canvas[y0:y1, x0:x1]
         region[mask] = self.rgb[y0 - y : y1 - y, x0 - x : x1 - x][mask]
+        if labels is not None:
+            labels[y0:y1, x0:x1][mask] = bit
+
+
+def _bit(label: str) -> int:
+    return 1 << CLASSES.index(label)
 
 
 class WardScene:
@@ -198,20 +250,33 @@ class WardScene:
         *,
         seed: int = 0,
         noise: float = 5.0,
+        shifts: Sequence[Shift] = (),
     ) -> None:
         self.width, self.height = width, height
         self.events = list(events)
+        self.shifts = tuple(shifts)
         self._rng = np.random.default_rng(seed + 7919)
         self._phase = self._rng.uniform(0, 2 * math.pi, size=4)
         m = self._MARGIN
+        room = shift_severity(self.shifts, "room")
+        self._wall, self._floor = room_palette(_WALL, _FLOOR, room)
         self._background = self._draw_room(width + 2 * m, height + 2 * m)
+        self._warp = CameraWarp(
+            width, height, severity=shift_severity(self.shifts, "camera"), mirror=room >= 3
+        )
+        noise += night_noise(self.shifts)
         unit = height / 240.0
         self._lying = self._patient_lying(unit)
         self._sitting = self._patient_sitting(unit)
         self._standing = self._person(unit, _GOWN, _HAIR, cap=False)
         self._staff = self._person(unit * 1.08, _SCRUBS, _CAP, cap=True)
+        # an infrared sensor's noise is grey, a colour sensor's is per channel
+        channels = 1 if shift_severity(self.shifts, "night") else 3
         self._noise = [
-            self._rng.normal(0.0, noise, size=(height, width, 3)).astype(np.int16)
+            np.broadcast_to(
+                self._rng.normal(0.0, noise, size=(height, width, channels)).astype(np.int16),
+                (height, width, 3),
+            )
             for _ in range(8 if noise > 0 else 0)
         ]
 
@@ -219,8 +284,8 @@ class WardScene:
     def _draw_room(self, width: int, height: int) -> np.ndarray:
         yy = np.mgrid[0:height, 0:width][0].astype(np.float32)
         horizon = 0.56 * height
-        wall = _WALL * (0.92 + 0.08 * (yy / horizon))[..., None]
-        floor = _FLOOR * (0.85 + 0.25 * ((yy - horizon) / (height - horizon)))[..., None]
+        wall = self._wall * (0.92 + 0.08 * (yy / horizon))[..., None]
+        floor = self._floor * (0.85 + 0.25 * ((yy - horizon) / (height - horizon)))[..., None]
         room = np.where((yy < horizon)[..., None], wall, floor)
         room += self._rng.normal(0, 2.0, size=room.shape).astype(np.float32)  # texture
         canvas = room.clip(0, 255).astype(np.uint8)
@@ -281,39 +346,73 @@ class WardScene:
                 return event
         return None
 
+    def _lamp(self, canvas: np.ndarray, labels: np.ndarray | None, dimmed: bool) -> None:
+        """The wall lamp above the bed: lit, or out while the lights are dimmed."""
+        h, w = canvas.shape[:2]
+        y0, y1, x0, x1 = int(0.13 * h), int(0.21 * h), int(0.36 * w), int(0.46 * w)
+        canvas[y0 - 2 : y1 + 2, x0 - 2 : x1 + 2] = _LAMP_HOUSING
+        canvas[y0:y1, x0:x1] = _LAMP_OFF if dimmed else _LAMP_ON
+        if labels is not None and dimmed:
+            labels[y0 - 2 : y1 + 2, x0 - 2 : x1 + 2] = 1 << CLASSES.index("lights_dimmed")
+
     def render(self, t: float, frame_index: int = 0) -> np.ndarray:
         """The frame at ``t`` seconds, uint8 RGB (height, width, 3)."""
+        return self._render(t, frame_index, masks=False)[0]
+
+    def render_with_masks(self, t: float, frame_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(frame, bit mask)`` at ``t``: the mask is uint8 (height, width), bit ``k``
+        set on the pixels of the object that makes ``CLASSES[k]`` true."""
+        image, mask = self._render(t, frame_index, masks=True)
+        assert mask is not None
+        return image, mask
+
+    def _render(
+        self, t: float, frame_index: int, *, masks: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         m, w, h = self._MARGIN, self.width, self.height
         canvas = self._background.copy()
+        labels = np.zeros(canvas.shape[:2], dtype=np.uint8) if masks else None
         W, H = w + 2 * m, h + 2 * m
+        dimmed = self._event("lights_dimmed", t) is not None
+        self._lamp(canvas, labels, dimmed)
         breathe = round(math.sin(2 * math.pi * t / 4.0 + self._phase[0]))
         exit_event = self._event("bed_exit", t)
         if exit_event is not None:
             into = t - exit_event.start_s
             x = 0.42 + 0.12 * math.sin(2 * math.pi * into / 9.0 + self._phase[1])
-            self._standing.paste(canvas, int(x * W), int(0.50 * H))
+            self._standing.paste(canvas, int(x * W), int(0.50 * H), labels, _bit("bed_exit"))
         elif self._event("patient_sitting", t) is not None:
-            self._sitting.paste(canvas, int(0.20 * W), int(0.27 * H) + breathe)
+            self._sitting.paste(
+                canvas, int(0.20 * W), int(0.27 * H) + breathe, labels, _bit("patient_sitting")
+            )
         else:
-            self._lying.paste(canvas, int(0.20 * W), int(0.475 * H) + breathe)
+            self._lying.paste(canvas, int(0.20 * W), int(0.475 * H) + breathe, labels, 0)
         visit = self._event("staff_present", t)
         if visit is not None:
             walk = min(2.0, (visit.end_s - visit.start_s) / 3)
             into, left = t - visit.start_s, visit.end_s - t
             progress = min(1.0, into / walk, left / walk)
             x = 0.86 - 0.20 * progress + 0.01 * math.sin(2 * math.pi * t / 3.0)
-            self._staff.paste(canvas, int((x - 0.06) * W), int(0.24 * H))
+            self._staff.paste(
+                canvas, int((x - 0.06) * W), int(0.24 * H), labels, _bit("staff_present")
+            )
         dx = round(2.5 * math.sin(2 * math.pi * t / 17.0 + self._phase[2]))
         dy = round(2.0 * math.sin(2 * math.pi * t / 23.0 + self._phase[3]))
-        view = canvas[m + dy : m + dy + h, m + dx : m + dx + w]
-        if self._event("lights_dimmed", t) is not None:
+        view = self._warp(canvas[m + dy : m + dy + h, m + dx : m + dx + w])
+        if dimmed:
             grey = view @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             view = np.repeat((38.0 + 0.42 * grey).astype(np.uint8)[..., None], 3, axis=2)
-        if not self._noise:
-            return np.ascontiguousarray(view)
-        noisy = view.astype(np.int16)
-        noisy += self._noise[frame_index % len(self._noise)]
-        return noisy.clip(0, 255).astype(np.uint8)
+        if self.shifts:
+            view = apply_photometric(view, self.shifts).clip(0, 255).astype(np.uint8)
+        if self._noise:
+            noisy = view.astype(np.int16)
+            noisy += self._noise[frame_index % len(self._noise)]
+            view = noisy.clip(0, 255).astype(np.uint8)
+        image = np.ascontiguousarray(view)
+        if labels is None:
+            return image, None
+        mask = self._warp(labels[m + dy : m + dy + h, m + dx : m + dx + w])
+        return image, np.ascontiguousarray(mask)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -340,13 +439,14 @@ def _encode(
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height = config.width, config.height
             stream.pix_fmt = "yuv420p"
+            severity = shift_severity(config.shifts, "compression")
             stream.options = {
-                "crf": str(config.crf),
+                "crf": str(compression_crf(config.crf, severity)),
                 "preset": "veryfast",
                 "g": str(max(1, round(2 * config.fps))),
             }
             for index in range(count):
-                image = scene.render(index / config.fps, index)
+                image = _degrade(scene.render(index / config.fps, index), severity)
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame.pts = index
                 frame.time_base = 1 / rate
@@ -358,6 +458,39 @@ def _encode(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _degrade(image: np.ndarray, severity: int) -> np.ndarray:
+    """The ``compression`` shift's down- and up-scaling (a low-resolution stream)."""
+    scale = compression_scale(severity)
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    small = Image.fromarray(image).resize(
+        (max(8, round(width / scale)), max(8, round(height / scale))), Image.Resampling.BILINEAR
+    )
+    return np.asarray(small.resize((width, height), Image.Resampling.BILINEAR))
+
+
+def write_masks(path: Path, scene: WardScene, seconds: float, fps: float) -> int:
+    """Write ``scene``'s object masks at ``fps`` (times ``k / fps``) to a ``.npz``; return T."""
+    times = np.arange(0.0, seconds - 1e-9, 1.0 / fps)
+    masks = np.stack([scene.render_with_masks(float(t))[1] for t in times])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, times=times, masks=masks, classes=np.array(CLASSES))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(times)
+
+
+def load_masks(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(times (T,), bit masks (T, H, W) uint8, class names)`` from :func:`write_masks`."""
+    with np.load(path) as data:
+        return data["times"], data["masks"], [str(c) for c in data["classes"]]
 
 
 def write_labeled_frames(
@@ -415,14 +548,26 @@ def synthesize(
     *,
     name: str = "ward",
     frames: bool = True,
+    masks: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> SynthResult:
-    """Write ``<name>.mp4``, ``<name>.events.json`` and, with ``frames``, ``frames/``."""
+    """Write ``<name>.mp4``, ``<name>.events.json`` and, with ``frames``, ``frames/``.
+
+    With ``masks``, also ``<name>.masks.npz``: the object masks at ``frames_fps``
+    (:func:`write_masks`).
+    """
     config = config or SynthConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     events = make_script(config.seconds, np.random.default_rng(config.seed))
-    scene = WardScene(config.width, config.height, events, seed=config.seed, noise=config.noise)
+    scene = WardScene(
+        config.width,
+        config.height,
+        events,
+        seed=config.seed,
+        noise=config.noise,
+        shifts=config.shifts,
+    )
     video = out / f"{name}.mp4"
     _encode(video, scene, config, progress)
     truth = out / f"{name}.events.json"
@@ -433,9 +578,13 @@ def synthesize(
     if frames and config.frames_fps > 0:
         frames_dir = out / "frames"
         count = write_labeled_frames([(video, events)], frames_dir, fps=config.frames_fps)
+    masks_file: Path | None = None
+    if masks and config.frames_fps > 0:
+        masks_file = out / f"{name}.masks.npz"
+        write_masks(masks_file, scene, config.seconds, config.frames_fps)
     if progress is not None:
         progress(1.0)
-    return SynthResult(video, truth, frames_dir, events, count)
+    return SynthResult(video, truth, frames_dir, events, count, masks_file)
 
 
 def load_ground_truth(path: str | Path) -> list[GroundTruthEvent]:

@@ -20,12 +20,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from models._exceptions import CheckpointError, TrainingError
+from models.atcon import check_map_size
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from models.distributed import DistributedContext
 from models.finetune import FinetuneConfig, FinetuneOutcome, finetune_atcon, named_layer
 from models.metrics import (
-    best_f1_thresholds,
+    choose_thresholds,
     classification_report,
     mean_attention_consistency,
     weak_localization_iou,
@@ -52,17 +53,25 @@ from .frames import (
     split_indices,
 )
 from .training_log import JsonLinesLog
+from .versions import GateDecision, promotion_gate
 
 __all__ = [
+    "MIN_VAL_PER_CLASS",
     "DataOptions",
+    "GateCheck",
     "RunReport",
     "evaluate_checkpoint",
     "evaluate_model",
     "finetune_checkpoint",
+    "gate_against_parent",
     "train_model",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: validation positives and negatives a class needs before its threshold is re-chosen
+#: (``ATCON_FINETUNE_MIN_VAL_PER_CLASS`` sets the command line's default)
+MIN_VAL_PER_CLASS = 5
 
 
 @dataclass
@@ -101,16 +110,53 @@ def _validation_metrics(
     dataset: Dataset[Any] | None,
     info: CheckpointInfo,
     *,
-    choose_thresholds: bool,
+    choose: bool,
+    min_per_class: int,
+    kept_from: str,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Set ``info.thresholds`` on the validation set (when asked) and score it."""
+    """Set ``info.thresholds`` on the validation set (when asked) and score it.
+
+    A class's threshold is re-chosen only from at least ``min_per_class`` validation
+    positives and as many negatives; otherwise ``info.thresholds`` keeps its value
+    (``kept_from`` says whose: "the parent's", or "the default 0.5"), and
+    ``metrics["thresholds"]`` lists which classes kept theirs and why.
+    """
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
-        return {}
+        if not choose:
+            return {}
+        return {
+            "thresholds": {
+                "min_per_class": min_per_class,
+                "chosen": [],
+                "kept": {
+                    name: f"no validation split: kept {kept_from} threshold {t:.4f}"
+                    for name, t in zip(info.class_names, info.thresholds, strict=True)
+                },
+            }
+        }
     scores, targets = predict_scores(model, dataset, multi_label=info.multi_label, device=device)
     assert targets is not None
-    if choose_thresholds:
-        info.thresholds = best_f1_thresholds(scores, targets)
+    metrics: dict[str, Any] = {}
+    if choose:
+        choices = choose_thresholds(scores, targets, info.thresholds, min_per_class=min_per_class)
+        info.thresholds = [choice.threshold for choice in choices]
+        kept = {
+            name: (
+                f"{c.positives} positive and {c.negatives} negative validation images (at "
+                f"least {min_per_class} of each needed): kept {kept_from} threshold "
+                f"{c.threshold:.4f}"
+            )
+            for name, c in zip(info.class_names, choices, strict=True)
+            if not c.chosen
+        }
+        for name, why in kept.items():
+            logger.warning("class %s: %s", name, why)
+        metrics["thresholds"] = {
+            "min_per_class": min_per_class,
+            "chosen": [n for n, c in zip(info.class_names, choices, strict=True) if c.chosen],
+            "kept": kept,
+        }
     report = classification_report(
         scores,
         targets,
@@ -118,7 +164,8 @@ def _validation_metrics(
         multi_label=info.multi_label,
         class_names=info.class_names,
     )
-    return {"validation": {**report, "images": len(dataset)}}  # type: ignore[arg-type]
+    metrics["validation"] = {**report, "images": len(dataset)}  # type: ignore[arg-type]
+    return metrics
 
 
 def _split(
@@ -139,10 +186,21 @@ def _finish(
     out: str | Path,
     log: JsonLinesLog | None,
     device: torch.device,
+    *,
+    min_per_class: int,
+    kept_from: str,
 ) -> None:
     """Choose thresholds and score on validation data, then write the checkpoint."""
     report.metrics.update(
-        _validation_metrics(model, val_set, info, choose_thresholds=True, device=device)
+        _validation_metrics(
+            model,
+            val_set,
+            info,
+            choose=True,
+            min_per_class=min_per_class,
+            kept_from=kept_from,
+            device=device,
+        )
     )
     info.metrics = report.metrics
     report.sha256 = save_checkpoint(out, model, info)
@@ -167,12 +225,15 @@ def train_model(
     log_path: str | Path | None = None,
     progress: bool = True,
     context: DistributedContext | None = None,
+    min_val_per_class: int = MIN_VAL_PER_CLASS,
 ) -> RunReport:
     """Train a classifier on a labeled frame directory and write its checkpoint to ``out``.
 
     Supervised training (``config``) first; then, when ``finetune`` and
     ``unlabeled_dir`` are given, ATCON fine-tuning of that model. Decision thresholds
-    are chosen on the validation split. ``multi_label=None`` picks single-label
+    are chosen on the validation split for each class with at least
+    ``min_val_per_class`` positives and negatives there (0.5 otherwise, and
+    ``metrics["thresholds"]`` says so). ``multi_label=None`` picks single-label
     (softmax) when every frame has exactly one class, multi-label otherwise. If ATCON
     fine-tuning stops (collapse, NaN), the supervised model is written and the
     reason is returned in ``RunReport.atcon_error``.
@@ -201,6 +262,8 @@ def train_model(
     train_set, val_set = _split(frames, transform, plain, data)
     torch.manual_seed(config.seed)
     model = build_backbone(arch, len(frames.class_names), weights=weights, **info.arch_kwargs)
+    if finetune is not None and unlabeled_dir is not None:
+        _check_atcon_layer(model, finetune, data.image_size)  # before hours of training
     log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
     callbacks = _callbacks(log, progress)
     outcome = train_supervised(model, train_set, config, callbacks=callbacks, context=context)
@@ -239,8 +302,29 @@ def train_model(
         out=None, sha256=None, metrics=metrics, atcon_error=atcon_error, history=history
     )
     if context.is_main:
-        _finish(report, model, info, val_set, out, log, context.device)
+        _finish(
+            report,
+            model,
+            info,
+            val_set,
+            out,
+            log,
+            context.device,
+            min_per_class=min_val_per_class,
+            kept_from="the default",
+        )
     return report
+
+
+def _check_atcon_layer(model: nn.Module, config: FinetuneConfig, image_size: int) -> None:
+    """Refuse, before any work, a layer name not in the model or maps too small for ATCON.
+
+    :class:`models._exceptions.MapTooSmallError` names the layer, the map size and the
+    fix; a control run without the ATCON loss (``atcon_weight == 0``) needs no map.
+    """
+    layer = named_layer(model, config.layer)
+    if config.atcon_weight > 0:
+        check_map_size(model, image_size, layer)
 
 
 def _finetune_metrics(outcome: FinetuneOutcome) -> dict[str, Any]:
@@ -266,6 +350,7 @@ def finetune_checkpoint(
     progress: bool = True,
     context: DistributedContext | None = None,
     callbacks: Sequence[Callback] = (),
+    min_val_per_class: int = MIN_VAL_PER_CLASS,
 ) -> RunReport:
     """ATCON fine-tune the model in ``checkpoint`` and write the result to ``out``.
 
@@ -274,12 +359,15 @@ def finetune_checkpoint(
     Nothing is written when fine-tuning stops (collapse, NaN): :class:`TrainingError`
     propagates and ``checkpoint`` is untouched. With ``labeled_dir``, its classes must
     be the checkpoint's (:class:`CheckpointError` otherwise), thresholds are chosen
-    again on its validation split, and the ``alternating``/``combined`` schedules
-    train on the rest. The new checkpoint records the parent's sha256.
+    again on its validation split for each class with at least ``min_val_per_class``
+    positives and negatives there (the parent's are kept otherwise, and
+    ``metrics["thresholds"]`` says which and why), and the ``alternating``/``combined``
+    schedules train on the rest. The new checkpoint records the parent's sha256.
     """
     context = context or DistributedContext()
     config = config or FinetuneConfig()
     model, parent = load_checkpoint(checkpoint, map_location=context.device)
+    _check_atcon_layer(model, config, parent.input_size)
     data = data or DataOptions(image_size=parent.input_size)
     data.image_size = parent.input_size
     config.multi_label = parent.multi_label
@@ -294,7 +382,6 @@ def finetune_checkpoint(
     unlabeled = find_unlabeled_frames(unlabeled_dir)
     if not unlabeled.paths:
         raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")
-    named_layer(model, config.layer)  # a bad layer name fails before any work
     log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
     tuned = finetune_atcon(
         model,
@@ -315,7 +402,17 @@ def finetune_checkpoint(
     metrics["replica_max_abs_diff"] = context.replica_max_abs_diff(model)
     report = RunReport(out=None, sha256=None, metrics=metrics, history=tuned.history)
     if context.is_main:
-        _finish(report, model, info, val_set, out, log, context.device)
+        _finish(
+            report,
+            model,
+            info,
+            val_set,
+            out,
+            log,
+            context.device,
+            min_per_class=min_val_per_class,
+            kept_from="the parent's",
+        )
     return report
 
 
@@ -340,12 +437,14 @@ def evaluate_model(
     cam_threshold: float = 0.5,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """``{"macro_f1", "map", "per_class_f1", "consistency", "miou"}`` of a model on data.
 
     ``consistency`` is the mean attention consistency (published ATCON settings, top
-    class) over the images; ``miou`` the mean weak-localisation IoU over ``boxes``
-    (``None`` without boxes).
+    class) over the images at Grad-CAM ``layer`` (a module name; ``None``: automatic,
+    fine-tuning's layer when it used another); ``miou`` the mean weak-localisation
+    IoU over ``boxes`` (``None`` without boxes).
     """
     from torch.utils.data import default_collate
 
@@ -363,7 +462,9 @@ def evaluate_model(
     for start in range(0, size, batch_size):
         items = [dataset[i] for i in range(start, min(size, start + batch_size))]
         images = default_collate(items)[0].to(device)
-        consistency.append(mean_attention_consistency(model, images) * len(items))
+        consistency.append(
+            mean_attention_consistency(model, images, layer=named_layer(model, layer)) * len(items)
+        )
     report["consistency"] = sum(consistency) / size
     report["miou"] = None
     if boxes is not None and len(boxes) > 0:  # type: ignore[arg-type]
@@ -389,6 +490,7 @@ def evaluate_checkpoint(
     cam_threshold: float = 0.5,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a labeled frame directory (and boxes), as :func:`evaluate_model`."""
     model, info = load_checkpoint(checkpoint, map_location=device)
@@ -406,7 +508,77 @@ def evaluate_checkpoint(
         cam_threshold=cam_threshold,
         batch_size=batch_size,
         device=device,
+        layer=layer,
     )
     result["checkpoint_sha256"] = info.sha256
     result["skipped"] = len(frames.skipped)
     return result
+
+
+@dataclass
+class GateCheck:
+    """The service's promotion gate applied to a fine-tuned checkpoint and its parent."""
+
+    #: ``None`` when there were no labeled validation frames to decide on
+    decision: GateDecision | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    #: labeled validation frames the decision rests on
+    images: int
+
+    @property
+    def refused(self) -> bool:
+        return self.decision is not None and not self.decision.promote
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("macro_f1", "map", "consistency", "per_class_f1")
+        return {
+            "checked": self.decision is not None,
+            "passed": None if self.decision is None else self.decision.promote,
+            "reason": (
+                "no labeled validation frames: the fine-tuned model could not be compared "
+                "with its parent"
+                if self.decision is None
+                else self.decision.reason
+            ),
+            "validation_images": self.images,
+            "before": {k: self.before[k] for k in keys if k in self.before}
+            if self.before
+            else None,
+            "after": {k: self.after[k] for k in keys if k in self.after} if self.after else None,
+        }
+
+
+def gate_against_parent(
+    parent: str | Path,
+    candidate: str | Path,
+    labeled_dir: str | Path | None,
+    data: DataOptions,
+    *,
+    f1_tolerance_points: float,
+    device: torch.device | str = "cpu",
+    layer: str | None = None,
+) -> GateCheck:
+    """:func:`worker.versions.promotion_gate` on the validation split of ``labeled_dir``.
+
+    The split is the one :func:`finetune_checkpoint` held out with the same ``data``
+    (fraction and seed), so no frame the candidate trained on is used. The candidate
+    is scored with the thresholds it carries; where it re-chose them on this split
+    (only from enough examples per class) that favours it a little. Without labeled
+    frames, or with an empty split, ``decision`` is ``None``: nothing could be checked.
+    """
+    if labeled_dir is None:
+        return GateCheck(None, None, None, 0)
+    parent_model, parent_info = load_checkpoint(parent, map_location=device)
+    frames = _frames_for(parent_info, labeled_dir, parent)
+    _, val_idx = split_indices(len(frames), data.val_fraction, seed=data.split_seed)
+    if not val_idx:
+        return GateCheck(None, None, None, 0)
+    plain = FrameTransform(parent_info.input_size, parent_info.mean, parent_info.std)
+    val_set = LabeledFrameDataset(frames, plain, val_idx)
+    before = evaluate_model(parent_model, parent_info, val_set, device=device, layer=layer)
+    del parent_model
+    model, info = load_checkpoint(candidate, map_location=device)
+    after = evaluate_model(model, info, val_set, device=device, layer=layer)
+    decision = promotion_gate(before, after, f1_tolerance_points=f1_tolerance_points)
+    return GateCheck(decision, before, after, len(val_idx))

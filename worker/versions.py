@@ -4,7 +4,18 @@ Layout under ``<data_dir>/models``::
 
     v0001/checkpoint.pt    the model (a self-describing checkpoint)
     v0001/card.json        parent, configuration, data, metrics before/after, status, reason
-    ACTIVE                 the active version's name, replaced by rename
+    v0001/comparison.json  optional: a candidate beside its parent on unlabeled pool frames
+    v0001/comparison/      its Grad-CAM overlays (:mod:`worker.comparison`)
+    ACTIVE                 the active version's name, replaced by rename: the default
+    CAMERAS.json           {"cameras": {camera: version}}: versions activated for some
+                           cameras only, replaced by rename
+    .lock                  serialises activations (flock) across processes
+
+A video of a camera listed in ``CAMERAS.json`` is scored by that camera's version;
+every other video by the ``ACTIVE`` default. Each camera maps to one version, and
+every activation (default or per camera) reads and rewrites the pointers under the
+lock, so two admins activating at once never lose an update nor leave two versions
+serving one camera.
 
 A version directory is assembled under a temporary name and renamed into place, so
 a worker killed while registering leaves no half-registered version (only a
@@ -14,15 +25,23 @@ writes the active version's files; cards change only through atomic rewrites.
 Statuses: ``active`` (the one served), ``candidate`` (registered, not promoted; an
 admin may activate it), ``rejected`` (failed the promotion gate; cannot be
 activated), ``retired`` (was active once; activating it again is a roll-back).
+The status speaks of the default only; the cameras a version serves are in
+``CAMERAS.json`` (:meth:`ModelRegistry.cameras_of`), and the cameras it was adapted on
+in its card (``cameras``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,12 +50,15 @@ from typing import Any
 
 from models.checkpoint import file_sha256
 
+from ._exceptions import InvalidCameraError
+from .cameras import validate_camera
 from .storage import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "GateDecision",
     "ModelCard",
     "ModelRegistry",
+    "NoCameraVersionError",
     "UnknownVersionError",
     "VersionError",
     "VersionStatus",
@@ -46,6 +68,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"^v\d{4,9}$")
+#: names of the files a version may carry besides its checkpoint and card
+_ATTACHMENT_RE = re.compile(
+    r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$"
+)
 
 
 class VersionError(ValueError):
@@ -54,6 +80,10 @@ class VersionError(ValueError):
 
 class UnknownVersionError(VersionError, LookupError):
     """No model version of that name exists."""
+
+
+class NoCameraVersionError(VersionError, LookupError):
+    """No model version is activated for that camera (it is served the default)."""
 
 
 class VersionStatus(StrEnum):
@@ -78,6 +108,8 @@ class ModelCard:
     metrics_before: dict[str, Any] | None = None
     metrics_after: dict[str, Any] | None = None
     history: list[dict[str, str]] = field(default_factory=list)
+    #: the cameras whose frames it was adapted on; None: every camera's (global)
+    cameras: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -155,6 +187,8 @@ class ModelRegistry:
     CHECKPOINT = "checkpoint.pt"
     CARD = "card.json"
     POINTER = "ACTIVE"
+    CAMERAS = "CAMERAS.json"
+    LOCK = ".lock"
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -177,6 +211,28 @@ class ModelRegistry:
     def checkpoint_path(self, version: str) -> Path:
         return self._dir(version) / self.CHECKPOINT
 
+    def attachment_path(self, version: str, name: str) -> Path:
+        """An attached file of ``version`` (``comparison/x.png``); ``UnknownVersionError``
+        when the name is malformed or no such file exists."""
+        if not _ATTACHMENT_RE.match(name) or name in (self.CHECKPOINT, self.CARD):
+            raise UnknownVersionError(f"{name!r} is not a file of model version {version}")
+        path = self._dir(version) / name
+        if not path.is_file():
+            raise UnknownVersionError(f"model version {version} has no file {name}")
+        return path
+
+    def comparison(self, version: str) -> dict[str, Any] | None:
+        """The version's ``comparison.json`` (:mod:`worker.comparison`), if it has one."""
+        path = self._dir(version) / "comparison.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("unreadable comparison of %s: %s", version, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
     def versions(self) -> list[ModelCard]:
         """Every version, oldest first."""
         names = sorted(
@@ -185,19 +241,53 @@ class ModelRegistry:
         )
         return [self.get(name) for name in names if (self.root / name / self.CARD).is_file()]
 
-    def active_version(self) -> str | None:
+    def active_version(self, camera: str | None = None) -> str | None:
+        """The version serving videos of ``camera``: its own, else the default (``ACTIVE``).
+
+        ``camera=None`` asks for the default alone.
+        """
+        if camera is not None:
+            scoped = self.camera_versions().get(camera)
+            if scoped is not None:
+                return scoped
         pointer = self.root / self.POINTER
         if not pointer.is_file():
             return None
         name = pointer.read_text(encoding="utf-8").strip()
         return name or None
 
-    def active_checkpoint(self) -> tuple[str, Path] | None:
-        """The active version and its checkpoint, or ``None`` when none is active."""
-        version = self.active_version()
+    def active_checkpoint(self, camera: str | None = None) -> tuple[str, Path] | None:
+        """The version serving ``camera`` (see :meth:`active_version`) and its checkpoint,
+        or ``None`` when none is active."""
+        version = self.active_version(camera)
         if version is None:
             return None
         return version, self.checkpoint_path(version)
+
+    def camera_versions(self) -> dict[str, str]:
+        """The versions activated for single cameras: ``{camera: version}``."""
+        path = self.root / self.CAMERAS
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise VersionError(f"{path} is not valid JSON: {exc}") from exc
+        mapping = data.get("cameras") if isinstance(data, dict) else None
+        if not isinstance(mapping, dict):
+            raise VersionError(f"{path} holds no 'cameras' object")
+        for camera, version in mapping.items():
+            try:
+                validate_camera(camera, f"{path.name} entry")
+            except InvalidCameraError as exc:
+                raise VersionError(str(exc)) from exc
+            if not isinstance(version, str) or not _VERSION_RE.match(version):
+                raise VersionError(f"{path} names {version!r:.40} for {camera}, not a version")
+        return dict(mapping)
+
+    def cameras_of(self, version: str) -> list[str]:
+        """The cameras ``version`` is activated for, sorted."""
+        return sorted(c for c, v in self.camera_versions().items() if v == version)
 
     # ------------------------------------------------------------------ writing
 
@@ -224,15 +314,31 @@ class ModelRegistry:
         data: dict[str, Any] | None = None,
         metrics_before: dict[str, Any] | None = None,
         metrics_after: dict[str, Any] | None = None,
+        attachments: Mapping[str, str | Path] | None = None,
+        cameras: Iterable[str] | None = None,
     ) -> ModelCard:
-        """Store a copy of ``checkpoint`` as a new version; activate it if ``status`` is active."""
+        """Store a copy of ``checkpoint`` as a new version; activate it if ``status`` is active.
+
+        ``attachments`` maps names inside the version directory (``comparison.json``,
+        ``comparison/x.png``) to files copied there with the checkpoint, in the same
+        atomic rename. ``cameras``: the cameras whose frames it was adapted on (recorded
+        in the card); an active status then activates it for those cameras only,
+        keeping the default.
+        """
+        scope = _cameras(cameras) if cameras is not None else None
         source = Path(checkpoint)
         if not source.is_file():
             raise VersionError(f"checkpoint {source} does not exist")
+        for name in attachments or {}:
+            if not _ATTACHMENT_RE.match(name) or name in (self.CHECKPOINT, self.CARD):
+                raise VersionError(f"{name!r} cannot be a file of a model version")
         staging = self.root / f".tmp-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             shutil.copyfile(source, staging / self.CHECKPOINT)
+            for name, path in (attachments or {}).items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staging / name)
             for _ in range(100):
                 name = self._next_name()
                 stored = VersionStatus.CANDIDATE if status is VersionStatus.ACTIVE else status
@@ -248,6 +354,7 @@ class ModelRegistry:
                     metrics_before=metrics_before,
                     metrics_after=metrics_after,
                     history=[{"at": _now(), "status": str(stored), "reason": reason}],
+                    cameras=scope,
                 )
                 atomic_write_json(staging / self.CARD, card.to_dict())
                 try:
@@ -262,28 +369,108 @@ class ModelRegistry:
             raise
         logger.info("registered model version %s (%s)", card.version, status)
         if status is VersionStatus.ACTIVE:
-            return self.activate(card.version, reason=reason)
+            return self.activate(card.version, reason=reason, cameras=scope)
         return card
 
-    def _rewrite(self, card: ModelCard, status: VersionStatus, reason: str) -> ModelCard:
-        card.status = status
-        card.reason = reason
-        card.history.append({"at": _now(), "status": str(status), "reason": reason})
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the registry's lock (an ``flock``, so also across processes)."""
+        fd = os.open(self.root / self.LOCK, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _rewrite(self, card: ModelCard, status: VersionStatus | None, reason: str) -> ModelCard:
+        """Record ``reason`` in the card's history; change its status unless ``None``."""
+        if status is not None:
+            card.status = status
+            card.reason = reason
+        card.history.append({"at": _now(), "status": str(card.status), "reason": reason})
         atomic_write_json(self._dir(card.version) / self.CARD, card.to_dict())
         return card
 
-    def activate(self, version: str, *, reason: str = "activated by an admin") -> ModelCard:
-        """Make ``version`` the served model (also the way to roll back)."""
-        card = self.get(version)
-        if card.status is VersionStatus.REJECTED:
-            raise VersionError(
-                f"model version {version} was rejected ({card.reason}) and cannot be activated"
-            )
-        previous = self.active_version()
-        atomic_write_bytes(self.root / self.POINTER, (version + "\n").encode())
-        if previous and previous != version:
-            self._rewrite(self.get(previous), VersionStatus.RETIRED, f"replaced by {version}")
-        logger.info("model version %s is now active (was %s)", version, previous)
-        if card.status is VersionStatus.ACTIVE:
-            return card
-        return self._rewrite(card, VersionStatus.ACTIVE, reason)
+    def activate(
+        self,
+        version: str,
+        *,
+        reason: str = "activated by an admin",
+        cameras: Iterable[str] | None = None,
+    ) -> ModelCard:
+        """Make ``version`` the served model (also the way to roll back).
+
+        With ``cameras``, serve it to videos of those cameras only: the default
+        (``ACTIVE``) and the other cameras' versions stay as they are.
+        """
+        scope = _cameras(cameras) if cameras is not None else None
+        if scope is not None and not scope:
+            raise ValueError("cameras must name at least one camera (or be None: the default)")
+        with self._locked():
+            card = self.get(version)
+            if card.status is VersionStatus.REJECTED:
+                raise VersionError(
+                    f"model version {version} was rejected ({card.reason}) and cannot be activated"
+                )
+            if scope:
+                return self._activate_for(card, scope, reason)
+            previous = self.active_version()
+            atomic_write_bytes(self.root / self.POINTER, (version + "\n").encode())
+            if previous and previous != version:
+                self._rewrite(self.get(previous), VersionStatus.RETIRED, f"replaced by {version}")
+            logger.info("model version %s is now active (was %s)", version, previous)
+            if card.status is VersionStatus.ACTIVE:
+                return card
+            return self._rewrite(card, VersionStatus.ACTIVE, reason)
+
+    def _activate_for(self, card: ModelCard, cameras: list[str], reason: str) -> ModelCard:
+        """Point ``cameras`` at ``card``'s version; the caller holds the lock."""
+        mapping = self.camera_versions()
+        replaced: dict[str, list[str]] = {}
+        for camera in cameras:
+            previous = mapping.get(camera)
+            if previous is not None and previous != card.version:
+                replaced.setdefault(previous, []).append(camera)
+            mapping[camera] = card.version
+        atomic_write_json(self.root / self.CAMERAS, {"cameras": dict(sorted(mapping.items()))})
+        for previous, names in replaced.items():
+            with contextlib.suppress(UnknownVersionError):  # a pointer to a removed version
+                self._rewrite(
+                    self.get(previous),
+                    None,
+                    f"replaced for camera(s) {', '.join(names)} by {card.version}",
+                )
+        logger.info("model version %s is now active for %s", card.version, ", ".join(cameras))
+        return self._rewrite(card, None, f"active for camera(s) {', '.join(cameras)}: {reason}")
+
+    def deactivate_cameras(
+        self, cameras: Iterable[str], *, reason: str = "deactivated by an admin"
+    ) -> dict[str, str]:
+        """Serve ``cameras`` the default again; return ``{camera: version}`` removed.
+
+        Raises :class:`NoCameraVersionError` when none of them had a version of its own.
+        """
+        scope = _cameras(cameras)
+        with self._locked():
+            mapping = self.camera_versions()
+            removed = {c: mapping.pop(c) for c in scope if c in mapping}
+            if not removed:
+                raise NoCameraVersionError(
+                    f"no model version is activated for camera(s) {', '.join(scope)}; "
+                    "they are served the default version already"
+                )
+            atomic_write_json(self.root / self.CAMERAS, {"cameras": dict(sorted(mapping.items()))})
+            for camera, version in removed.items():
+                with contextlib.suppress(UnknownVersionError):
+                    self._rewrite(
+                        self.get(version), None, f"no longer active for camera {camera}: {reason}"
+                    )
+        logger.info("camera(s) %s are served the default version again", ", ".join(removed))
+        return removed
+
+
+def _cameras(cameras: Iterable[str]) -> list[str]:
+    """Validated camera identifiers, duplicates dropped, in order."""
+    if isinstance(cameras, str):
+        raise TypeError("cameras must be a list of camera identifiers, not one string")
+    return list(dict.fromkeys(validate_camera(c, "cameras entry") for c in cameras))

@@ -95,6 +95,10 @@ class VideoPublic(BaseModel):
     height: int | None
     duration_s: float | None
     fps: float | None
+    camera: str | None = Field(
+        default=None,
+        description="the ward camera that recorded it, as given at upload; null: not given",
+    )
     urls: VideoUrls
 
 

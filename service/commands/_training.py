@@ -37,6 +37,13 @@ def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -
         help="alternating: weight of |L| in the labeled-step probability "
         "alpha|L|/(alpha|L|+|U|); combined: weight of the ATCON term",
     )
+    add(
+        "--min-labeled-fraction",
+        type=float,
+        metavar="F",
+        help="alternating: floor of the labeled-step probability when labels are given, "
+        "max(F, alpha|L|/(alpha|L|+|U|)), so a few labels are not drowned by a large pool",
+    )
     add("--atcon-weight", type=float, help="multiplier of the ATCON loss")
     add(
         "--atcon-warmup",
@@ -74,6 +81,7 @@ def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -
 _FINETUNE_FIELDS = (
     "unlabeled_batch_size",
     "alpha",
+    "min_labeled_fraction",
     "atcon_weight",
     "atcon_warmup_steps",
     "balance_gradients",
@@ -93,6 +101,15 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.2,
         help="labeled frames held out to choose thresholds (default 0.2)",
+    )
+    parser.add_argument(
+        "--min-val-per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="re-choose a class's decision threshold only from at least N held-out "
+        "positives and N negatives; otherwise keep the parent's (0.5 for train) "
+        "(default: ATCON_FINETUNE_MIN_VAL_PER_CLASS, 5)",
     )
     parser.add_argument(
         "--augment", action="store_true", help="random flips and crops of labeled frames"
@@ -130,6 +147,19 @@ def finetune_config(args: argparse.Namespace, schedule: str, batch_size: int) ->
     if guard:
         config.guard = dataclasses.replace(config.guard, **guard)
     return config
+
+
+def min_val_per_class(args: argparse.Namespace) -> int:
+    """``--min-val-per-class``, else the setting ``ATCON_FINETUNE_MIN_VAL_PER_CLASS``."""
+    if args.min_val_per_class is not None:
+        if args.min_val_per_class < 1:
+            raise ValueError(
+                f"--min-val-per-class must be at least 1, got {args.min_val_per_class}"
+            )
+        return int(args.min_val_per_class)
+    from worker.settings import get_settings
+
+    return get_settings().finetune_min_val_per_class
 
 
 def log_path(args: argparse.Namespace) -> Path:

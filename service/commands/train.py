@@ -135,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
                 else None
             ),
             multi_label=args.multi_label,
+            min_val_per_class=_training.min_val_per_class(args),
             log_path=_training.log_path(args),
             progress=not args.no_progress,
             context=context,

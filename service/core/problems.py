@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker._exceptions import (
     EventNotFoundError,
+    InvalidCameraError,
     InvalidIdError,
     JobNotFoundError,
     NoResultsError,
@@ -30,6 +31,7 @@ from worker._exceptions import (
     VideoDecodeError,
     VideoNotFoundError,
 )
+from worker.cameras import CAMERA_RULE
 
 from .._exceptions import UploadError
 
@@ -96,6 +98,8 @@ _ID_HINTS = {
     "job_id": "a job id is the 32 lowercase hex digits the upload answered with",
     "event_id": "an event id is one listed in the video's events",
     "kind": "see the allowed values in the OpenAPI document (/openapi.json)",
+    "camera": CAMERA_RULE,
+    "cameras": "a list of cameras; " + CAMERA_RULE,
 }
 
 
@@ -103,8 +107,11 @@ def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-        name = loc[-1] if loc else "request"
-        hint = _ID_HINTS.get(name)
+        name = key = loc[-1] if loc else "request"
+        if len(loc) > 1 and name.isdigit():  # an item of a list: cameras[0]
+            key = loc[-2]
+            name = f"{key}[{name}]"
+        hint = _ID_HINTS.get(key)
         message = f"{name}: {error.get('msg', 'invalid')}"
         parts.append(f"{message} ({hint})" if hint else message)
     return "the request is invalid: " + "; ".join(parts) if parts else "the request is invalid"
@@ -156,7 +163,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(RequestValidationError, validation_error)
-    for kind in (UploadError, VideoDecodeError, StorageError, QueueError):
+    for kind in (UploadError, VideoDecodeError, InvalidCameraError, StorageError, QueueError):
         app.add_exception_handler(kind, domain_error)
     app.add_exception_handler(Exception, unexpected)
 
@@ -196,7 +203,7 @@ def _sentence(exc: Exception) -> str:
 def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
     if isinstance(exc, UploadError):
         return exc.status, None
-    if isinstance(exc, VideoDecodeError | InvalidIdError):
+    if isinstance(exc, VideoDecodeError | InvalidIdError | InvalidCameraError):
         return 422, None
     if isinstance(exc, VideoNotFoundError | JobNotFoundError | EventNotFoundError):
         return 404, None

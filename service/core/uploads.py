@@ -6,6 +6,10 @@ parsed as it arrives (python-multipart's push parser) and the ``file`` field is
 written straight into ``<data_dir>/tmp/``, in blocks of ``ATCON_UPLOAD_CHUNK_BYTES``
 handed to a thread so the event loop keeps serving other requests. The size limit is
 enforced while bytes arrive: the first byte over it stops the transfer.
+
+The optional ``camera`` field (:mod:`worker.cameras`) is kept in memory (it is a few
+bytes) and checked when its part ends: a bad camera stops the transfer there, with a
+422 that says what a camera may be, and nothing is stored. Other fields are ignored.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from worker._exceptions import VideoDecodeError
+from worker._exceptions import InvalidCameraError, VideoDecodeError
+from worker.cameras import CAMERA_MAX_LENGTH, validate_camera
 from worker.probe import VideoInfo, probe
 
 from .._exceptions import UploadError, UploadTooLargeError
 
-__all__ = ["FILE_FIELD", "ReceivedFile", "probe_upload", "receive_upload"]
+__all__ = ["CAMERA_FIELD", "FILE_FIELD", "ReceivedFile", "probe_upload", "receive_upload"]
 
 FILE_FIELD = "file"
+CAMERA_FIELD = "camera"
+#: bytes of a camera field read before it is refused as too long
+_CAMERA_BYTES = 4 * CAMERA_MAX_LENGTH
 #: room for the multipart framing and small extra fields in Content-Length
 _FRAMING_SLACK = 64 * 1024
 
@@ -38,6 +46,7 @@ class ReceivedFile:
     path: Path
     size: int
     filename: str | None
+    camera: str | None = None
 
 
 class _FileFieldWriter:
@@ -55,6 +64,9 @@ class _FileFieldWriter:
         self.size = 0
         self.found = False
         self.filename: str | None = None
+        self.camera: str | None = None
+        self._camera_seen = False
+        self._camera: bytearray | None = None  # the camera part being read
         self._writing = False
         self._header_field = bytearray()
         self._header_value = bytearray()
@@ -92,8 +104,23 @@ class _FileFieldWriter:
             self.found = self._writing = True
             raw = params.get(b"filename")
             self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+        elif name == CAMERA_FIELD:
+            if self._camera_seen:
+                raise UploadError(
+                    f"the request has two `{CAMERA_FIELD}` fields; send one camera per video"
+                )
+            self._camera_seen = True
+            self._camera = bytearray()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._camera is not None:
+            self._camera += data[start:end]
+            if len(self._camera) > _CAMERA_BYTES:
+                raise UploadError(
+                    f"the `{CAMERA_FIELD}` field is too long: a camera is at most "
+                    f"{CAMERA_MAX_LENGTH} characters"
+                )
+            return
         if not self._writing:
             return
         self.size += end - start
@@ -109,6 +136,23 @@ class _FileFieldWriter:
 
     def _part_end(self) -> None:
         self._writing = False
+        if self._camera is not None:
+            raw, self._camera = bytes(self._camera), None
+            self.camera = _camera_of(raw)
+
+
+def _camera_of(raw: bytes) -> str | None:
+    """The camera field's value, checked; an empty field (a blank form input) is none."""
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        value = raw.decode("utf-8", "replace")
+    if value == "":
+        return None
+    try:
+        return validate_camera(value, f"the `{CAMERA_FIELD}` field")
+    except InvalidCameraError as exc:
+        raise UploadError(f"{exc}; nothing was stored, send the video again") from exc
 
 
 def _write_all(fd: int, views: list[memoryview]) -> None:
@@ -196,7 +240,7 @@ async def receive_upload(
         with contextlib.suppress(OSError):
             dest.unlink()
         raise
-    return ReceivedFile(dest, writer.size, writer.filename)
+    return ReceivedFile(dest, writer.size, writer.filename, writer.camera)
 
 
 def probe_upload(path: Path) -> VideoInfo:

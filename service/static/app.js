@@ -113,6 +113,9 @@
         return;
       }
       const data = new FormData();
+      const camera = form.querySelector("#upload-camera");
+      // the camera first: a bad one is refused before the video's bytes are sent
+      if (camera && camera.value.trim()) data.append("camera", camera.value.trim());
       data.append("file", file, file.name);
       const xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);

@@ -32,6 +32,7 @@ from worker._exceptions import (
     QueueUnavailableError,
     VideoNotFoundError,
 )
+from worker.cameras import CAMERA_RULE
 from worker.queue import Job, JobState
 from worker.reviews import EventReview, Verdict, frame_pool, read_reviews, review_event, review_of
 from worker.storage import Storage, VideoRecord
@@ -89,6 +90,7 @@ def videos_page(page: PageDep) -> Response:
         total=len(records),
         queue_down=queue_down,
         max_upload=runtime.settings.max_upload_bytes,
+        camera_rule=CAMERA_RULE,
     )
 
 

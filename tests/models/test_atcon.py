@@ -11,13 +11,18 @@ from torch.func import functional_call
 from torchvision.models import mobilenet_v3_small, resnet18
 
 from models import UnsupportedActivationError
+from models._exceptions import MapTooSmallError
 from models.atcon import (
     atcon_loss,
+    atcon_loss_parts,
     attention_consistency,
+    check_map_size,
     check_twice_differentiable,
+    constant_rows,
     pearson,
     soft_mask,
 )
+from models.attention import grad_cam, guided_backprop
 
 MASK_INTENSITY = 8.0
 
@@ -235,3 +240,113 @@ def test_bad_options_name_the_argument(tiny_net, images) -> None:
         atcon_loss(tiny_net, images[0])
     with pytest.raises(ValueError, match="layer"):
         atcon_loss(tiny_net, images, layer=nn.Conv2d(3, 3, 1))
+
+
+# --------------------------------------------------------------------------------------
+# Degenerate cases: a map too small (a precondition, refused up front), a constant map
+# and a zero Guided Backprop saliency (per image, dropped from the loss).
+
+
+def test_one_pixel_maps_are_refused_with_the_layer_the_size_and_the_fix() -> None:
+    torch.manual_seed(0)
+    model = resnet18(num_classes=2).train()
+    with pytest.raises(MapTooSmallError) as caught:
+        check_map_size(model, 32)
+    message = str(caught.value)
+    assert "'layer4' is 1x1 for 32x32" in message
+    assert "--layer layer3" in message and "2x2" in message and "64 px" in message
+    assert all(m.training for m in model.modules())  # flags restored after the probe
+    assert not model.layer4._forward_hooks  # and no hook left behind
+    assert check_map_size(model, 64) == (2, 2)
+    assert check_map_size(model, 32, model.layer3) == (2, 2)
+    with pytest.raises(MapTooSmallError, match="layer4"):  # not a NaN loss at step 0
+        atcon_loss(model.eval(), torch.randn(2, 3, 32, 32))
+
+
+class _Broadcast(nn.Module):
+    """Each channel's spatial mean everywhere: a feature map, hence Grad-CAM, that is flat."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+
+
+class _FlatCamNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), _Broadcast())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+class _BlindNet(nn.Module):
+    """Logits that do not depend on the pixels: Guided Backprop is zero, Grad-CAM is not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pattern = nn.Parameter(torch.randn(1, 4, 4, 4))
+        self.features = nn.Identity()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        maps = self.features(self.pattern.expand(x.shape[0], -1, -1, -1) + 0.0 * x[:, :1, :4, :4])
+        return self.fc(maps.relu().mean(dim=(2, 3)))
+
+
+def _finite_grads(loss: Tensor, model: nn.Module) -> list[Tensor]:
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    present = [g for g in grads if g is not None]
+    assert all(bool(torch.isfinite(g).all()) for g in present)
+    return present
+
+
+def test_constant_gradcam_maps_are_dropped_not_exploded() -> None:
+    torch.manual_seed(0)
+    model = _FlatCamNet().eval()
+    images = torch.randn(3, 3, 8, 8)
+    parts = atcon_loss_parts(model, images)
+    assert parts.dropped.tolist() == [True, True, True] and parts.kept == 0
+    assert float(parts.loss.detach()) == 0.0
+    assert all(float(g.abs().max()) == 0.0 for g in _finite_grads(parts.loss, model))
+    assert attention_consistency(model, images).tolist() == [0.0, 0.0, 0.0]  # scored 0
+
+
+def test_a_dead_image_is_left_out_of_the_batch_mean(tiny_net, images) -> None:
+    """An image whose first activations are all cut by a ReLU has a flat Grad-CAM map (the
+    later biases only) and a zero Guided Backprop saliency; the others' loss ignores it."""
+    dead = torch.full((1, 3, 32, 32), -1e4)  # every first-layer output is far below zero
+    first_conv = tiny_net.features[0]
+    with torch.no_grad():
+        first_conv.weight.abs_()
+        first_conv.bias.zero_()
+    assert bool(constant_rows(grad_cam(tiny_net, dead)).all())
+    parts = atcon_loss_parts(tiny_net, torch.cat([images, dead]))
+    assert parts.dropped.tolist() == [False, False, False, True]
+    alone = atcon_loss(tiny_net, images)
+    torch.testing.assert_close(parts.loss, alone)
+    for mixed, clean in zip(
+        _finite_grads(parts.loss, tiny_net), _finite_grads(alone, tiny_net), strict=True
+    ):
+        torch.testing.assert_close(mixed, clean)
+
+
+def test_a_zero_guided_backprop_saliency_is_dropped() -> None:
+    """Zero saliency makes the mask uniform, T = sigmoid(0) = 1/2: M2 would be the map of
+    a dimmed image, a comparison without Guided Backprop in it."""
+    torch.manual_seed(0)
+    model = _BlindNet().eval()
+    images = torch.randn(2, 3, 8, 8)
+    saliency = guided_backprop(model, images, None)
+    assert float(saliency.abs().max()) == 0.0
+    assert float(grad_cam(model, images).std()) > 0  # Grad-CAM itself is not flat
+    torch.testing.assert_close(soft_mask(saliency, 8.0), torch.full((2, 8, 8), 0.5))
+    parts = atcon_loss_parts(model, images)
+    assert parts.dropped.tolist() == [True, True]
+    assert float(parts.loss.detach()) == 0.0
+    _finite_grads(parts.loss, model)
+
+
+def test_constant_rows_sees_flat_rows_but_not_nan() -> None:
+    rows = torch.tensor([[0.0, 0.0], [3.0, 3.0 + 1e-9], [1.0, 2.0], [float("nan"), 1.0]])
+    assert constant_rows(rows).tolist() == [True, True, False, False]

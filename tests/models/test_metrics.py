@@ -11,12 +11,15 @@ from models.metrics import (
     average_precision,
     best_f1_thresholds,
     box_masks,
+    choose_thresholds,
     classification_report,
+    label_set_agreement,
     macro_f1,
     map_box_iou,
     mean_attention_consistency,
     mean_average_precision,
     per_class_f1,
+    prediction_entropy,
     predictions_from_scores,
     weak_localization_iou,
 )
@@ -73,6 +76,42 @@ def test_best_thresholds_maximise_f1_on_the_data(scored):
             assert f1 <= float(best[c]) + 1e-6
     no_positive = best_f1_thresholds(torch.rand(5, 1), torch.zeros(5, 1), default=0.7)
     assert no_positive == [0.7]
+
+
+def test_thresholds_need_enough_positives_and_negatives_per_class():
+    """Two validation images put the best cut anywhere between them (0.006 in issue 12)."""
+    scores = torch.tensor([[0.01, 0.9], [0.002, 0.8], [0.5, 0.1], [0.6, 0.2], [0.7, 0.3]])
+    targets = torch.tensor([[1, 1], [0, 1], [0, 0], [1, 0], [1, 0]])
+    parent = [0.42, 0.37]
+    few = choose_thresholds(scores[:2], targets[:2], parent, min_per_class=1)
+    assert [c.chosen for c in few] == [True, False]  # class 1: two positives, no negative
+    assert few[0].threshold == pytest.approx(0.006) and few[1].threshold == 0.37
+    strict = choose_thresholds(scores, targets, parent, min_per_class=3)
+    assert [(c.chosen, c.positives, c.negatives) for c in strict] == [(False, 3, 2), (False, 2, 3)]
+    assert [c.threshold for c in strict] == parent
+    assert best_f1_thresholds(scores, targets, default=parent, min_per_class=2) != parent
+    with pytest.raises(ValueError, match="min_per_class"):
+        choose_thresholds(scores, targets, min_per_class=0)
+    with pytest.raises(ValueError, match="fallback has 1 thresholds for 2 classes"):
+        choose_thresholds(scores, targets, [0.5])
+
+
+def test_prediction_entropy_and_label_set_agreement():
+    certain = torch.tensor([[1.0, 0.0, 0.0]])
+    even = torch.full((1, 3), 1 / 3)
+    assert prediction_entropy(certain, multi_label=False).tolist() == [0.0]
+    assert prediction_entropy(even, multi_label=False).item() == pytest.approx(1.0)
+    halves = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    assert prediction_entropy(halves, multi_label=True).tolist() == pytest.approx([1.0, 0.0])
+    q = 0.2
+    binary = -(q * math.log(q) + (1 - q) * math.log(1 - q)) / math.log(2)
+    mixed = prediction_entropy(torch.tensor([[q, 1.0]]), multi_label=True)
+    assert mixed.item() == pytest.approx(binary / 2)
+    a = torch.tensor([[1, 0], [0, 0], [1, 1], [0, 1]], dtype=torch.bool)
+    b = torch.tensor([[1, 0], [0, 1], [1, 1], [1, 1]], dtype=torch.bool)
+    assert label_set_agreement(a, b) == 0.5
+    with pytest.raises(ValueError):
+        label_set_agreement(a[:0], b[:0])
 
 
 def test_classification_report_names_classes(scored):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from models._exceptions import TrainingError
+from models._exceptions import MapTooSmallError, TrainingError
 from models.backbones import SlimResNet, build_backbone
 from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from models.finetune import FinetuneConfig, finetune_atcon, named_layer
@@ -75,6 +75,28 @@ def test_labeled_probability_and_warmup_are_the_documented_formulas():
     assert warmup_factor(0, 0) == 1.0
     with pytest.raises(ValueError, match="alpha"):
         labeled_probability(-1.0, 1, 1)
+
+
+def test_the_labeled_step_probability_has_a_floor():
+    """Issue 12: 9 labels and 471 unlabeled frames gave 9/480 = 1.9% labeled steps."""
+    assert labeled_probability(1.0, 9, 471) == pytest.approx(9 / 480)
+    assert labeled_probability(1.0, 9, 471, min_fraction=0.25) == 0.25
+    assert labeled_probability(2.0, 10, 60, min_fraction=0.1) == pytest.approx(20 / 80)
+    assert labeled_probability(1.0, 0, 60, min_fraction=0.25) == 0.0  # no labels: none
+    assert labeled_probability(0.0, 10, 60, min_fraction=0.25) == 0.0  # alpha 0: a control
+    with pytest.raises(ValueError, match="min_fraction"):
+        labeled_probability(1.0, 1, 1, min_fraction=1.5)
+    with pytest.raises(ValueError, match="min_labeled_fraction"):
+        FinetuneConfig(min_labeled_fraction=-0.1)
+    assert FinetuneConfig().min_labeled_fraction == 0.25
+
+
+def test_a_few_labels_get_the_floor_share_of_steps(labeled, unlabeled):
+    few = TensorDataset(*labeled[:3])
+    config = FinetuneConfig(steps=40, multi_label=False, lr=1e-5)  # the defaults' floor
+    outcome = finetune_atcon(_net(), unlabeled, config, labeled=few)
+    assert outcome.labeled_probability == 0.25  # not 3/35
+    assert 4 <= outcome.labeled_steps <= 18
 
 
 def test_global_batches_cover_each_epoch_and_local_slices_partition_them():
@@ -396,3 +418,29 @@ def test_slim_resnet_keeps_layer4_and_round_trips_through_a_checkpoint(tmp_path)
     assert torch.equal(loaded(x), model(x))
     with pytest.raises(ValueError, match="width"):
         build_backbone("resnet18_slim", 3, width=0)
+
+
+@pytest.mark.parametrize("schedule", ["alternating", "combined", "unsupervised"])
+def test_every_schedule_refuses_one_pixel_maps_before_the_first_step(schedule):
+    """TinyNet's `features` halves 2x2 images to a 1x1 map: no Pearson correlation."""
+    tiny = _corner_images(8, seed=0, size=2)
+    model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps: list[int] = []
+
+    class Steps:
+        def on_train_start(self, trainer, total_steps): ...
+
+        def on_step_end(self, trainer, result):
+            steps.append(result.step)
+
+        def on_train_end(self, trainer): ...
+
+    config = FinetuneConfig(steps=2, schedule=schedule, multi_label=False)
+    with pytest.raises(MapTooSmallError, match=r"'features' is 1x1 for 2x2") as caught:
+        finetune_atcon(model, tiny[0], config, labeled=TensorDataset(*tiny), callbacks=[Steps()])
+    assert "features.2" in str(caught.value)  # the earlier layer that is large enough
+    assert steps == []
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    control = FinetuneConfig(steps=1, schedule=schedule, multi_label=False, atcon_weight=0.0)
+    finetune_atcon(_net(), tiny[0], control, labeled=TensorDataset(*tiny))  # no maps: runs

@@ -213,3 +213,94 @@ def test_cancel_a_job(app_client: TestClient, auth) -> None:
     again = app_client.post(url, headers=admin)
     assert again.status_code == 409 and "nothing to cancel" in again.json()["detail"]
     assert app_client.post(f"/v1/jobs/{'0' * 32}/cancel", headers=admin).status_code == 404
+
+
+def test_frames_upload_takes_a_camera(app_client: TestClient, auth) -> None:
+    operator = auth(Role.operator)
+    added = app_client.post(
+        "/v1/frames",
+        files={"file": ("a.png", _png(), "image/png")},
+        data={"camera": "icu-3"},
+        headers=operator,
+    )
+    assert added.status_code == 201, added.text
+    frame_id = added.json()["accepted"][0]
+    frame = app_client.get(f"/v1/frames/{frame_id}", headers=auth(Role.viewer)).json()
+    assert frame["camera"] == "icu-3"
+    plain = app_client.post(
+        "/v1/frames", files={"file": ("b.png", _png(), "image/png")}, headers=operator
+    ).json()["accepted"][0]
+    assert app_client.get(f"/v1/frames/{plain}", headers=operator).json()["camera"] is None
+
+    bad = app_client.post(
+        "/v1/frames",
+        files={"file": ("c.png", _png(), "image/png")},
+        data={"camera": "../icu"},
+        headers=operator,
+    )
+    assert bad.status_code == 422
+    assert "camera" in bad.json()["detail"] and "1 to 64 letters" in bad.json()["detail"]
+    pool = app_client.app.state.runtime.storage.frames
+    assert len(list(pool.glob("*.json"))) == 2  # the refused upload stored nothing
+
+
+def test_finetune_request_takes_a_camera(app_client: TestClient, auth) -> None:
+    admin = auth(Role.admin)
+    accepted = app_client.post("/v1/finetune", json={"camera": "night-1"}, headers=admin)
+    assert accepted.status_code == 202, accepted.text
+    queue = app_client.app.state.runtime.queue
+    job = queue.get(accepted.json()["job_id"])
+    assert job.payload["request"] == {"camera": "night-1"}
+    refused = app_client.post("/v1/finetune", json={"camera": "night 1"}, headers=admin)
+    assert refused.status_code == 422 and "1 to 64 letters" in refused.json()["detail"]
+
+
+def test_models_activated_for_cameras(app_client: TestClient, auth) -> None:
+    registry = ModelRegistry(app_client.app.state.runtime.storage.models)
+    checkpoint = app_client.app.state.runtime.settings.checkpoint
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    registry.register(
+        checkpoint, status=VersionStatus.CANDIDATE, reason="night", cameras=["night-1"]
+    )
+    registry.register(checkpoint, status=VersionStatus.REJECTED, reason="F1 fell")
+    admin, viewer = auth(Role.admin), auth(Role.viewer)
+    body = {"cameras": ["night-1", "night-2"], "reason": "night ward"}
+    forbidden = app_client.post("/v1/models/v0002/activate", json=body, headers=auth(Role.operator))
+    assert forbidden.status_code == 403
+
+    scoped = app_client.post("/v1/models/v0002/activate", json=body, headers=admin)
+    assert scoped.status_code == 200, scoped.text
+    card = scoped.json()
+    assert card["active_for"] == ["night-1", "night-2"] and card["cameras"] == ["night-1"]
+    assert card["status"] == "candidate"  # the default is still v0001
+    listed = app_client.get("/v1/models", headers=viewer).json()
+    assert listed["active"] == "v0001"
+    assert listed["cameras"] == {"night-1": "v0002", "night-2": "v0002"}
+    by_version = {v["version"]: v for v in listed["versions"]}
+    assert by_version["v0001"]["active_for"] == [] and by_version["v0001"]["cameras"] is None
+    assert app_client.get("/v1/models/cameras", headers=viewer).json() == {
+        "cameras": {"night-1": "v0002", "night-2": "v0002"}
+    }
+
+    for bad in ({"cameras": []}, {"cameras": ["../x"]}, {"cameras": "night-1"}):
+        answer = app_client.post("/v1/models/v0002/activate", json=bad, headers=admin)
+        assert answer.status_code == 422, bad
+        assert answer.json()["detail"].startswith("The request is invalid: cameras")
+    bad_item = app_client.post(
+        "/v1/models/v0002/activate", json={"cameras": ["ok", "no/slash"]}, headers=admin
+    )
+    assert "cameras[1]" in bad_item.json()["detail"]
+    assert "1 to 64 letters" in bad_item.json()["detail"]
+    rejected = app_client.post("/v1/models/v0003/activate", json=body, headers=admin)
+    assert rejected.status_code == 409 and "rejected" in rejected.json()["detail"]
+
+    assert app_client.delete("/v1/models/cameras/night-2", headers=viewer).status_code == 403
+    assert app_client.delete("/v1/models/cameras/night-2", headers=admin).status_code == 204
+    gone = app_client.delete("/v1/models/cameras/night-2", headers=admin)
+    assert gone.status_code == 404 and "default version already" in gone.json()["detail"]
+    bad_camera = app_client.delete("/v1/models/cameras/-rf", headers=admin)
+    assert bad_camera.status_code == 422 and "1 to 64 letters" in bad_camera.json()["detail"]
+    assert registry.camera_versions() == {"night-1": "v0002"}
+    again = app_client.post("/v1/models/v0002/activate", json=body, headers=admin)
+    assert again.status_code == 200 and registry.camera_versions()["night-2"] == "v0002"
+    assert registry.active_version() == "v0001"

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests import media
+from worker.cameras import CAMERA_PATTERN
 from worker.queue import JobState
 from worker.settings import Role
 from worker.storage import Storage
@@ -192,3 +193,75 @@ def test_a_wrong_method_names_every_allowed_one(client, auth):
     assert response.headers["allow"] == "GET, POST"
     one = client.patch(f"/v1/videos/{'a' * 32}", headers=auth(Role.admin))
     assert one.headers["allow"] == "DELETE, GET"
+
+
+def _upload_with(client, auth, fields: list[tuple[str, str]], *, camera_first: bool = True):
+    """A multipart upload with extra text fields before (or after) the file."""
+    files: list[tuple[str, tuple]] = [(name, (None, value)) for name, value in fields]
+    video = ("file", ("ward.mp4", media.video_bytes(), "video/mp4"))
+    parts = [*files, video] if camera_first else [video, *files]
+    return client.post("/v1/videos", files=parts, headers=auth(Role.operator))
+
+
+def test_upload_with_a_camera_keeps_it(client, auth, settings):
+    for camera_first in (True, False):
+        response = _upload_with(client, auth, [("camera", "icu-3")], camera_first=camera_first)
+        assert response.status_code == 202, response.text
+        video_id = response.json()["video_id"]
+        assert Storage(settings.data_dir).get_video(video_id).camera == "icu-3"
+        video = client.get(f"/v1/videos/{video_id}", headers=auth(Role.viewer)).json()
+        assert video["camera"] == "icu-3"
+    listed = client.get("/v1/videos", headers=auth(Role.viewer)).json()["videos"]
+    assert [v["camera"] for v in listed] == ["icu-3", "icu-3"]
+    plain = upload(client, auth).json()["video_id"]  # no camera: none
+    assert client.get(f"/v1/videos/{plain}", headers=auth(Role.viewer)).json()["camera"] is None
+    blank = _upload_with(client, auth, [("camera", "")]).json()["video_id"]  # a blank input
+    assert Storage(settings.data_dir).get_video(blank).camera is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ([("camera", "../../etc/passwd")], "1 to 64 letters, digits"),
+        ([("camera", "icu 3")], "1 to 64 letters, digits"),
+        ([("camera", "x" * 65)], "1 to 64 letters, digits"),
+        ([("camera", "x" * 5000)], "at most 64 characters"),
+        ([("camera", "ward\u00e9")], "1 to 64 letters, digits"),
+        ([("camera", "a"), ("camera", "b")], "two `camera` fields"),
+    ],
+)
+@pytest.mark.parametrize("camera_first", [True, False])
+def test_a_bad_camera_is_refused_and_nothing_stored(
+    client, auth, settings, fields, expected, camera_first
+):
+    response = _upload_with(client, auth, fields, camera_first=camera_first)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    detail = response.json()["detail"]
+    assert expected in detail and detail[0].isupper()
+    storage = Storage(settings.data_dir)
+    assert list(storage.video_ids()) == []
+    assert list(storage.tmp.iterdir()) == []
+    assert client.app.state.runtime.queue.depth("detect") == 0
+
+
+def test_the_openapi_document_describes_cameras(client):
+    document = client.get("/openapi.json").json()
+    upload_schema = document["paths"]["/v1/videos"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]["schema"]
+    camera = upload_schema["properties"]["camera"]
+    assert camera["pattern"] == CAMERA_PATTERN and camera["maxLength"] == 64
+    assert upload_schema["required"] == ["file"]
+    schemas = document["components"]["schemas"]
+    assert "camera" in schemas["VideoPublic"]["properties"]
+    assert "camera" in schemas["FramePublic"]["properties"]
+    assert "camera" in schemas["FinetuneRequest"]["properties"]
+    assert {"cameras", "active_for"} <= set(schemas["ModelPublic"]["properties"])
+    assert "cameras" in schemas["ModelList"]["properties"]
+    assert "cameras" in schemas["ActivateRequest"]["properties"]
+    frames_body = document["paths"]["/v1/frames"]["post"]["requestBody"]["content"]
+    frames_ref = frames_body["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "camera" in schemas[frames_ref]["properties"]
+    assert "delete" in document["paths"]["/v1/models/cameras/{camera}"]
+    assert "get" in document["paths"]["/v1/models/cameras"]

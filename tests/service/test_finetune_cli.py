@@ -18,9 +18,9 @@ from worker.storage import Storage
 pytestmark = pytest.mark.redis
 
 
-def _nightly(env: dict[str, str]) -> tuple[int, dict, str]:
+def _nightly(env: dict[str, str], *extra: str) -> tuple[int, dict, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "finetune", "--nightly"],
+        [sys.executable, "-m", "service.cli", "finetune", "--nightly", *extra],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
@@ -50,6 +50,29 @@ def test_nightly_queues_only_when_enough_new_frames(tmp_path) -> None:
 
         code, answer, _ = _nightly(env)  # one is queued already: not a second
         assert answer["queued"] is False and "already queued" in answer["reason"]
+
+
+def test_nightly_for_one_camera(tmp_path) -> None:
+    with flushed_db(DB_FINETUNE_E2E) as url:
+        env = {
+            "ATCON_DATA_DIR": str(tmp_path / "data"),
+            "ATCON_REDIS_URL": url,
+            "ATCON_FINETUNE_MIN_NEW_FRAMES": "3",
+        }
+        pool = FramePool(Storage(tmp_path / "data").frames, 32)
+        for camera in ["night-1"] * 3 + ["day-1"]:
+            pool.add_frame(np.zeros((32, 32, 3), dtype=np.uint8), camera=camera)
+        code, answer, _ = _nightly(env, "--camera", "day-1")
+        assert code == 0 and answer["queued"] is False and answer["camera"] == "day-1"
+        assert "only 1 new frames for camera day-1" in answer["reason"]
+        code, answer, _ = _nightly(env, "--camera", "night-1")
+        assert code == 0 and answer["queued"] is True, answer
+        client = redis.Redis.from_url(url, decode_responses=True)
+        payload = json.loads(client.hget(f"atcon:job:{answer['job_id']}", "payload") or "{}")
+        assert payload["request"] == {"camera": "night-1"}
+
+        code, _, stderr = _nightly(env, "--camera", "../night-1")
+        assert code == 2 and "1 to 64 letters" in stderr
 
 
 def test_nightly_needs_redis(tmp_path) -> None:

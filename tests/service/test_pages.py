@@ -7,6 +7,7 @@ state, and that the server itself refuses what a page hides.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -451,3 +452,103 @@ def test_models_page_activates_rolls_back_and_queues_fine_tunes(app_client, toke
     assert app_client.post(cancel, data={"csrf_token": csrf}).status_code == 409
     unknown_job = app_client.post(f"/models/jobs/{'0' * 32}/cancel", data={"csrf_token": csrf})
     assert unknown_job.status_code == 404
+
+
+def test_video_pages_show_the_camera(app_client, auth, tokens):
+    response = app_client.post(
+        "/v1/videos",
+        headers=auth(Role.operator),
+        files=[
+            ("camera", (None, "icu-3")),
+            ("file", ("ward.mp4", media.video_bytes(), "video/mp4")),
+        ],
+    )
+    video_id = response.json()["video_id"]
+    sign_in(app_client, tokens[Role.operator])
+    listing = app_client.get("/videos").text
+    assert '<td class="camera">icu-3</td>' in listing
+    assert 'id="upload-camera" name="camera"' in listing  # operators may give one
+    assert "camera icu-3" in app_client.get(f"/videos/{video_id}").text
+
+
+def test_models_page_shows_and_sets_each_versions_scope(app_client, tokens, checkpoint):
+    registry = ModelRegistry(app_client.app.state.runtime.storage.models)
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    registry.register(
+        checkpoint,
+        status=VersionStatus.CANDIDATE,
+        reason="night",
+        cameras=["night-1"],
+        data={"counts_by_camera": {"night-1": {"unlabeled": 40, "train": 3, "val": 2}}},
+    )
+    csrf = sign_in(app_client, tokens[Role.admin])
+    html = app_client.get("/models").text
+    assert "Adapted on: cameras <strong>night-1</strong>" in html
+    assert "Adapted on: every camera" in html
+    assert '<th scope="row">night-1</th><td>40</td><td>3</td><td>2</td>' in html
+
+    scoped = app_client.post(
+        "/models/v0002/activate", data={"csrf_token": csrf, "cameras": "night-1, night-2"}
+    )
+    assert scoped.status_code == 200 and "active for cameras night-1,night-2" in scoped.text
+    assert registry.active_version() == "v0001"
+    assert registry.camera_versions() == {"night-1": "v0002", "night-2": "v0002"}
+    assert "cameras <strong>night-1, night-2</strong>" in scoped.text  # v0002 serves them
+    assert "camera <strong>night-2</strong>" in scoped.text  # the per-camera summary
+    bad = app_client.post("/models/v0002/activate", data={"csrf_token": csrf, "cameras": "a/b"})
+    assert bad.status_code == 422 and "1 to 64 letters" in bad.text
+    empty = app_client.post("/models/v0002/activate", data={"csrf_token": csrf, "cameras": " "})
+    assert empty.status_code == 422 and registry.active_version() == "v0001"
+
+    back = app_client.post("/models/cameras/night-2/default", data={"csrf_token": csrf})
+    assert back.status_code == 200 and "night-2 is served the default" in back.text
+    assert registry.camera_versions() == {"night-1": "v0002"}
+    again = app_client.post("/models/cameras/night-2/default", data={"csrf_token": csrf})
+    assert again.status_code == 404
+    assert app_client.post("/models/cameras/night-1/default", data={}).status_code == 403
+
+
+def test_a_candidate_without_labels_shows_beside_its_parent(
+    app_client, tokens, checkpoint, tmp_path
+):
+    from worker.comparison import compare_models
+
+    storage = app_client.app.state.runtime.storage
+    pool = FramePool(tmp_path / "pool", image_size=64)
+    rng = np.random.default_rng(0)
+    records = [
+        pool.add_frame(
+            rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), video_id="ab" * 16, time_s=t
+        )
+        for t in (1.5, 3.0)
+    ]
+    overlays = tmp_path / "comparison"
+    report = compare_models(checkpoint, checkpoint, pool, records, overlays, parent_version="v0001")
+    (tmp_path / "comparison.json").write_text(json.dumps(report))
+    files = {"comparison.json": tmp_path / "comparison.json"}
+    files.update({f"comparison/{p.name}": p for p in overlays.iterdir()})
+    registry = ModelRegistry(storage.models)
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    registry.register(
+        checkpoint,
+        status=VersionStatus.CANDIDATE,
+        reason="no labeled validation set: not promoted automatically",
+        parent="v0001",
+        attachments=files,
+    )
+    sign_in(app_client, tokens[Role.admin])
+    html = app_client.get("/models").text
+    assert "v0002 beside v0001 on 2 unlabeled pool frames" in html
+    assert "100% of frames" in html  # the same weights agree everywhere
+    assert "Mean prediction entropy" in html and "Mean attention consistency" in html
+    frame = report["frames"][0]
+    src = f"/models/v0002/comparison/{frame['candidate']['overlay']}"
+    assert f'src="{src}"' in html and "the models disagree" not in html
+    image = app_client.get(src)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content[:4] == b"\x89PNG"
+    assert app_client.get("/models/v0002/comparison/card.json").status_code == 404
+    assert app_client.get("/models/v0002/comparison/..%2Fcheckpoint.pt").status_code == 404
+    assert app_client.get("/models/v0009/comparison/x.png").status_code == 404
+    sign_in(app_client, tokens[Role.viewer])
+    assert app_client.get(src).status_code == 403

@@ -63,7 +63,11 @@ def test_train_writes_a_self_describing_checkpoint_and_a_log(trained, capsys):
     assert info.arch == "resnet18_slim" and info.arch_kwargs == {"width": 4}
     assert info.class_names == list(NAMES) and info.input_size == 16
     assert info.multi_label  # some frames have no label or two
-    assert len(info.thresholds) == 2 and info.thresholds != [0.5, 0.5]
+    # 3 validation frames: too few to choose a threshold from, so 0.5 stays and is named
+    assert info.thresholds == [0.5, 0.5]
+    kept = info.metrics["thresholds"]["kept"]
+    assert set(kept) == set(NAMES) and info.metrics["thresholds"]["chosen"] == []
+    assert "(at least 5 of each needed): kept the default threshold 0.5000" in kept["staff"]
     assert info.config["supervised"]["epochs"] == 4 and info.config["data"]["val_fraction"] == 0.2
     assert set(info.metrics["validation"]) >= {"macro_f1", "map", "per_class_f1"}
     assert info.parent_hash is None
@@ -72,6 +76,17 @@ def test_train_writes_a_self_describing_checkpoint_and_a_log(trained, capsys):
     assert events[0]["event"] == "start" and events[-1]["event"] == "checkpoint"
     steps = [e for e in events if e["event"] == "step"]
     assert len(steps) == 4 * 2 and all("supervised" in e for e in steps)
+
+
+def test_train_chooses_thresholds_where_validation_has_enough_of_each(data, tmp_path):
+    labeled, _ = data
+    out = tmp_path / "model.pt"
+    args = ["train", "--labeled", str(labeled), *TINY, "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--min-val-per-class", "1", "--no-progress"]) == 0
+    _, info = load_checkpoint(out)
+    assert info.thresholds != [0.5, 0.5]
+    assert info.metrics["thresholds"]["min_per_class"] == 1
+    assert info.metrics["thresholds"]["chosen"] == list(NAMES)
 
 
 def test_train_with_atcon_records_the_finetune_config(data, tmp_path):
@@ -110,7 +125,7 @@ def test_train_with_atcon_records_the_finetune_config(data, tmp_path):
     assert info.metrics["atcon_steps"] == 3
 
 
-def test_finetune_records_its_parent_and_keeps_it(data, trained, tmp_path, capsys):
+def test_finetune_records_its_parent_and_keeps_it(data, trained, tmp_path, capsys, caplog):
     _, unlabeled = data
     parent_hash = file_sha256(trained)
     out = tmp_path / "tuned.pt"
@@ -144,6 +159,39 @@ def test_finetune_records_its_parent_and_keeps_it(data, trained, tmp_path, capsy
     assert "supervised" in info.config  # the parent's configuration is kept
     summary = json.loads(capsys.readouterr().out)
     assert summary["sha256"] == file_sha256(out)
+    assert summary["gate"]["checked"] is False  # no labeled frames: written, and said so
+    assert "could not check the fine-tuned model against its parent" in caplog.text
+    assert not list(tmp_path.glob(".tuned.pt.*"))  # no candidate file left behind
+
+
+def test_finetune_will_not_overwrite_with_a_worse_model_unless_forced(
+    data, trained, tmp_path, capsys, caplog
+):
+    labeled, unlabeled = data
+    out = tmp_path / "tuned.pt"
+    out.write_bytes(b"an earlier checkpoint")
+    args = ["finetune", "--checkpoint", str(trained), "--unlabeled", str(unlabeled)]
+    args += ["--labeled", str(labeled), "--out", str(out), "--steps", "6", "--lr", "0.3"]
+    args += ["--no-collapse-guard", "--no-progress"]
+    with caplog.at_level(logging.ERROR):
+        code = main(args)
+    assert code == 3 and out.read_bytes() == b"an earlier checkpoint"
+    assert "was not written: the fine-tuned model is worse than its parent" in caplog.text
+    assert "validation macro-F1 fell by" in caplog.text and "--force" in caplog.text
+    summary = json.loads(capsys.readouterr().out)
+    gate = summary["gate"]
+    assert summary["out"] is None and gate["checked"] and gate["passed"] is False
+    assert gate["validation_images"] == 3
+    assert gate["after"]["macro_f1"] < gate["before"]["macro_f1"]
+    assert not list(tmp_path.glob(".tuned.pt.*"))
+
+    assert main([*args, "--force"]) == 0
+    _, info = load_checkpoint(out)
+    _, parent = load_checkpoint(trained)
+    assert info.parent_hash == parent.sha256
+    # 3 validation frames: the parent's thresholds are kept, and the checkpoint says so
+    assert info.thresholds == parent.thresholds
+    assert "kept the parent's threshold" in info.metrics["thresholds"]["kept"]["bed_exit"]
 
 
 def test_finetune_refuses_data_with_other_classes(data, trained, tmp_path, caplog):
@@ -386,3 +434,32 @@ def test_train_keeps_the_supervised_model_when_atcon_fails(data, tmp_path, caplo
     _, info = load_checkpoint(out)
     assert "finetune" not in info.config and "loss became" in info.metrics["atcon_error"]
     assert all(math.isfinite(t) for t in info.thresholds)
+
+
+def _one_pixel_checkpoint(path: Path) -> Path:
+    """A ResNet with the full stride-32 stem at 32 px: its layer4 maps are 1x1."""
+    from models.backbones import build_backbone
+    from models.checkpoint import CheckpointInfo, save_checkpoint
+
+    torch.manual_seed(0)
+    options = {"width": 4, "small_input": False}
+    model = build_backbone("resnet18_slim", len(NAMES), **options)
+    info = CheckpointInfo(
+        arch="resnet18_slim", class_names=list(NAMES), input_size=32, arch_kwargs=options
+    )
+    save_checkpoint(path, model, info)
+    return path
+
+
+def test_finetune_refuses_one_pixel_maps_up_front_and_names_the_fix(data, tmp_path, caplog):
+    _, unlabeled = data
+    checkpoint = _one_pixel_checkpoint(tmp_path / "small.pt")
+    out = tmp_path / "tuned.pt"
+    base = ["finetune", "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
+    with caplog.at_level(logging.ERROR):  # the unlabeled folder is not even read
+        code = main([*base, "--unlabeled", str(tmp_path / "missing")])
+    assert code == 1 and not out.exists()
+    assert "'layer4' is 1x1 for 32x32" in caplog.text and "--layer layer3" in caplog.text
+    assert "loss became" not in caplog.text  # not the NaN at step 0 of before
+    code = main([*base, "--unlabeled", str(unlabeled), "--layer", "layer3", "--steps", "1"])
+    assert code == 0 and out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from models.checkpoint import CheckpointInfo, save_checkpoint
 from worker.finetune import (
     FinetuneRequest,
     _local_lock,
+    _nightly_targets,
+    _queue_nightly,
     last_finetune,
     nightly_should_run,
     queue_finetune,
@@ -25,7 +28,7 @@ from worker.memory_queue import MemoryQueue
 from worker.settings import Settings
 from worker.storage import Storage
 from worker.synth import SynthConfig, synthesize
-from worker.versions import ModelRegistry, VersionStatus
+from worker.versions import GateDecision, ModelRegistry, VersionStatus
 
 SIZE = 32
 
@@ -73,10 +76,10 @@ def env(tmp_path: Path, synth_frames):
     return settings, storage, queue, classes, rows
 
 
-def _fill(storage: Storage, rows, classes, *, labeled: int) -> FramePool:
+def _fill(storage: Storage, rows, classes, *, labeled: int, camera: str | None = None) -> FramePool:
     pool = FramePool(storage.frames, SIZE, 0.5)
     for i, (path, labels) in enumerate(rows):
-        record = pool.add_image_bytes(path.read_bytes())
+        record = pool.add_image_bytes(path.read_bytes(), camera=camera)
         if i < labeled:
             pool.set_labels(record.frame_id, labels, classes)
     return pool
@@ -115,6 +118,9 @@ def test_finetune_registers_a_version_with_its_card(env) -> None:
     assert card.metrics_before is not None and card.metrics_after is not None
     assert {"macro_f1", "consistency"} <= set(card.metrics_after)
     assert card.config["finetune"]["schedule"] == "alternating"
+    assert card.config["finetune"]["min_labeled_fraction"] == 0.25
+    kept = card.config["thresholds"]["kept"]  # the pool's validation frames only gate
+    assert set(kept) == set(classes) and "kept the parent's threshold" in kept[classes[0]]
     assert card.status in (VersionStatus.ACTIVE, VersionStatus.REJECTED)
     assert job.result["version"] == "v0002"
     training = [d for d in seen if d and d.get("phase") == "training"]
@@ -184,6 +190,56 @@ def test_nightly_conditions(env) -> None:
     assert not ok and "already queued" in why
 
 
+def test_a_camera_finetune_uses_and_serves_that_camera_only(env, monkeypatch) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows[:8], classes, labeled=0, camera="night-1")
+    _fill(storage, rows[8:16], classes, labeled=4, camera="day-1")
+    registry = ModelRegistry(storage.models)
+    default = registry.register(settings.checkpoint, status=VersionStatus.ACTIVE, reason="init")
+    # the gate's judgement is tested elsewhere; here: what a promotion of a camera's
+    # version does
+    monkeypatch.setattr(
+        "worker.finetune.promotion_gate",
+        lambda *a, **k: GateDecision(True, VersionStatus.ACTIVE, "promoted (test)"),
+    )
+    request = FinetuneRequest(steps=2, camera="night-1", mode="unsupervised")
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    card = registry.get(job.result["version"])
+    assert card.cameras == ["night-1"] and card.parent == default.version
+    assert card.data["camera"] == "night-1"
+    assert card.data["counts"] == {"unlabeled": 8, "train": 0, "val": 0}  # no day-1 labels
+    assert card.data["counts_by_camera"] == {"night-1": {"unlabeled": 8, "train": 0, "val": 0}}
+    assert job.result["active_for"] == ["night-1"] and job.result["cameras"] == ["night-1"]
+    assert registry.active_version() == default.version  # the default stays
+    assert registry.camera_versions() == {"night-1": card.version}
+    assert last_finetune(storage) is None and last_finetune(storage, "night-1") is not None
+
+    again = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert registry.get(again.result["version"]).parent == card.version  # the camera's own
+
+    empty = FinetuneRequest(steps=2, camera="icu-9")
+    failed = _run(settings, storage, queue, queue_finetune(queue, empty))
+    assert failed.status == "failed" and "no unlabeled frames of camera icu-9" in failed.error
+
+
+def test_nightly_per_camera(env) -> None:
+    settings, storage, queue, classes, rows = env
+    settings = settings.model_copy(update={"finetune_cameras": "night-1,day-1"})
+    _fill(storage, rows[:6], classes, labeled=0, camera="night-1")
+    ok, why = nightly_should_run(storage, queue, settings, "day-1")
+    assert not ok and "only 0 new frames for camera day-1" in why
+    assert nightly_should_run(storage, queue, settings, "night-1")[0]
+    assert _nightly_targets(storage, queue, settings)[0]
+    queued = _queue_nightly(storage, queue, settings).split(",")
+    assert len(queued) == 2  # the global fine-tune and night-1's; day-1 has too few frames
+    cameras = sorted(str(queue.get(j).payload["request"].get("camera")) for j in queued if j)
+    assert cameras == ["None", "night-1"]
+    ok, why = nightly_should_run(storage, queue, settings, "night-1")
+    assert not ok and "for camera night-1 already queued" in why
+    assert not _nightly_targets(storage, queue, settings)[0]
+
+
 def test_request_validation() -> None:
     with pytest.raises(ValueError, match="extra"):
         FinetuneRequest.model_validate({"epochs": 1, "learning_rate": 0.1})
@@ -221,3 +277,66 @@ def test_a_cancelled_finetune_stops_at_the_next_step_and_keeps_the_active_model(
     assert registry.active_version() == "v0001"
     assert registry.checkpoint_path("v0001").read_bytes() == active_bytes
     assert not list(storage.tmp.glob("finetune-*"))
+
+    with pytest.raises(ValueError, match="layer"):
+        FinetuneRequest.model_validate({"layer": "layer4; rm -rf"})
+    with pytest.raises(ValueError, match="camera"):
+        FinetuneRequest.model_validate({"camera": "../ward"})
+    assert FinetuneRequest(camera="icu-3").camera == "icu-3"
+
+
+def test_a_layer_with_one_pixel_maps_fails_the_job_up_front(env, tmp_path) -> None:
+    settings, storage, queue, classes, rows = env
+    torch.manual_seed(0)
+    options = {"width": 4, "small_input": False}  # stride-32 stem: layer4 is 1x1 at 32 px
+    model = build_backbone("resnet18_slim", len(classes), **options)
+    info = CheckpointInfo(
+        arch="resnet18_slim", class_names=classes, input_size=SIZE, arch_kwargs=options
+    )
+    settings = settings.model_copy(update={"checkpoint": save_path(tmp_path, model, info)})
+    _fill(storage, rows[:6], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=1)))
+    assert job.status == "failed" and job.attempts == 1
+    assert "'layer4' is 1x1" in job.error and '"layer": "layer3"' in job.error
+    assert "active model is unchanged" in job.error
+    assert not list(storage.tmp.glob("finetune-*"))  # refused before exporting frames
+    request = FinetuneRequest(steps=1, layer="layer3")
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["finetune"]["layer"] == "layer3"
+    comparison = ModelRegistry(storage.models).comparison(card.version)
+    assert comparison is not None and comparison["layer"] == "layer3"  # not layer4's NaN
+    assert math.isfinite(comparison["summary"]["consistency"]["candidate"])
+
+
+def save_path(tmp_path: Path, model, info: CheckpointInfo) -> Path:
+    path = tmp_path / "one-pixel.pt"
+    save_checkpoint(path, model, info)
+    return path
+
+
+def test_without_labeled_validation_a_candidate_carries_its_comparison(env) -> None:
+    settings, storage, queue, classes, rows = env
+    settings = settings.model_copy(update={"finetune_compare_frames": 4})
+    _fill(storage, rows[:10], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=2)))
+    assert job.status == "done", job.error
+    registry = ModelRegistry(storage.models)
+    card = registry.get(job.result["version"])
+    assert card.status is VersionStatus.CANDIDATE and card.metrics_after is None
+    assert registry.active_version() == "v0001"  # nothing promoted without labels
+    comparison = registry.comparison(card.version)
+    assert comparison is not None and comparison["parent"]["version"] == "v0001"
+    assert comparison["sampled_from"] == 10 and len(comparison["frames"]) == 4
+    summary = comparison["summary"]
+    assert 0.0 <= summary["agreement"] <= 1.0
+    assert set(summary["entropy"]) == set(summary["consistency"]) == {"parent", "candidate"}
+    assert card.data["comparison"]["frames"] == 4
+    frame = comparison["frames"][0]
+    for role in ("parent", "candidate"):
+        assert set(frame[role]["scores"]) == set(classes)
+        assert frame[role]["confidence"] == max(frame[role]["scores"].values())
+        overlay = registry.attachment_path(card.version, f"comparison/{frame[role]['overlay']}")
+        assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert frame["agree"] == (frame["parent"]["labels"] == frame["candidate"]["labels"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.frame_pool import FramePool, InvalidFrameError, UnknownFrameError
+from worker.frame_pool import NO_CAMERA, FramePool, InvalidFrameError, UnknownFrameError
 
 CLASSES = ["bed_exit", "staff_present"]
 
@@ -109,3 +109,58 @@ def test_records_filter_by_time_and_video(pool: FramePool) -> None:
     assert [r.frame_id for r in pool.records(video_ids=["a" * 32])] == [a.frame_id]
     future = datetime.now(UTC) + timedelta(hours=1)
     assert pool.records(since=future) == []
+
+
+def test_frames_carry_their_camera(pool: FramePool) -> None:
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    sampled = pool.add_frame(rgb, video_id="a" * 32, time_s=1.0, camera="icu-3")
+    uploaded = pool.add_image_bytes(_png(), camera="icu-4")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.png", _png())
+    buffer.seek(0)
+    zipped = pool.import_zip(buffer, camera="icu-4").accepted
+    plain = pool.add_image_bytes(_png())
+    assert pool.get(sampled.frame_id).camera == "icu-3"
+    assert [pool.get(f).camera for f in [uploaded.frame_id, *zipped]] == ["icu-4", "icu-4"]
+    assert pool.get(plain.frame_id).camera is None
+    assert {r.frame_id for r in pool.records(camera="icu-4")} == {uploaded.frame_id, *zipped}
+    assert len(pool.records()) == 4  # no camera asked: every frame
+
+
+@pytest.mark.parametrize("bad", ["../x", "", "a b", "x" * 65])
+def test_a_bad_camera_stores_nothing(pool: FramePool, bad: str) -> None:
+    with pytest.raises(ValueError, match="camera"):
+        pool.add_image_bytes(_png(), camera=bad)
+    with pytest.raises(ValueError, match="camera"):
+        pool.add_frame(np.zeros((8, 8, 3), dtype=np.uint8), camera=bad)
+    with pytest.raises(ValueError, match="camera"):
+        pool.import_zip(io.BytesIO(b"PK"), camera=bad)
+    assert pool.records() == [] and list(pool.root.iterdir()) == []
+
+
+def test_export_restricted_to_a_camera(pool: FramePool, tmp_path: Path) -> None:
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    mine = [pool.add_frame(rgb, camera="night-1") for _ in range(4)]
+    other = [pool.add_frame(rgb, camera="day-1") for _ in range(3)]
+    loose = pool.add_frame(rgb)
+    for record in (mine[0], mine[1], other[0], other[1]):  # labeled on both cameras
+        pool.set_labels(record.frame_id, ["bed_exit"], CLASSES)
+
+    exported = pool.export(tmp_path / "night", class_names=CLASSES, camera="night-1")
+    files = {p.stem for p in (tmp_path / "night").rglob("*.png")}
+    assert files == {r.frame_id for r in mine}
+    assert exported.counts["unlabeled"] == 2
+    assert exported.counts["train"] + exported.counts["val"] == 2
+    assert exported.camera == "night-1"
+    assert list(exported.counts_by_camera) == ["night-1"]
+    assert exported.describe()["counts_by_camera"]["night-1"]["unlabeled"] == 2
+
+    everything = pool.export(tmp_path / "all", class_names=CLASSES)
+    assert everything.counts["unlabeled"] == 2 + 1 + 1
+    per = everything.counts_by_camera
+    assert set(per) == {"night-1", "day-1", NO_CAMERA}
+    assert per["day-1"]["unlabeled"] == 1 and per[NO_CAMERA]["unlabeled"] == 1
+    assert loose.camera is None
+    with pytest.raises(ValueError, match="camera"):
+        pool.export(tmp_path / "bad", camera="../night-1")

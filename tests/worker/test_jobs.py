@@ -42,10 +42,12 @@ def queue(settings):
     return MemoryQueue(settings)
 
 
-def add_video(storage: Storage, data: bytes | None = None) -> VideoRecord:
+def add_video(
+    storage: Storage, data: bytes | None = None, camera: str | None = None
+) -> VideoRecord:
     received = storage.new_upload_file()
     received.write_bytes(data if data is not None else media.video_bytes())
-    record = VideoRecord(video_id=new_id(), job_id=new_id(), size_bytes=1)
+    record = VideoRecord(video_id=new_id(), job_id=new_id(), size_bytes=1, camera=camera)
     storage.save_video(record, received)
     return record
 
@@ -184,6 +186,71 @@ def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_
     assert cache.current()[0] is second
 
 
+def _versions(storage: Storage, tmp_path: Path) -> tuple[str, str]:
+    """A default version and a second one, candidate, to activate for a camera."""
+    from worker.versions import ModelRegistry, VersionStatus
+
+    registry = ModelRegistry(storage.models)
+    (tmp_path / "day.pt").write_bytes(b"day weights")
+    (tmp_path / "night.pt").write_bytes(b"night weights")
+    day = registry.register(tmp_path / "day.pt", status=VersionStatus.ACTIVE, reason="day")
+    night = registry.register(tmp_path / "night.pt", status=VersionStatus.CANDIDATE, reason="n")
+    return day.version, night.version
+
+
+def test_model_cache_keeps_a_detector_per_version(storage, settings, tmp_path):
+    from worker.versions import ModelRegistry
+
+    day, night = _versions(storage, tmp_path)
+    ModelRegistry(storage.models).activate(night, cameras=["icu-3"])
+    cache = ModelCache(storage, settings, loader=stand_in_loader, capacity=2)
+    StandInDetector.loads = 0
+    first, version = cache.current("icu-3")
+    assert version == night and cache.current("icu-4")[1] == day
+    assert cache.current()[1] == day and cache.current("icu-3")[0] is first
+    assert StandInDetector.loads == 2  # switching between cameras reloads nothing
+    assert cache.loaded == [day, night]
+
+    small = ModelCache(storage, settings, loader=stand_in_loader, capacity=1)
+    StandInDetector.loads = 0
+    small.current("icu-3")
+    small.current("icu-4")
+    small.current("icu-3")
+    assert StandInDetector.loads == 3 and small.loaded == [night]
+    with pytest.raises(ValueError, match="capacity"):
+        ModelCache(storage, settings, capacity=0)
+
+
+def test_a_video_is_scored_by_its_cameras_version(queue, storage, settings, tmp_path):
+    from worker.frame_pool import FramePool
+    from worker.versions import ModelRegistry
+
+    day, night = _versions(storage, tmp_path)
+    registry = ModelRegistry(storage.models)
+    registry.activate(night, cameras=["icu-3"])
+    worker = Worker(
+        queue, storage, settings, "detect", models=ModelCache(storage, settings, stand_in_loader)
+    )
+
+    def detect(camera: str | None) -> str:
+        record = add_video(storage, camera=camera)
+        queue.enqueue("detect", {"video_id": record.video_id}, job_id=record.job_id)
+        assert worker.run(burst=True, poll_s=0.1) == 1
+        job = queue.get(record.job_id)
+        assert job.status is JobState.done, job.error
+        events = storage.read_events(record.video_id)
+        assert events is not None and events["model"]["version"] == job.result["model_version"]
+        return str(job.result["model_version"])
+
+    assert detect("icu-3") == night
+    assert detect("icu-4") == day and detect(None) == day
+    registry.deactivate_cameras(["icu-3"])
+    assert detect("icu-3") == day
+    registry.activate(night, cameras=["icu-3"])
+    assert detect("icu-3") == night
+    assert FramePool(storage.frames).records() == []  # the stand-in adds no frames
+
+
 def test_no_model_is_a_job_error(storage, settings):
     with pytest.raises(JobError, match="no model to serve"):
         ModelCache(storage, settings).current()
@@ -254,10 +321,16 @@ def test_real_detector_through_the_worker(queue, storage, settings, tmp_path):
 
     checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18")
     settings = settings.model_copy(update={"checkpoint": checkpoint, "sample_fps": 2.0})
-    record = add_video(storage, media.video_bytes(frames=24, size=(96, 64), fps=8))
+    data = media.video_bytes(frames=24, size=(96, 64), fps=8)
+    record = add_video(storage, data, camera="icu-3")
     queue.enqueue("detect", {"video_id": record.video_id}, job_id=record.job_id)
     Worker(queue, storage, settings, "detect").run(burst=True, poll_s=0.1)
     job = queue.get(record.job_id)
     assert job.status is JobState.done, job.error
     events = storage.read_events(record.video_id)
     assert events is not None and isinstance(events.get("events"), list)
+    assert events["model"]["version"] == job.result["model_version"]
+    from worker.frame_pool import FramePool
+
+    frames = FramePool(storage.frames).records()
+    assert frames and {(f.video_id, f.camera) for f in frames} == {(record.video_id, "icu-3")}

@@ -170,3 +170,13 @@ def test_concurrent_reviews_of_one_video_are_all_kept(storage, pool, video):
     assert len(pool.records()) == 3, "one frame per event, however many reviews"
     for review in reviews.values():
         assert pool.get(review.frame_id).labels == review.frame_labels
+
+
+def test_the_reviewed_frame_carries_the_videos_camera(storage, pool, video):
+    video_id = video[0]
+    record = storage.get_video(video_id)
+    record.camera = "icu-3"
+    storage.update_video(record)
+    review = review_event(storage, pool, video_id, "bed_exit-0", "confirmed", "alice")
+    assert review.frame_id is not None and pool.get(review.frame_id).camera == "icu-3"
+    assert [r.frame_id for r in pool.records(labeled=True, camera="icu-3")] == [review.frame_id]

@@ -52,6 +52,19 @@ def test_invalid_values_are_refused(bad):
         Settings(**bad)
 
 
+def test_nightly_cameras_and_the_model_cache(monkeypatch):
+    monkeypatch.setenv("ATCON_FINETUNE_CAMERAS", " icu-3, ward4.night,icu-3 ,")
+    monkeypatch.setenv("ATCON_MODEL_CACHE_SIZE", "5")
+    settings = Settings()
+    assert settings.finetune_camera_list == ["icu-3", "ward4.night"]
+    assert settings.model_cache_size == 5
+    assert Settings(finetune_cameras="").finetune_camera_list == []
+    with pytest.raises(ValueError, match=r"ATCON_FINETUNE_CAMERAS entry '\.\./x'"):
+        Settings(finetune_cameras="icu-3,../x")
+    with pytest.raises(ValueError, match="model_cache_size"):
+        Settings(model_cache_size=0)
+
+
 def test_safe_to_serve():
     with pytest.raises(SettingsError, match="atcon token new"):
         Settings().check_safe_to_serve()

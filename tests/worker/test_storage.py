@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from worker._exceptions import InvalidIdError, StorageError, VideoNotFoundError
@@ -106,6 +108,34 @@ def test_model_to_serve_prefers_the_active_version(storage, tmp_path):
     (storage.models / "ACTIVE").write_text("../../etc\n")
     with pytest.raises(StorageError, match="active model version"):
         storage.model_to_serve(fallback)
+
+
+def test_video_record_keeps_its_camera(storage):
+    received = storage.new_upload_file()
+    received.write_bytes(b"video")
+    record = VideoRecord(video_id=new_id(), job_id=new_id(), size_bytes=5, camera="icu-3")
+    storage.save_video(record, received)
+    assert storage.get_video(record.video_id).camera == "icu-3"
+    older = store(storage)  # a record written before cameras existed has none
+    path = storage.upload_dir(older.video_id) / "video.json"
+    data = json.loads(path.read_text())
+    del data["camera"]
+    path.write_text(json.dumps(data))
+    assert storage.get_video(older.video_id).camera is None
+
+
+def test_model_to_serve_prefers_the_cameras_version(storage, tmp_path):
+    from worker.versions import ModelRegistry, VersionStatus
+
+    fallback = tmp_path / "m.pt"
+    fallback.write_bytes(b"weights")
+    registry = ModelRegistry(storage.models)
+    default = registry.register(fallback, status=VersionStatus.ACTIVE, reason="default")
+    night = registry.register(fallback, status=VersionStatus.CANDIDATE, reason="night")
+    registry.activate(night.version, cameras=["icu-3"])
+    assert storage.model_to_serve(fallback, "icu-3").version == night.version
+    assert storage.model_to_serve(fallback, "icu-4").version == default.version
+    assert storage.model_to_serve(fallback).version == default.version
 
 
 def test_clean_tmp_keeps_fresh_entries(storage):

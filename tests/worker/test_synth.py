@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from service.cli import main
+from worker.shifts import Shift, parse_shift, parse_shifts
 from worker.synth import (
     CLASSES,
     SynthConfig,
     WardScene,
     load_ground_truth,
+    load_masks,
     make_script,
     synthesize,
 )
@@ -117,3 +119,98 @@ def test_synth_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     with open(out / "frames" / "labels.csv", newline="") as fh:
         paths = [row["path"] for row in csv.DictReader(fh)]
     assert sum(p.startswith("images/ward-1-") for p in paths) == 4
+
+
+# -- deployment shifts and object masks --------------------------------------------------
+
+
+def test_shift_parsing_and_bad_values() -> None:
+    assert parse_shifts(["night:4,camera", "blur:1"], 2) == (
+        Shift("night", 4),
+        Shift("camera", 2),
+        Shift("blur", 1),
+    )
+    with pytest.raises(ValueError, match="one of night, camera"):
+        parse_shift("fog")
+    with pytest.raises(ValueError, match=r"integer in 1\.\.5"):
+        parse_shift("night:9")
+    with pytest.raises(ValueError, match=r"integer in 1\.\.5"):
+        parse_shift("night:x")
+    with pytest.raises(ValueError, match="night is repeated"):
+        parse_shifts(["night", "night:2"])
+    with pytest.raises(ValueError, match="once"):
+        SynthConfig(shifts=(Shift("night"), Shift("night", 2)))
+
+
+def test_masks_mark_the_object_of_each_active_class() -> None:
+    for shifts in ((), (Shift("camera", 5),), (Shift("room", 4), Shift("night", 3))):
+        events = make_script(120.0, np.random.default_rng(3))
+        scene = WardScene(320, 240, events, seed=3, noise=0.0, shifts=shifts)
+        seen = set()
+        for t in np.arange(0.25, 120.0, 1.5):
+            image, mask = scene.render_with_masks(float(t))
+            assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+            assert np.array_equal(image, scene.render(float(t)))
+            for k, name in enumerate(CLASSES):
+                pixels = int(((mask >> k) & 1).sum())
+                active = name in scene.labels(float(t))
+                assert (pixels > 50) == active, (shifts, t, name, pixels)
+                if active:
+                    seen.add(name)
+            now = scene.labels(float(t))
+            if "staff_present" in now and "lights_dimmed" not in now and not shifts:
+                staff = ((mask >> CLASSES.index("staff_present")) & 1).astype(bool)
+                assert _scrubs_pixels(image * staff[..., None]) > 0.5 * staff.sum()
+        assert seen == set(CLASSES)
+
+
+def test_shifts_change_what_the_camera_sees() -> None:
+    events = make_script(60.0, np.random.default_rng(2))
+    base = WardScene(320, 240, events, seed=2, noise=0.0)
+    night = WardScene(320, 240, events, seed=2, noise=0.0, shifts=(Shift("night", 4),))
+    camera = WardScene(320, 240, events, seed=2, noise=0.0, shifts=(Shift("camera", 3),))
+    blur = WardScene(320, 240, events, seed=2, noise=0.0, shifts=(Shift("blur", 5),))
+    t = next(float(t) for t in np.arange(0.5, 60, 0.5) if not base.labels(float(t)))
+    plain = base.render(t)
+    dark = night.render(t)
+    assert _saturation(plain) > 10 and _saturation(dark) < 1.0
+    assert dark.mean() < 0.75 * plain.mean()
+    moved = camera.render(t)
+    assert np.abs(moved.astype(int) - plain).mean() > 10
+    soft = blur.render(t).astype(float)
+    assert (
+        np.abs(np.diff(soft, axis=1)).mean()
+        < 0.7 * np.abs(np.diff(plain.astype(float), axis=1)).mean()
+    )
+
+
+def test_synth_command_with_shifts_writes_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["synth", "--out", str(out), "--seconds", "4", "--fps", "5", "--size", "96x64"]
+    assert main([*argv, "--shift", "night:2,compression", "--severity", "4", "--masks"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["shifts"] == ["night:2", "compression:4"]
+    truth = json.loads(Path(summary["videos"][0]["ground_truth"]).read_text())
+    assert truth["config"]["shifts"] == [
+        {"name": "night", "severity": 2},
+        {"name": "compression", "severity": 4},
+    ]
+    times, masks, classes = load_masks(summary["videos"][0]["masks"])
+    assert classes == list(CLASSES)
+    assert masks.shape == (8, 64, 96) and times.tolist() == [k / 2 for k in range(8)]
+    with pytest.raises(SystemExit, match="one of night"):
+        main([*argv, "--shift", "fog"])
+    assert not (tmp_path / "fog").exists()
+
+
+def test_compression_shift_costs_bits(tmp_path: Path) -> None:
+    config = SynthConfig(seconds=4.0, fps=10.0, width=160, height=120, seed=1, frames_fps=0)
+    plain = synthesize(tmp_path / "a", config, frames=False)
+    squeezed = synthesize(
+        tmp_path / "b",
+        SynthConfig(**{**config.__dict__, "shifts": (Shift("compression", 5),)}),
+        frames=False,
+    )
+    assert squeezed.video.stat().st_size < 0.5 * plain.video.stat().st_size

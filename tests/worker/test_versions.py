@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from worker.versions import (
     ModelRegistry,
+    NoCameraVersionError,
     UnknownVersionError,
     VersionError,
     VersionStatus,
@@ -114,3 +116,130 @@ def test_interrupted_registration_leaves_no_version(
 def test_missing_checkpoint_is_refused(registry: ModelRegistry, tmp_path: Path) -> None:
     with pytest.raises(VersionError, match="does not exist"):
         registry.register(tmp_path / "nope.pt", status=VersionStatus.CANDIDATE, reason="x")
+
+
+def _four(registry: ModelRegistry, checkpoint: Path) -> list[str]:
+    """v0001 active, then v0002 candidate, v0003 active (v0001 retired), v0004 candidate."""
+    names = []
+    for i, status in enumerate([VersionStatus.ACTIVE, VersionStatus.CANDIDATE] * 2):
+        checkpoint.write_bytes(f"weights-{i}".encode())
+        names.append(registry.register(checkpoint, status=status, reason=f"r{i}").version)
+    return names
+
+
+def test_activation_for_cameras_keeps_the_default(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    _, night, default, other = _four(registry, checkpoint)
+    assert registry.active_version() == default == "v0003"
+    card = registry.activate(night, reason="night ward", cameras=["icu-3", "icu-4", "icu-3"])
+    assert registry.camera_versions() == {"icu-3": night, "icu-4": night}
+    assert registry.active_version() == default  # the default is untouched
+    assert registry.active_version("icu-3") == night
+    assert registry.active_version("icu-9") == default
+    assert registry.active_checkpoint("icu-4") == (night, registry.checkpoint_path(night))
+    assert card.status is VersionStatus.CANDIDATE  # the status speaks of the default only
+    assert "active for camera(s) icu-3, icu-4: night ward" in card.history[-1]["reason"]
+    assert registry.cameras_of(night) == ["icu-3", "icu-4"]
+
+    registry.activate(other, cameras=["icu-4"])  # one camera moves on: one version each
+    assert registry.camera_versions() == {"icu-3": night, "icu-4": other}
+    assert "replaced for camera(s) icu-4 by v0004" in registry.get(night).history[-1]["reason"]
+    pointer = json.loads((registry.root / "CAMERAS.json").read_text())
+    assert pointer == {"cameras": {"icu-3": night, "icu-4": other}}
+
+    assert registry.deactivate_cameras(["icu-4"]) == {"icu-4": other}
+    assert registry.active_version("icu-4") == default
+    with pytest.raises(NoCameraVersionError, match="default version already"):
+        registry.deactivate_cameras(["icu-4"])
+    registry.activate(other, cameras=["icu-4"])  # and again
+    assert registry.active_version("icu-4") == other
+
+
+def test_camera_activation_refuses_bad_input(registry: ModelRegistry, checkpoint: Path) -> None:
+    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    bad = registry.register(checkpoint, status=VersionStatus.REJECTED, reason="F1 fell")
+    with pytest.raises(VersionError, match="rejected"):
+        registry.activate(bad.version, cameras=["icu-3"])
+    with pytest.raises(ValueError, match="camera"):
+        registry.activate("v0001", cameras=["../icu"])
+    with pytest.raises(ValueError, match="at least one camera"):
+        registry.activate("v0001", cameras=[])
+    with pytest.raises(TypeError, match="not one string"):
+        registry.activate("v0001", cameras="icu-3")
+    assert registry.camera_versions() == {}
+    (registry.root / "CAMERAS.json").write_text('{"cameras": {"icu-3": "../../etc"}}')
+    with pytest.raises(VersionError, match="not a version"):
+        registry.active_version("icu-3")
+
+
+def test_a_promoted_camera_version_serves_that_camera_only(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    default = registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    night = registry.register(
+        checkpoint, status=VersionStatus.ACTIVE, reason="promoted", cameras=["night-1"]
+    )
+    assert night.cameras == ["night-1"] and registry.get(night.version).cameras == ["night-1"]
+    assert registry.active_version() == default.version
+    assert registry.camera_versions() == {"night-1": night.version}
+    assert registry.get(default.version).cameras is None
+
+
+def test_concurrent_activations_lose_nothing(registry: ModelRegistry, checkpoint: Path) -> None:
+    names = [
+        registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason=str(i)).version
+        for i in range(8)
+    ]
+    start = threading.Barrier(len(names))
+
+    def activate(i: int) -> None:
+        start.wait()
+        for _ in range(5):  # each its own camera, and all of them the shared one
+            registry.activate(names[i], cameras=[f"own-{i}", "shared"])
+
+    threads = [threading.Thread(target=activate, args=(i,)) for i in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    scopes = registry.camera_versions()
+    assert {c: v for c, v in scopes.items() if c != "shared"} == {
+        f"own-{i}": name for i, name in enumerate(names)
+    }  # no activation overwrote another's camera
+    assert scopes["shared"] in names
+    # every card's history was appended under the lock: 5 activations each, none lost
+    for name in names:
+        notes = [h["reason"] for h in registry.get(name).history]
+        assert sum("active for camera(s)" in n for n in notes) == 5
+    assert not list(registry.root.glob(".CAMERAS.json.*"))  # no temporary file left
+
+
+def test_attachments_travel_with_the_version(
+    registry: ModelRegistry, checkpoint: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "comparison.json"
+    report.write_text(json.dumps({"summary": {"frames": 1}}))
+    overlay = tmp_path / "f1.candidate.png"
+    overlay.write_bytes(b"png")
+    card = registry.register(
+        checkpoint,
+        status=VersionStatus.CANDIDATE,
+        reason="no labeled validation set",
+        attachments={"comparison.json": report, "comparison/f1.candidate.png": overlay},
+    )
+    assert registry.comparison(card.version) == {"summary": {"frames": 1}}
+    path = registry.attachment_path(card.version, "comparison/f1.candidate.png")
+    assert path.read_bytes() == b"png"
+    for bad in ("../card.json", "card.json", "comparison/../../x", "/etc/passwd", "missing.png"):
+        with pytest.raises(UnknownVersionError):
+            registry.attachment_path(card.version, bad)
+    with pytest.raises(VersionError, match="cannot be a file"):
+        registry.register(
+            checkpoint,
+            status=VersionStatus.CANDIDATE,
+            reason="x",
+            attachments={"../escape": report},
+        )
+    plain = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="no files")
+    assert registry.comparison(plain.version) is None

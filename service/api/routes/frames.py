@@ -13,11 +13,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.frame_pool import FramePool, FrameRecord, InvalidFrameError, UnknownFrameError
 
 from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
-from ...core.uploads import FILE_FIELD, receive_upload
+from ...core.uploads import CAMERA_FIELD, FILE_FIELD, receive_upload
 from ..deps import OperatorDep, RuntimeDep, ViewerDep
 
 __all__ = ["router"]
@@ -41,7 +42,14 @@ _UPLOAD_BODY = {
                             "type": "string",
                             "format": "binary",
                             "description": "an image, or a zip of images",
-                        }
+                        },
+                        CAMERA_FIELD: {
+                            "type": "string",
+                            "pattern": CAMERA_PATTERN,
+                            "maxLength": CAMERA_MAX_LENGTH,
+                            "description": "optional: the ward camera the frames come from; "
+                            f"{CAMERA_RULE}",
+                        },
                     },
                 }
             }
@@ -59,6 +67,9 @@ class FramePublic(BaseModel):
     labels: list[str] | None
     split: str | None
     consistency: float | None = Field(description="attention consistency; low: maps disagree")
+    camera: str | None = Field(
+        default=None, description="the ward camera it came from; null: not known"
+    )
     image_url: str
     maps: dict[str, str]
 
@@ -74,6 +85,7 @@ class FramePublic(BaseModel):
             labels=record.labels,
             split=record.split,
             consistency=record.consistency,
+            camera=record.camera,
             image_url=f"{base}/image.png",
             maps={kind: f"{base}/maps/{kind}.png" for kind in FRAME_MAP_KINDS},
         )
@@ -148,7 +160,9 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
         except (LookupError, OSError) as exc:
             raise _no_model(exc) from exc
         try:
-            accepted, rejected = await run_in_threadpool(_add_file, pool, received.path)
+            accepted, rejected = await run_in_threadpool(
+                _add_file, pool, received.path, received.camera
+            )
         except InvalidFrameError as exc:
             raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
     finally:
@@ -159,17 +173,19 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
     )
 
 
-def _add_file(pool: FramePool, path: PathType) -> tuple[list[str], list[tuple[str, str]]]:
+def _add_file(
+    pool: FramePool, path: PathType, camera: str | None
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Add a received image or zip of images; (accepted ids, rejected (name, reason))."""
     with open(path, "rb") as fh:
         if fh.read(4) in _ZIP_MAGICS:
             fh.seek(0)
-            result = pool.import_zip(fh)
+            result = pool.import_zip(fh, camera=camera)
             if not result.accepted and not result.rejected:
                 raise InvalidFrameError("the zip archive holds no files")
             return result.accepted, result.rejected
         fh.seek(0)
-        record = pool.add_image_bytes(fh.read())
+        record = pool.add_image_bytes(fh.read(), camera=camera)
     return [record.frame_id], []
 
 

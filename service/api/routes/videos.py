@@ -19,6 +19,7 @@ from worker._exceptions import (
     VideoDecodeError,
     VideoNotFoundError,
 )
+from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.jobs import DETECT
 from worker.queue import Job, JobQueue, JobState
 from worker.reviews import REVIEWS_NAME, EventReview, read_reviews, review_of
@@ -27,7 +28,7 @@ from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, ne
 from ...core.maps import MapKind, available_kinds, map_source, render_heat_png
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
-from ...core.uploads import FILE_FIELD, probe_upload, receive_upload
+from ...core.uploads import CAMERA_FIELD, FILE_FIELD, probe_upload, receive_upload
 from ..deps import AdminDep, EventId, OperatorDep, RuntimeDep, VideoId, ViewerDep
 from ..schemas import UploadAccepted, VideoList, VideoPublic, VideoUrls
 
@@ -54,7 +55,18 @@ _UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": [FILE_FIELD],
-                    "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
+                    "properties": {
+                        FILE_FIELD: {"type": "string", "format": "binary"},
+                        CAMERA_FIELD: {
+                            "type": "string",
+                            "pattern": CAMERA_PATTERN,
+                            "maxLength": CAMERA_MAX_LENGTH,
+                            "description": "optional: the ward camera that recorded the "
+                            f"video; {CAMERA_RULE}. Its frames in the pool carry it, and "
+                            "the video is scored by the model version activated for it, "
+                            "else the default",
+                        },
+                    },
                 }
             }
         },
@@ -99,6 +111,7 @@ def video_public(record: VideoRecord, job: Job | None, storage: Storage) -> Vide
         height=record.height,
         duration_s=record.duration_s,
         fps=record.fps,
+        camera=record.camera,
         urls=_urls(record.video_id, record.job_id),
     )
 
@@ -148,6 +161,7 @@ async def upload_video(
         height=probe.height,
         duration_s=probe.duration_s,
         fps=probe.fps,
+        camera=received.camera,
     )
     try:
         await run_in_threadpool(storage.save_video, record, received.path)

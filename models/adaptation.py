@@ -1,0 +1,495 @@
+r"""Adapting a trained classifier to where it is deployed, from unlabeled frames and a few labels.
+
+A *method* is a ``+``-joined set of components, applied in this order:
+
+``adabn``
+    BatchNorm statistics re-estimated on the unlabeled target frames (AdaBN, Li et
+    al. 2016): every BatchNorm layer's running mean and variance are reset and
+    replaced by the cumulative averages of the batch statistics over up to
+    ``adabn_images`` frames; no weight changes.
+
+then ``steps`` Adam steps minimising the sum of the chosen losses (every step has
+each of them, so a few labels are never drowned out by many unlabeled frames):
+
+``supervised``
+    the labeled target frames (weak view, :func:`models.augment.weak_view`):
+    :math:`\mathcal{L}_{sup}`, binary cross-entropy (softmax cross-entropy for a
+    single-label model);
+``pseudo``
+    confidence-thresholded pseudo-labels with weak and strong views (FixMatch, Sohn
+    et al. 2020). On an unlabeled batch, :math:`q = \sigma(f(\mathrm{weak}(x)))`
+    without gradient; a class is a confident positive where :math:`q \ge \tau`, a
+    confident negative where :math:`q \le 1 - \tau`, and
+
+    .. math:: \mathcal{L}_{pl} = \frac{1}{NC} \sum_{i,c} m_{ic}\,
+              \mathrm{BCE}\big(f(\mathrm{strong}(x))_{ic}, [q_{ic} \ge \tfrac12]\big)
+
+    with :math:`m_{ic} = [\max(q_{ic}, 1 - q_{ic}) \ge \tau]` (single-label: the
+    arg-max class where its softmax probability reaches :math:`\tau`);
+``tent``
+    entropy minimisation (Tent, Wang et al., ICLR 2021) of the BatchNorm affine
+    parameters alone (every other weight frozen unless another loss trains it),
+    BatchNorm normalising with batch statistics and its running statistics
+    following them: :math:`\mathcal{L}_{ent} = -\frac{1}{NC}\sum_{i,c} q_{ic}\log
+    q_{ic} + (1-q_{ic})\log(1-q_{ic})` (softmax entropy for single-label);
+``atcon``
+    the ATCON attention-consistency loss (:func:`models.atcon.atcon_loss`, the
+    published settings, BatchNorm frozen), its weight ramped linearly over
+    ``atcon_warmup_steps``;
+``distill``
+    distillation from an AdaBN teacher: :math:`T` is a frozen copy of the starting
+    model whose BatchNorm statistics were re-estimated on the unlabeled target
+    frames (the student's own statistics stay as they were), and
+
+    .. math:: \mathcal{L}_{dist} = \frac{1}{NC} \sum_{i,c}
+              \mathrm{BCE}\big(f(\mathrm{strong}(x))_{ic}, T(\mathrm{weak}(x))_{ic}\big)
+
+    with soft targets (no threshold, so no collapse onto confident negatives);
+``anchor``
+    the starting model as the teacher of in-domain frames (``anchor=`` frames from
+    the cameras the model already serves): the same soft loss with :math:`T` the
+    frozen starting model, so what the model did well in-domain it keeps doing,
+    also under the strong view's night-like photometry.
+
+``none`` is no adaptation. Unless ``tent`` is chosen, BatchNorm layers stay in eval
+mode during the steps (their statistics are the source's, or AdaBN's). ``tent``
+and ``atcon`` cannot be combined: ATCON's per-image maps need fixed statistics.
+Class thresholds are not touched here. On a NaN loss the model gets its starting
+weights and statistics back and :class:`TrainingError` is raised.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .atcon import atcon_loss
+from .augment import strong_view, weak_view
+from .finetune import named_layer
+from .schedules import warmup_factor
+from .training import (
+    Callback,
+    ShardedBatches,
+    StepResult,
+    Trainer,
+    dataset_size,
+    freeze_batchnorm,
+    supervised_loss,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "AdaptConfig",
+    "AdaptOutcome",
+    "adapt",
+    "batchnorm_layers",
+    "parse_method",
+    "reestimate_batchnorm",
+]
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS: Final = ("adabn", "tent", "atcon", "pseudo", "distill", "anchor", "supervised")
+_TRAINING: Final = ("tent", "atcon", "pseudo", "distill", "anchor", "supervised")
+
+
+def parse_method(method: str) -> tuple[str, ...]:
+    """``"supervised+adabn"`` -> ``("adabn", "supervised")`` (canonical order); ``"none"`` -> ().
+
+    ``ValueError`` names an unknown or repeated component, or a forbidden pair.
+    """
+    text = method.strip().lower()
+    if text == "none":
+        return ()
+    parts = [p.strip() for p in text.split("+")]
+    unknown = [p for p in parts if p not in COMPONENTS]
+    if unknown or not parts:
+        raise ValueError(
+            f"method {method!r} is not a '+'-joined set of {', '.join(COMPONENTS)} (or 'none')"
+        )
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"method {method!r} names a component twice")
+    if "distill" in parts and "adabn" in parts:
+        raise ValueError(
+            "distill and adabn cannot be combined: distill keeps the student's BatchNorm "
+            "statistics and takes AdaBN's from its teacher"
+        )
+    if "tent" in parts and "atcon" in parts:
+        raise ValueError(
+            "tent and atcon cannot be combined: tent normalises with batch statistics, "
+            "ATCON's per-image maps need fixed ones"
+        )
+    return tuple(c for c in COMPONENTS if c in parts)
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """AdaBN: replace every BatchNorm layer's running statistics by those of ``batches``.
+
+    Statistics are reset and accumulated as cumulative averages (``momentum=None``)
+    over the batches; weights do not change, and each module's train/eval flag and
+    momentum are restored. Returns the number of images seen (0 and nothing changed
+    when the model has no BatchNorm layer or ``batches`` is empty).
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    flags = {m: m.training for m in model.modules()}
+    momenta = {bn: bn.momentum for bn in layers}
+    saved = {bn: (bn.running_mean, bn.running_var) for bn in layers}
+    seen = 0
+    try:
+        model.eval()
+        for bn in layers:
+            if bn.running_mean is not None:
+                bn.running_mean = bn.running_mean.clone()
+                bn.running_var = bn.running_var.clone()  # type: ignore[union-attr]
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        for batch in batches:
+            model(batch)
+            seen += int(batch.shape[0])
+    finally:
+        for bn in layers:
+            bn.momentum = momenta[bn]
+            if seen == 0:
+                bn.running_mean, bn.running_var = saved[bn]
+        for module, flag in flags.items():
+            module.train(flag)
+    return seen
+
+
+@dataclass
+class AdaptConfig:
+    """Hyperparameters of adaptation (saved in the adapted checkpoint's card)."""
+
+    method: str = "adabn+pseudo+supervised"
+    steps: int = 150
+    lr: float = 5e-4
+    batch_size: int = 16
+    unlabeled_batch_size: int = 32
+    #: at most this many unlabeled frames re-estimate the BatchNorm statistics
+    adabn_images: int = 2048
+    #: a pseudo-label counts where the teacher is at least this sure (tau)
+    pseudo_threshold: float = 0.9
+    pseudo_weight: float = 1.0
+    tent_weight: float = 1.0
+    distill_weight: float = 1.0
+    anchor_weight: float = 1.0
+    atcon_weight: float = 1.0
+    atcon_warmup_steps: int = 20
+    mask_intensity: float = 8.0
+    #: dotted module name of the Grad-CAM layer for ATCON; None: automatic
+    layer: str | None = None
+    multi_label: bool = True
+    seed: int = 0
+    components: tuple[str, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        self.components = parse_method(self.method)
+        self.method = "+".join(self.components) or "none"
+        if self.steps < 0:
+            raise ValueError(f"steps must be non-negative, got {self.steps}")
+        if self.steps == 0 and any(c in _TRAINING for c in self.components):
+            raise ValueError(f"method {self.method} trains and needs steps >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.batch_size < 1 or self.unlabeled_batch_size < 1:
+            raise ValueError("batch_size and unlabeled_batch_size must be at least 1")
+        if self.adabn_images < 1:
+            raise ValueError(f"adabn_images must be at least 1, got {self.adabn_images}")
+        if not 0.5 < self.pseudo_threshold < 1:
+            raise ValueError(f"pseudo_threshold must lie in (0.5, 1), got {self.pseudo_threshold}")
+        for name in (
+            "pseudo_weight",
+            "tent_weight",
+            "atcon_weight",
+            "distill_weight",
+            "anchor_weight",
+            "mask_intensity",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.atcon_warmup_steps < 0:
+            raise ValueError("atcon_warmup_steps must be non-negative")
+
+    @property
+    def needs_labels(self) -> bool:
+        return "supervised" in self.components
+
+    @property
+    def needs_anchor(self) -> bool:
+        return "anchor" in self.components
+
+    @property
+    def trains(self) -> bool:
+        return any(c in _TRAINING for c in self.components)
+
+
+@dataclass
+class AdaptOutcome:
+    method: str
+    steps: int
+    #: frames that re-estimated the BatchNorm statistics (0: not re-estimated)
+    adabn_images: int
+    #: mean share of (frame, class) entries confident enough to be pseudo-labels
+    pseudo_share: float | None
+    history: list[dict[str, Any]]
+
+    @property
+    def batchnorm_changed(self) -> bool:
+        """Whether the BatchNorm statistics differ from the starting model's."""
+        return self.adabn_images > 0 or "tent" in self.method.split("+")
+
+
+class _Images(Dataset[Tensor]):
+    """The image of each item of a dataset (``(image, ...)`` tuples or bare images)."""
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Tensor:
+        item = self.dataset[index]
+        return item[0] if isinstance(item, (list, tuple)) else item
+
+
+def _probabilities(logits: Tensor, multi_label: bool) -> Tensor:
+    return torch.sigmoid(logits) if multi_label else F.softmax(logits, dim=1)
+
+
+def _entropy(logits: Tensor, multi_label: bool) -> Tensor:
+    if multi_label:
+        p = torch.sigmoid(logits)
+        # -p log p - (1-p) log(1-p), written with logsigmoid for stability
+        return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).mean()
+    return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+def _pseudo_loss(
+    student: Tensor, teacher: Tensor, threshold: float, multi_label: bool
+) -> tuple[Tensor, float]:
+    """FixMatch's masked loss (see the module docstring) and the confident share."""
+    if multi_label:
+        confident = torch.maximum(teacher, 1 - teacher) >= threshold
+        targets = (teacher >= 0.5).float()
+        loss = F.binary_cross_entropy_with_logits(student, targets, reduction="none")
+        return (loss * confident).sum() / confident.numel(), float(confident.float().mean())
+    best, classes = teacher.max(dim=1)
+    confident = best >= threshold
+    loss = F.cross_entropy(student, classes, reduction="none")
+    return (loss * confident).sum() / confident.numel(), float(confident.float().mean())
+
+
+def _bn_batches(
+    unlabeled: Dataset[Tensor], config: AdaptConfig, device: torch.device
+) -> Iterable[Tensor]:
+    size = len(unlabeled)  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(config.seed + 11)
+    order = torch.randperm(size, generator=generator)[: config.adabn_images].tolist()
+    for start in range(0, len(order), config.unlabeled_batch_size):
+        chunk = order[start : start + config.unlabeled_batch_size]
+        yield torch.stack([unlabeled[i] for i in chunk]).to(device)
+
+
+def adapt(
+    model: nn.Module,
+    unlabeled: Dataset[Any],
+    config: AdaptConfig,
+    *,
+    labeled: Dataset[tuple[Tensor, Tensor]] | None = None,
+    anchor: Dataset[Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | str = "cpu",
+) -> AdaptOutcome:
+    """Adapt ``model`` in place with ``config.method``; see the module docstring.
+
+    ``unlabeled`` yields normalised images (or ``(image, ...)`` tuples); ``labeled``
+    yields ``(image, target)`` and is required by the ``supervised`` component;
+    ``anchor`` yields in-domain images and is required by the ``anchor`` component.
+    """
+    device = torch.device(device)
+    components = config.components
+    images = _Images(unlabeled)
+    dataset_size(images, "the unlabeled set")
+    if config.needs_labels:
+        if labeled is None:
+            raise ValueError(f"method {config.method} needs labeled frames (labeled=...)")
+        dataset_size(labeled, "the labeled set")
+    anchors = None
+    if config.needs_anchor:
+        if anchor is None:
+            raise ValueError(f"method {config.method} needs in-domain frames (anchor=...)")
+        anchors = _Images(anchor)
+        dataset_size(anchors, "the in-domain (anchor) set")
+    model.to(device)
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    layer = named_layer(model, config.layer)
+    torch.manual_seed(config.seed)
+    try:
+        seen = 0
+        if "adabn" in components:
+            seen = reestimate_batchnorm(model, _bn_batches(images, config, device))
+            logger.info("BatchNorm statistics re-estimated on %d frames", seen)
+        history: list[dict[str, Any]] = []
+        shares: list[float] = []
+        if config.trains:
+            teachers = _teachers(model, images, config, device)
+            history = _train(
+                model, images, labeled, anchors, teachers, config, layer, callbacks, shares
+            )
+    except BaseException:
+        model.load_state_dict(start_state)
+        model.eval()
+        raise
+    model.eval()
+    return AdaptOutcome(
+        method=config.method,
+        steps=config.steps if config.trains else 0,
+        adabn_images=seen,
+        pseudo_share=sum(shares) / len(shares) if shares else None,
+        history=history,
+    )
+
+
+def _teachers(
+    model: nn.Module, images: Dataset[Tensor], config: AdaptConfig, device: torch.device
+) -> dict[str, nn.Module]:
+    """Frozen copies of the starting model: ``anchor`` as it is, ``distill`` after AdaBN."""
+    teachers: dict[str, nn.Module] = {}
+    if "anchor" in config.components:
+        teachers["anchor"] = copy.deepcopy(model).eval().requires_grad_(False)
+    if "distill" in config.components:
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        seen = reestimate_batchnorm(teacher, _bn_batches(images, config, device))
+        logger.info("distillation teacher: BatchNorm statistics of %d target frames", seen)
+        teachers["distill"] = teacher
+    return teachers
+
+
+def _soft_loss(student: Tensor, teacher: Tensor, multi_label: bool) -> Tensor:
+    """Cross-entropy of the student's logits against the teacher's probabilities."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(student, teacher)
+    return -(teacher * F.log_softmax(student, dim=1)).sum(1).mean()
+
+
+def _train(
+    model: nn.Module,
+    images: Dataset[Tensor],
+    labeled: Dataset[tuple[Tensor, Tensor]] | None,
+    anchors: Dataset[Tensor] | None,
+    teachers: dict[str, nn.Module],
+    config: AdaptConfig,
+    layer: nn.Module | None,
+    callbacks: Sequence[Callback],
+    shares: list[float],
+) -> list[dict[str, Any]]:
+    components = set(config.components)
+    tent_only = components <= {"tent", "adabn"}
+    trainable = {p: p.requires_grad for p in model.parameters()}
+    model.train()
+    if "tent" in components:
+        for bn in batchnorm_layers(model):
+            bn.train()  # batch statistics; running statistics follow them
+    else:
+        freeze_batchnorm(model)
+    if tent_only:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params = [p for bn in batchnorm_layers(model) for p in bn.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"method {config.method} has no parameter to train in this model")
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    from .distributed import DistributedContext
+
+    context = DistributedContext()
+    unlabeled_batches = ShardedBatches(
+        images, config.unlabeled_batch_size, seed=config.seed, context=context
+    )
+    labeled_batches = (
+        ShardedBatches(labeled, config.batch_size, seed=config.seed + 1, context=context)
+        if labeled is not None and "supervised" in components
+        else None
+    )
+    anchor_batches = (
+        ShardedBatches(anchors, config.unlabeled_batch_size, seed=config.seed + 2, context=context)
+        if anchors is not None
+        else None
+    )
+    views = torch.Generator().manual_seed(config.seed + 5)
+    multi = config.multi_label
+
+    def step_fn(step: int) -> StepResult:
+        total: Tensor | None = None
+        losses: dict[str, float] = {}
+        extras: dict[str, float] = {}
+
+        def add(name: str, value: Tensor) -> None:
+            nonlocal total
+            losses[name] = float(value.detach())
+            total = value if total is None else total + value
+
+        if labeled_batches is not None:
+            (x, y), _size = next(labeled_batches)
+            logits = model(weak_view(x, views))
+            add("supervised", supervised_loss(logits, y.float(), multi_label=multi).mean())
+        if anchor_batches is not None:
+            xa, _size = next(anchor_batches)
+            with torch.no_grad():
+                target = _probabilities(teachers["anchor"](weak_view(xa, views)), multi)
+            student = model(strong_view(xa, views))
+            add("anchor", config.anchor_weight * _soft_loss(student, target, multi))
+        if components & {"pseudo", "tent", "atcon", "distill"}:
+            xu, _size = next(unlabeled_batches)
+            if "distill" in components:
+                with torch.no_grad():
+                    target = _probabilities(teachers["distill"](weak_view(xu, views)), multi)
+                student = model(strong_view(xu, views))
+                add("distill", config.distill_weight * _soft_loss(student, target, multi))
+            if "pseudo" in components:
+                with torch.no_grad():
+                    teacher = _probabilities(model(weak_view(xu, views)), multi)
+                loss, share = _pseudo_loss(
+                    model(strong_view(xu, views)), teacher, config.pseudo_threshold, multi
+                )
+                shares.append(share)
+                extras["pseudo_share"] = share
+                add("pseudo", config.pseudo_weight * loss)
+            if "tent" in components:
+                add("entropy", config.tent_weight * _entropy(model(xu), multi))
+            if "atcon" in components:
+                weight = config.atcon_weight * warmup_factor(step, config.atcon_warmup_steps)
+                loss = atcon_loss(model, xu, layer=layer, mask_intensity=config.mask_intensity)
+                add("atcon", weight * loss)
+        assert total is not None
+        total.backward()
+        return StepResult(step, config.method, losses, extras=extras)
+
+    trainer = Trainer(
+        model, optimizer, callbacks=callbacks, context=context, description=config.method
+    )
+    try:
+        return trainer.fit(step_fn, config.steps)
+    finally:
+        for p, flag in trainable.items():
+            p.requires_grad_(flag)
