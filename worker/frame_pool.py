@@ -41,12 +41,18 @@ __all__ = [
     "InvalidFrameError",
     "UnknownFrameError",
     "ZipImportResult",
+    "ZipTooLargeError",
 ]
 
 logger = logging.getLogger(__name__)
 
 _FRAME_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _MAX_ZIP_ENTRY_BYTES = 64 * 2**20
+#: default caps of one zip import: entries, and decompressed bytes of its image entries
+ZIP_MAX_ENTRIES = 5000
+ZIP_MAX_TOTAL_BYTES = 512 * 2**20
+#: names the frames sampled from a video, so that a retried job adds each frame once
+_FRAME_NAMESPACE = uuid.UUID("6f1c7c52-4c0e-4d8e-9a57-1d2f3c9e8b10")
 _MAX_PIXELS = 80_000_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 #: the key of frames without a camera in per-camera counts (not a valid camera name)
@@ -55,6 +61,10 @@ NO_CAMERA = "(no camera)"
 
 class InvalidFrameError(ValueError):
     """An uploaded frame is not an image this service can use."""
+
+
+class ZipTooLargeError(InvalidFrameError):
+    """A zip archive with more entries or more decompressed bytes than allowed."""
 
 
 class UnknownFrameError(LookupError):
@@ -149,12 +159,26 @@ class FramePool:
         time_s: float | None = None,
         camera: str | None = None,
     ) -> FrameRecord:
-        """Add a uint8 RGB frame (H, W, 3), e.g. sampled by a detection job."""
+        """Add a uint8 RGB frame (H, W, 3), e.g. sampled by a detection job.
+
+        A frame of a video at a time is added once per ``source``: adding it again
+        returns the frame already there, unchanged (idempotent under job retries)."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"rgb must be a uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
         camera = validate_camera(camera) if camera is not None else None
+        if video_id is not None and time_s is not None:
+            # one id per (source, video, time): a job retried after a crash finds the
+            # frames its first attempt added and keeps them (and any labels) as they are
+            key = f"{source}/{video_id}/{time_s:.6f}"
+            frame_id = uuid.uuid5(_FRAME_NAMESPACE, key).hex
+            try:
+                return self.get(frame_id)
+            except UnknownFrameError:
+                pass
+        else:
+            frame_id = uuid.uuid4().hex
         record = FrameRecord(
-            uuid.uuid4().hex, source, _now(), video_id=video_id, time_s=time_s, camera=camera
+            frame_id, source, _now(), video_id=video_id, time_s=time_s, camera=camera
         )
         return self._store(Image.fromarray(rgb), record)
 
@@ -178,8 +202,21 @@ class FramePool:
                 "the file is not a readable PNG, JPEG, BMP or WebP image"
             ) from exc
 
-    def import_zip(self, stream: BinaryIO, *, camera: str | None = None) -> ZipImportResult:
-        """Add every image of a zip archive; entries that are unsafe or not images are rejected."""
+    def import_zip(
+        self,
+        stream: BinaryIO,
+        *,
+        camera: str | None = None,
+        max_entries: int = ZIP_MAX_ENTRIES,
+        max_total_bytes: int = ZIP_MAX_TOTAL_BYTES,
+    ) -> ZipImportResult:
+        """Add every image of a zip archive; entries that are unsafe or not images are rejected.
+
+        An archive of more than ``max_entries`` entries, or whose image entries
+        decompress to more than ``max_total_bytes`` in all (as its directory declares;
+        zipfile stops an entry at its declared size), is refused whole with
+        :class:`ZipTooLargeError` before anything is decompressed.
+        """
         camera = validate_camera(camera) if camera is not None else None
         result = ZipImportResult()
         try:
@@ -187,7 +224,23 @@ class FramePool:
         except zipfile.BadZipFile as exc:
             raise InvalidFrameError("the file is not a valid zip archive") from exc
         with archive:
-            for info in archive.infolist():
+            infos = archive.infolist()
+            if len(infos) > max_entries:
+                raise ZipTooLargeError(
+                    f"the zip archive holds {len(infos)} entries, more than the {max_entries} "
+                    "one import may hold (ATCON_ZIP_MAX_ENTRIES); split it"
+                )
+            total = sum(
+                i.file_size
+                for i in infos
+                if not i.is_dir() and PurePosixPath(i.filename).suffix.lower() in _IMAGE_SUFFIXES
+            )
+            if total > max_total_bytes:
+                raise ZipTooLargeError(
+                    f"the zip archive's images decompress to {total} bytes, more than the "
+                    f"{max_total_bytes} one import may hold (ATCON_ZIP_MAX_TOTAL_BYTES); split it"
+                )
+            for info in infos:
                 if info.is_dir():
                     continue
                 name = info.filename

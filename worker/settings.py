@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     upload_chunk_bytes: int = Field(default=1 << 20, gt=0)
     #: largest frame upload (an image or a zip of images, ``POST /v1/frames``; 413 above)
     max_frame_upload_bytes: int = Field(default=256 << 20, gt=0)
+    #: one zip import of frames: most entries, and most decompressed bytes of its images
+    #: (413 above either, before anything is decompressed)
+    zip_max_entries: int = Field(default=5000, ge=1)
+    zip_max_total_bytes: int = Field(default=512 << 20, gt=0)
     #: largest body of every other request (JSON, forms; 413 above it), checked before
     #: the caller is authenticated
     max_body_bytes: int = Field(default=1 << 20, gt=0)

@@ -68,3 +68,22 @@ def test_bidirectional_controls_are_stripped_from_file_names(client, auth):
     body = upload(client, auth, name="ward\u202egnp.mp4").json()
     listed = client.get(f"/v1/videos/{body['video_id']}", headers=auth(Role.viewer)).json()
     assert listed["filename"] == "wardgnp.mp4"
+
+
+def test_a_zip_over_its_caps_answers_413(make_settings, tmp_path, auth):
+    settings = make_settings(
+        checkpoint=tiny_checkpoint(tmp_path / "m.pt", arch="resnet18"), zip_max_entries=3
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(4):
+            archive.writestr(f"{i}.png", b"x")
+    with TestClient(create_app(settings, workers=0)) as client:
+        answer = client.post(
+            "/v1/frames",
+            files={"file": ("many.zip", buffer.getvalue(), "application/zip")},
+            headers=auth(Role.operator),
+        )
+        assert answer.status_code == 413
+        assert "ATCON_ZIP_MAX_ENTRIES" in answer.json()["detail"]
+        assert list(client.app.state.runtime.storage.frames.glob("*.json")) == []

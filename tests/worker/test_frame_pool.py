@@ -164,3 +164,46 @@ def test_export_restricted_to_a_camera(pool: FramePool, tmp_path: Path) -> None:
     assert loose.camera is None
     with pytest.raises(ValueError, match="camera"):
         pool.export(tmp_path / "bad", camera="../night-1")
+
+
+def test_frames_of_a_video_are_added_once_per_time_even_when_a_job_is_retried(
+    pool: FramePool,
+) -> None:
+    rgb = np.full((24, 32, 3), 90, np.uint8)
+    times = [float(t) for t in range(0, 120, 4)]
+    # a first attempt killed after 5 frames, then the retry adds them all
+    for t in times[:5]:
+        pool.add_frame(rgb, video_id="a" * 32, time_s=t)
+    first = pool.records()[0]
+    pool.set_labels(first.frame_id, ["walk"], ["walk", "fall"])
+    ids = [pool.add_frame(rgb, video_id="a" * 32, time_s=t).frame_id for t in times]
+    assert len(pool.records()) == len(times) == len(set(ids))
+    assert pool.get(first.frame_id).labels == ["walk"]  # the retry kept the label
+    # another source (a review's peak frame) or another video is another frame
+    review = pool.add_frame(rgb, source="review", video_id="a" * 32, time_s=times[0])
+    other = pool.add_frame(rgb, video_id="b" * 32, time_s=times[0])
+    assert len({review.frame_id, other.frame_id, *ids}) == len(times) + 2
+    # frames without a video and time are always new
+    assert pool.add_frame(rgb).frame_id != pool.add_frame(rgb).frame_id
+
+
+def test_a_zip_over_its_caps_is_refused_whole_before_decompression(pool: FramePool) -> None:
+    from worker.frame_pool import ZipTooLargeError
+
+    def archive(entries: dict[str, bytes]) -> io.BytesIO:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in entries.items():
+                z.writestr(name, data)
+        buffer.seek(0)
+        return buffer
+
+    bomb = archive({f"{i}.png": b"\0" * (600 << 10) for i in range(4)})  # 2.4 MiB of zeros
+    with pytest.raises(ZipTooLargeError, match="ATCON_ZIP_MAX_TOTAL_BYTES"):
+        pool.import_zip(bomb, max_total_bytes=2 << 20)
+    many = archive({f"{i}.png": _png() for i in range(6)})
+    with pytest.raises(ZipTooLargeError, match="ATCON_ZIP_MAX_ENTRIES"):
+        pool.import_zip(many, max_entries=5)
+    assert pool.records() == []
+    many.seek(0)
+    assert len(pool.import_zip(many, max_entries=6).accepted) == 6

@@ -14,7 +14,14 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
-from worker.frame_pool import FramePool, FrameRecord, InvalidFrameError, UnknownFrameError
+from worker.frame_pool import (
+    FramePool,
+    FrameRecord,
+    InvalidFrameError,
+    UnknownFrameError,
+    ZipTooLargeError,
+)
+from worker.settings import Settings
 
 from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
@@ -161,8 +168,10 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
             raise _no_model(exc) from exc
         try:
             accepted, rejected = await run_in_threadpool(
-                _add_file, pool, received.path, received.camera
+                _add_file, pool, received.path, received.camera, settings
             )
+        except ZipTooLargeError as exc:
+            raise HTTPException(413, str(exc)) from exc
         except InvalidFrameError as exc:
             raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
     finally:
@@ -174,13 +183,18 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
 
 
 def _add_file(
-    pool: FramePool, path: PathType, camera: str | None
+    pool: FramePool, path: PathType, camera: str | None, settings: Settings
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Add a received image or zip of images; (accepted ids, rejected (name, reason))."""
     with open(path, "rb") as fh:
         if fh.read(4) in _ZIP_MAGICS:
             fh.seek(0)
-            result = pool.import_zip(fh, camera=camera)
+            result = pool.import_zip(
+                fh,
+                camera=camera,
+                max_entries=settings.zip_max_entries,
+                max_total_bytes=settings.zip_max_total_bytes,
+            )
             if not result.accepted and not result.rejected:
                 raise InvalidFrameError("the zip archive holds no files")
             return result.accepted, result.rejected
