@@ -417,7 +417,8 @@ def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
     The data directory is the source of truth: after the embedded server restarts (its
     queue was in memory) or Redis lost its data, each upload without results gets its
     job back under the same job id, so status URLs handed out before keep working.
-    A failed job stays failed (an admin requeues it from the dead-letter list).
+    A failed job stays failed (an admin requeues it from the dead-letter list). Several
+    API processes may run it at once: a job another one queued first is left to it.
     """
     requeued = []
     for record in storage.list_videos():
@@ -429,7 +430,12 @@ def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
                 continue
             except JobNotFoundError:
                 pass
-            queue.enqueue(DETECT, {"video_id": record.video_id}, job_id=record.job_id)
+            try:
+                queue.enqueue(DETECT, {"video_id": record.video_id}, job_id=record.job_id)
+            except QueueUnavailableError:
+                raise
+            except QueueError:  # another API process queued it again first
+                continue
             requeued.append(record.video_id)
         except StorageError as exc:
             logger.warning("video %s not requeued: %s", record.video_id, exc)

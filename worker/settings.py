@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=600.0, ge=0)
     #: key prefix of every Redis key, so several deployments can share one Redis
     queue_prefix: str = Field(default="atcon", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: with Redis: seconds between two checks by each API process that every upload
+    #: without results still has its job (Redis may have lost its data); queues again
+    #: those whose job is gone
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
     #: worker threads the embedded default runs inside ``atcon serve``
     embedded_workers: int = Field(default=1, ge=0)
 

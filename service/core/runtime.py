@@ -1,8 +1,9 @@
 """What one API process holds: settings, storage, queue, audit log, embedded workers.
 
 ``Runtime.start`` prepares the data directory, opens the queue, queues again the
-uploads that have no results (the data directory is the source of truth) and, in
-the embedded default, starts the worker threads; ``stop`` ends them.
+uploads that have no results (the data directory is the source of truth; with Redis
+this is checked again every ``ATCON_RECONCILE_INTERVAL_S``, should Redis lose its
+data) and, in the embedded default, starts the worker threads; ``stop`` ends them.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ class Runtime:
             reconcile(storage, runtime.queue)
         except QueueError as exc:
             logger.warning("uploads without results not requeued now: %s", exc)
+        if not settings.embedded:  # an in-memory queue cannot lose jobs while it runs
+            runtime.start_reconciler()
         count = (
             workers
             if workers is not None
@@ -134,6 +137,30 @@ class Runtime:
         if settings.embedded and count > 0:
             runtime.start_finetune()
         return runtime
+
+    def start_reconciler(self) -> None:
+        """Every ``ATCON_RECONCILE_INTERVAL_S``, queue again the uploads without results
+        whose job is gone (Redis restarted without its data, or was flushed)."""
+        thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _reconcile_loop(self) -> None:
+        failing = False
+        while not self._stop.wait(self.settings.reconcile_interval_s):
+            try:
+                requeued = reconcile(self.storage, self.queue)
+            except QueueError as exc:
+                if not failing:
+                    logger.warning("uploads without results not checked now: %s", exc)
+                failing = True
+                continue
+            failing = False
+            if requeued:
+                logger.warning(
+                    "%d upload(s) had lost their job (did Redis lose its data?); queued again",
+                    len(requeued),
+                )
 
     def start_finetune(self) -> None:
         """Embedded default: one fine-tune worker thread and the nightly scheduler."""
