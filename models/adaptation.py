@@ -51,6 +51,22 @@ each of them, so a few labels are never drowned out by many unlabeled frames):
     frozen starting model, so what the model did well in-domain it keeps doing,
     also under the strong view's night-like photometry.
 
+and, after the steps,
+
+``recalibrate``
+    the output layer's biases shifted so each class fires on the target camera as
+    often as it does in-domain (a label-free recalibration under the assumption that
+    the events are as frequent there, only seen differently). With :math:`\pi_c` the
+    share of in-domain (``anchor``) frames the starting model puts above its
+    threshold :math:`\theta_c`, and :math:`q_c` the :math:`1 - \pi_c` quantile of the
+    adapted model's logits of class :math:`c` on the unlabeled target frames,
+
+    .. math:: b_c \leftarrow b_c + \mathrm{logit}(\theta_c) - q_c .
+
+    A shift of the logits rather than of the thresholds: a night camera can saturate
+    a class's sigmoid at 1.0 for most frames while still ranking them well, and no
+    probability threshold separates saturated scores. Multi-label models only.
+
 ``none`` is no adaptation. Unless ``tent`` is chosen, BatchNorm layers stay in eval
 mode during the steps (their statistics are the source's, or AdaBN's). ``tent``
 and ``atcon`` cannot be combined: ATCON's per-image maps need fixed statistics.
@@ -62,6 +78,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -97,7 +114,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS: Final = ("adabn", "tent", "atcon", "pseudo", "distill", "anchor", "supervised")
+COMPONENTS: Final = (
+    "adabn",
+    "tent",
+    "atcon",
+    "pseudo",
+    "distill",
+    "anchor",
+    "supervised",
+    "recalibrate",
+)
 _TRAINING: Final = ("tent", "atcon", "pseudo", "distill", "anchor", "supervised")
 
 
@@ -232,7 +258,7 @@ class AdaptConfig:
 
     @property
     def needs_anchor(self) -> bool:
-        return "anchor" in self.components
+        return "anchor" in self.components or "recalibrate" in self.components
 
     @property
     def trains(self) -> bool:
@@ -248,11 +274,18 @@ class AdaptOutcome:
     #: mean share of (frame, class) entries confident enough to be pseudo-labels
     pseudo_share: float | None
     history: list[dict[str, Any]]
+    #: ``recalibrate``: per class, the in-domain positive share and the bias shift
+    recalibration: dict[str, list[float]] | None = None
 
     @property
     def batchnorm_changed(self) -> bool:
         """Whether the BatchNorm statistics differ from the starting model's."""
         return self.adabn_images > 0 or "tent" in self.method.split("+")
+
+    @property
+    def output_changed(self) -> bool:
+        """Whether the outputs may differ from the starting model's (anything but none)."""
+        return self.method != "none"
 
 
 class _Images(Dataset[Tensor]):
@@ -314,6 +347,7 @@ def adapt(
     *,
     labeled: Dataset[tuple[Tensor, Tensor]] | None = None,
     anchor: Dataset[Any] | None = None,
+    thresholds: Sequence[float] | None = None,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str = "cpu",
 ) -> AdaptOutcome:
@@ -321,7 +355,9 @@ def adapt(
 
     ``unlabeled`` yields normalised images (or ``(image, ...)`` tuples); ``labeled``
     yields ``(image, target)`` and is required by the ``supervised`` component;
-    ``anchor`` yields in-domain images and is required by the ``anchor`` component.
+    ``anchor`` yields in-domain images and is required by the ``anchor`` and
+    ``recalibrate`` components; ``thresholds`` are the model's decision thresholds
+    (required by ``recalibrate``).
     """
     device = torch.device(device)
     components = config.components
@@ -337,6 +373,12 @@ def adapt(
             raise ValueError(f"method {config.method} needs in-domain frames (anchor=...)")
         anchors = _Images(anchor)
         dataset_size(anchors, "the in-domain (anchor) set")
+    if "recalibrate" in components:
+        if thresholds is None:
+            raise ValueError("recalibrate needs the model's decision thresholds (thresholds=...)")
+        if not config.multi_label:
+            raise ValueError("recalibrate shifts sigmoid outputs: multi-label models only")
+        _output_layer(model)  # fails early when there is none
     model.to(device)
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     layer = named_layer(model, config.layer)
@@ -348,11 +390,19 @@ def adapt(
             logger.info("BatchNorm statistics re-estimated on %d frames", seen)
         history: list[dict[str, Any]] = []
         shares: list[float] = []
+        priors = None
+        if "recalibrate" in components:
+            assert anchors is not None and thresholds is not None
+            priors = _positive_shares(model, anchors, thresholds, config, device)
         if config.trains:
             teachers = _teachers(model, images, config, device)
             history = _train(
                 model, images, labeled, anchors, teachers, config, layer, callbacks, shares
             )
+        recalibration = None
+        if priors is not None:
+            assert thresholds is not None
+            recalibration = _recalibrate(model, images, priors, thresholds, config, device)
     except BaseException:
         model.load_state_dict(start_state)
         model.eval()
@@ -364,7 +414,75 @@ def adapt(
         adabn_images=seen,
         pseudo_share=sum(shares) / len(shares) if shares else None,
         history=history,
+        recalibration=recalibration,
     )
+
+
+def _output_layer(model: nn.Module) -> nn.Linear:
+    """The last linear layer (the classifier head) of ``model``."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    if last is None or last.bias is None:
+        raise ValueError("recalibrate needs a final linear layer with a bias")
+    return last
+
+
+@torch.no_grad()
+def _logits(
+    model: nn.Module, images: Dataset[Tensor], config: AdaptConfig, device: torch.device
+) -> Tensor:
+    model.eval()
+    size = len(images)  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(config.seed + 13)
+    order = torch.randperm(size, generator=generator)[: config.adabn_images].tolist()
+    out = []
+    for start in range(0, len(order), 128):
+        batch = torch.stack([images[i] for i in order[start : start + 128]]).to(device)
+        out.append(model(batch).float().cpu())
+    return torch.cat(out)
+
+
+def _positive_shares(
+    model: nn.Module,
+    anchors: Dataset[Tensor],
+    thresholds: Sequence[float],
+    config: AdaptConfig,
+    device: torch.device,
+) -> Tensor:
+    """pi_c: the share of in-domain frames the starting model puts at or above theta_c."""
+    probs = torch.sigmoid(_logits(model, anchors, config, device))
+    theta = torch.tensor([float(t) for t in thresholds])
+    if theta.shape[0] != probs.shape[1]:
+        raise ValueError(f"thresholds has {theta.shape[0]} values for {probs.shape[1]} classes")
+    return (probs >= theta).float().mean(0)
+
+
+@torch.no_grad()
+def _recalibrate(
+    model: nn.Module,
+    images: Dataset[Tensor],
+    priors: Tensor,
+    thresholds: Sequence[float],
+    config: AdaptConfig,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """Shift the head's biases (module docstring); classes never or always on are left."""
+    logits = _logits(model, images, config, device)
+    head = _output_layer(model)
+    shifts = []
+    for c, share in enumerate(priors.tolist()):
+        theta = min(max(float(thresholds[c]), 1e-6), 1 - 1e-6)
+        if not 0.0 < share < 1.0:  # no frame (or every frame) in-domain: nothing to match
+            shifts.append(0.0)
+            continue
+        quantile = float(torch.quantile(logits[:, c], 1.0 - share))
+        shift = math.log(theta / (1 - theta)) - quantile
+        head.bias[c] += shift
+        shifts.append(shift)
+    logger.info("recalibrated the output biases by %s", [round(s, 3) for s in shifts])
+    return {"positive_share": [float(p) for p in priors], "bias_shift": shifts}
 
 
 def _teachers(
@@ -433,7 +551,7 @@ def _train(
     )
     anchor_batches = (
         ShardedBatches(anchors, config.unlabeled_batch_size, seed=config.seed + 2, context=context)
-        if anchors is not None
+        if anchors is not None and "anchor" in components
         else None
     )
     views = torch.Generator().manual_seed(config.seed + 5)

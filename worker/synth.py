@@ -68,6 +68,7 @@ __all__ = [
     "SynthConfig",
     "SynthResult",
     "WardScene",
+    "degrade",
     "ground_truth_document",
     "load_ground_truth",
     "load_masks",
@@ -446,7 +447,7 @@ def _encode(
                 "g": str(max(1, round(2 * config.fps))),
             }
             for index in range(count):
-                image = _degrade(scene.render(index / config.fps, index), severity)
+                image = degrade(scene.render(index / config.fps, index), severity)
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame.pts = index
                 frame.time_base = 1 / rate
@@ -460,7 +461,7 @@ def _encode(
         raise
 
 
-def _degrade(image: np.ndarray, severity: int) -> np.ndarray:
+def degrade(image: np.ndarray, severity: int) -> np.ndarray:
     """The ``compression`` shift's down- and up-scaling (a low-resolution stream)."""
     scale = compression_scale(severity)
     if scale == 1.0:

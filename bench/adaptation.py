@@ -1,0 +1,909 @@
+"""Deployment-shift benchmark: which adaptation recovers a detector where it is deployed?
+
+A small ResNet-18 is trained once on labeled frames of normal (day-time) wards: the
+*source model*, shared by every method. Each *target* is a ward seen through a
+deployment shift (:mod:`worker.shifts`: a night camera, another mounting, another
+room, a blurred lens, a starved stream). For a target the benchmark has
+
+- an unlabeled pool: an hour of the target camera's video sampled at 1 frame/s;
+- K labeled frames per class (K in ``--ks``), picked as a clinician would label them:
+  walking the review queue least-consistent first (attention consistency under the
+  source model, the product's review order) over the frames one night brings (a
+  seeded half of the pool), keeping each frame that adds a positive to a class
+  short of K, and K frames with no event;
+- held-out target test videos, and a held-out source (day) test video to catch
+  forgetting.
+
+Every method starts from the source model with the same budget: AdaBN's forward
+passes over at most ``adabn_images`` pool frames, then ``--steps`` Adam steps with
+the same batch sizes (:mod:`models.adaptation`). ATCON runs through
+:func:`models.finetune.finetune_atcon` with its published settings (BatchNorm
+frozen) and the product's guards. Decision thresholds stay the source model's.
+
+Metrics on the target test videos: event F1 at tIoU 0.5 (the detector's own
+segmentation, :func:`models.events.segment_events` with
+:class:`worker.detect.DetectionConfig`'s defaults, on the frames the detector would
+sample), frame mAP, and the attention pointing game and mIoU of each active class's
+Grad-CAM against the object masks. Event F1 on the source test video measures
+forgetting. Lifts are paired by seed (the K frames and the training order) with
+two-sided 95% Student-t intervals.
+
+``python -m bench.adaptation`` writes ``docs/results/adaptation.md`` (the verdict,
+the tables, the figures) and ``adaptation.json``; ``--quick`` runs a toy size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import math
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, TensorDataset
+
+from bench._stats import paired_interval
+from models.adaptation import AdaptConfig, adapt, parse_method
+from models.atcon import attention_consistency
+from models.backbones import build_backbone
+from models.checkpoint import CheckpointInfo
+from models.event_metrics import evaluate_events
+from models.events import segment_events
+from models.finetune import FinetuneConfig, finetune_atcon
+from models.metrics import best_f1_thresholds, mask_attention_scores, mean_average_precision
+from models.training import SupervisedConfig, train_supervised
+from worker.shifts import Shift, parse_shifts
+from worker.synth import CLASSES, SynthConfig, WardScene, make_script, synthesize
+from worker.video import FrameSampler
+
+logger = logging.getLogger("bench.adaptation")
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_ADAPTATION = "none"
+#: the published-settings ATCON rows (run through models.finetune, BatchNorm frozen)
+ATCON = "atcon"
+ADABN_ATCON = "adabn+atcon"
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the data and the source model (a change rebuilds them)."""
+
+    width: int = 160
+    height: int = 120
+    fps: float = 4.0
+    input_size: int = 48
+    train_seeds: tuple[int, ...] = (11, 12, 13)
+    train_seconds: float = 150.0
+    val_seed: int = 14
+    val_seconds: float = 120.0
+    source_test_seed: int = 21
+    test_seconds: float = 180.0
+    target_test_seeds: tuple[int, ...] = (41, 42)
+    pool_seeds: tuple[int, ...] = (31, 32, 33, 34, 35, 36)
+    pool_seconds: float = 600.0
+    pool_fps: float = 1.0
+    #: day-time frames of the cameras the model already serves (the ``anchor`` set)
+    anchor_seeds: tuple[int, ...] = (51, 52)
+    anchor_seconds: float = 300.0
+    sample_fps: float = 2.0
+    source_steps: int = 500
+    source_lr: float = 2e-3
+    arch: str = "resnet18_slim"
+    width_mult: int = 8
+    version: int = 1
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @classmethod
+    def quick(cls) -> Recipe:
+        return cls(
+            train_seeds=(11, 12),
+            train_seconds=60.0,
+            val_seconds=40.0,
+            test_seconds=60.0,
+            target_test_seeds=(41,),
+            pool_seeds=(31,),
+            pool_seconds=120.0,
+            anchor_seeds=(51,),
+            anchor_seconds=60.0,
+            source_steps=60,
+        )
+
+
+@dataclass
+class Frames:
+    """Frames as the model sees them: uint8 (N, S, S, 3), their labels and times."""
+
+    images: np.ndarray
+    targets: np.ndarray  # (N, C) multi-hot
+    times: np.ndarray
+    video: np.ndarray  # index of the video each frame came from
+    masks: np.ndarray | None = None  # (N, H, W) uint8 bit masks at the frame size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> Frames:
+        index = np.asarray(index, dtype=np.int64)
+        return Frames(
+            self.images[index],
+            self.targets[index],
+            self.times[index],
+            self.video[index],
+            None if self.masks is None else self.masks[index],
+        )
+
+
+@dataclass
+class Target:
+    """One deployment shift's data."""
+
+    name: str
+    shifts: tuple[Shift, ...]
+    pool: Frames
+    tests: list[tuple[Frames, list[Any], float]]  # (frames at sample_fps, truth, duration)
+
+
+@dataclass
+class Data:
+    recipe: Recipe
+    train: Frames
+    val: Frames
+    anchor: Frames
+    source_test: tuple[Frames, list[Any], float]
+    targets: dict[str, Target] = field(default_factory=dict)
+
+
+def _video(
+    folder: Path, seed: int, seconds: float, recipe: Recipe, shifts: tuple[Shift, ...]
+) -> tuple[Path, list[Any]]:
+    config = SynthConfig(
+        seconds=seconds,
+        fps=recipe.fps,
+        width=recipe.width,
+        height=recipe.height,
+        seed=seed,
+        frames_fps=0,
+        shifts=shifts,
+    )
+    result = synthesize(folder, config, name=f"s{seed}", frames=False)
+    return result.video, result.events
+
+
+def _decode(
+    video: Path,
+    events: list[Any],
+    fps: float,
+    recipe: Recipe,
+    index: int,
+    scene: WardScene | None = None,
+) -> Frames:
+    """Sample ``video`` at ``fps`` at the model's input size, as the detector does."""
+    size = recipe.input_size
+    images, times = [], []
+    for batch in FrameSampler(video, fps=fps, size=(size, size), batch_size=64):
+        images.append(batch.frames)
+        times.append(batch.times)
+    t = np.concatenate(times)
+    targets = np.array(
+        [[any(e.label == c and e.active(float(x)) for e in events) for c in CLASSES] for x in t],
+        dtype=np.float32,
+    )
+    masks = None
+    if scene is not None:
+        masks = np.stack([scene.render_with_masks(float(x))[1] for x in t])
+    return Frames(np.concatenate(images), targets, t, np.full(len(t), index), masks)
+
+
+def _concat(parts: list[Frames]) -> Frames:
+    return Frames(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.targets for p in parts]),
+        np.concatenate([p.times for p in parts]),
+        np.concatenate([p.video for p in parts]),
+    )
+
+
+def build_source(recipe: Recipe, work: Path) -> Data:
+    work.mkdir(parents=True, exist_ok=True)
+    train = []
+    for k, seed in enumerate(recipe.train_seeds):
+        video, events = _video(work / "source", seed, recipe.train_seconds, recipe, ())
+        train.append(_decode(video, events, recipe.sample_fps, recipe, k))
+    video, events = _video(work / "source", recipe.val_seed, recipe.val_seconds, recipe, ())
+    val = _decode(video, events, recipe.sample_fps, recipe, 0)
+    anchor = []
+    for k, seed in enumerate(recipe.anchor_seeds):
+        video, events = _video(work / "source", seed, recipe.anchor_seconds, recipe, ())
+        anchor.append(_decode(video, events, recipe.pool_fps, recipe, k))
+    test = _test_video(work / "source", recipe.source_test_seed, recipe, ())
+    return Data(recipe, _concat(train), val, _concat(anchor), test)
+
+
+def _test_video(
+    folder: Path, seed: int, recipe: Recipe, shifts: tuple[Shift, ...]
+) -> tuple[Frames, list[Any], float]:
+    video, events = _video(folder, seed, recipe.test_seconds, recipe, shifts)
+    scene = WardScene(
+        recipe.width,
+        recipe.height,
+        make_script(recipe.test_seconds, np.random.default_rng(seed)),
+        seed=seed,
+        noise=0.0,
+        shifts=shifts,
+    )
+    return _decode(video, events, recipe.sample_fps, recipe, 0, scene), events, recipe.test_seconds
+
+
+def build_target(recipe: Recipe, work: Path, name: str) -> Target:
+    shifts = parse_shifts([name])
+    folder = work / name.replace(":", "-").replace(",", "_")
+    pool = []
+    for k, seed in enumerate(recipe.pool_seeds):
+        video, events = _video(folder, seed, recipe.pool_seconds, recipe, shifts)
+        pool.append(_decode(video, events, recipe.pool_fps, recipe, k))
+        video.unlink()  # decoded: an hour of video need not stay on disk
+    tests = [_test_video(folder, seed, recipe, shifts) for seed in recipe.target_test_seeds]
+    return Target(name, shifts, _concat(pool), tests)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def normalise(images: np.ndarray, info: CheckpointInfo) -> Tensor:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(info.mean).view(1, 3, 1, 1)
+    std = torch.tensor(info.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def train_source(data: Data) -> tuple[nn.Module, CheckpointInfo]:
+    recipe = data.recipe
+    torch.manual_seed(0)
+    model = build_backbone(recipe.arch, len(CLASSES), width=recipe.width_mult)
+    info = CheckpointInfo(
+        arch=recipe.arch,
+        class_names=list(CLASSES),
+        input_size=recipe.input_size,
+        arch_kwargs={"width": recipe.width_mult},
+    )
+    x = normalise(data.train.images, info)
+    dataset = _Augmented(x, torch.from_numpy(data.train.targets))
+    config = SupervisedConfig(max_steps=recipe.source_steps, batch_size=32, lr=recipe.source_lr)
+    train_supervised(model, dataset, config)
+    model.eval()
+    # 0.5 for every class, not thresholds chosen on the validation video: that video
+    # is separated with a wide margin, the F1-optimal thresholds sit at its edge (0.03
+    # for one class in a trial run), and any change of the weights then flips events
+    scores = predict(model, normalise(data.val.images, info))
+    chosen = best_f1_thresholds(torch.from_numpy(scores), torch.from_numpy(data.val.targets))
+    logger.info("validation's F1-optimal thresholds %s; kept 0.5", [round(t, 3) for t in chosen])
+    info.thresholds = [0.5] * len(CLASSES)
+    return model, info
+
+
+class _Augmented(Dataset[tuple[Tensor, Tensor]]):
+    """Labeled tensors with the weak view drawn per item (translation, flip)."""
+
+    def __init__(self, images: Tensor, targets: Tensor) -> None:
+        self.images, self.targets = images, targets
+        self._generator = torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        from models.augment import weak_view
+
+        image = weak_view(self.images[index][None], self._generator)[0]
+        return image, self.targets[index]
+
+
+class _Images(Dataset[Tensor]):
+    """A tensor of images as a dataset."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = [torch.sigmoid(model(x[i : i + batch])) for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def event_f1(
+    scores: np.ndarray, frames: Frames, truth: list[Any], duration: float, info: CheckpointInfo
+) -> float:
+    from worker.detect import DetectionConfig
+
+    cfg = DetectionConfig()
+    events = segment_events(
+        frames.times,
+        scores,
+        info.class_names,
+        info.thresholds,
+        [t * cfg.offset_ratio for t in info.thresholds],
+        min_duration_s=cfg.min_duration_s,
+        merge_gap_s=cfg.merge_gap_s,
+        padding_s=cfg.padding_s,
+        frame_duration_s=1.0 / cfg.sample_fps,
+        duration_s=duration,
+    )
+    metrics = evaluate_events([e.to_dict() for e in events], truth)
+    return float(metrics.f1[0.5]["f1"])
+
+
+def attention_scores(
+    model: nn.Module, frames: Frames, info: CheckpointInfo, *, limit: int = 96
+) -> tuple[float, float]:
+    """Pointing game and mask mIoU, mean over classes of the (frame, active class) pairs."""
+    assert frames.masks is not None
+    pairs = [
+        (i, c)
+        for i in range(len(frames))
+        for c in range(len(CLASSES))
+        if frames.targets[i, c] and ((frames.masks[i] >> c) & 1).any()
+    ]
+    rng = np.random.default_rng(0)
+    if len(pairs) > limit:
+        pairs = [pairs[j] for j in sorted(rng.choice(len(pairs), limit, replace=False))]
+    if not pairs:
+        return math.nan, math.nan
+    index = [i for i, _ in pairs]
+    labels = torch.tensor([c for _, c in pairs])
+    x = normalise(frames.images[index], info)
+    masks = torch.from_numpy(np.stack([(frames.masks[i] >> c) & 1 for i, c in pairs]))
+    hits, ious = mask_attention_scores(model, x, labels, masks, tolerance=3)
+    per_class_hit = [float(hits[labels == c].float().mean()) for c in labels.unique()]
+    per_class_iou = [float(ious[labels == c].mean()) for c in labels.unique()]
+    return statistics.fmean(per_class_hit), statistics.fmean(per_class_iou)
+
+
+def evaluate(
+    model: nn.Module, info: CheckpointInfo, data: Data, target: Target, *, attention: bool = True
+) -> dict[str, float]:
+    f1s, all_scores, all_targets = [], [], []
+    for frames, truth, duration in target.tests:
+        scores = predict(model, normalise(frames.images, info))
+        f1s.append(event_f1(scores, frames, truth, duration, info))
+        all_scores.append(scores)
+        all_targets.append(frames.targets)
+    frame_map = mean_average_precision(
+        torch.from_numpy(np.concatenate(all_scores)), torch.from_numpy(np.concatenate(all_targets))
+    )
+    frames, truth, duration = data.source_test
+    source_scores = predict(model, normalise(frames.images, info))
+    result = {
+        "f1": statistics.fmean(f1s),
+        "map": float(frame_map),
+        "source_f1": event_f1(source_scores, frames, truth, duration, info),
+    }
+    if attention:
+        pg, iou = zip(*(attention_scores(model, f, info) for f, _, _ in target.tests), strict=True)
+        result["pointing"] = statistics.fmean(pg)
+        result["miou"] = statistics.fmean(iou)
+    return result
+
+
+# --------------------------------------------------------------------------- the K frames
+
+
+def review_order(model: nn.Module, x: Tensor, batch: int = 128) -> np.ndarray:
+    """Pool frame indices least-consistent first, as the review queue shows them."""
+    values = [attention_consistency(model, x[i : i + batch]) for i in range(0, len(x), batch)]
+    return np.argsort(torch.cat(values).numpy(), kind="stable")
+
+
+def pick_labeled(order: np.ndarray, targets: np.ndarray, k: int, seed: int) -> list[int]:
+    """The frames a clinician labels walking the queue (see the module docstring)."""
+    if k == 0:
+        return []
+    rng = np.random.default_rng(1000 + seed)
+    tonight = rng.random(len(targets)) < 0.5
+    counts = np.zeros(targets.shape[1] + 1, dtype=np.int64)  # last: frames with no event
+    chosen = []
+    for i in order:
+        if not tonight[i]:
+            continue
+        positives = np.flatnonzero(targets[i])
+        wanted = any(counts[c] < k for c in positives) if positives.size else counts[-1] < k
+        if wanted:
+            chosen.append(int(i))
+            counts[positives] += 1
+            if not positives.size:
+                counts[-1] += 1
+        if (counts >= k).all():
+            break
+    return chosen
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass
+class Budget:
+    steps: int = 100
+    batch_size: int = 16
+    unlabeled_batch_size: int = 32
+    lr: float = 5e-4
+    adabn_images: int = 2048
+
+
+def methods_for(k: int, names: Sequence[str]) -> list[str]:
+    """The methods of the table at K: without labels only unsupervised ones, with labels
+    the supervised one and its combinations."""
+    out = []
+    for name in names:
+        parts = parse_method(name) if name != NO_ADAPTATION else ()
+        if (k == 0) == ("supervised" not in parts):
+            out.append(name)
+    return out
+
+
+def run_method(
+    method: str,
+    source: nn.Module,
+    info: CheckpointInfo,
+    pool_x: Tensor,
+    labeled: TensorDataset | None,
+    budget: Budget,
+    seed: int,
+    anchor_x: Tensor | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    model = copy.deepcopy(source)
+    pool = _Images(pool_x)
+    anchors = _Images(anchor_x) if anchor_x is not None else None
+    pairs = cast("Dataset[tuple[Tensor, Tensor]] | None", labeled)
+    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    parts = parse_method(method) if method != NO_ADAPTATION else ()
+    if "atcon" in parts:
+        # ATCON as published: BatchNorm frozen; alternating with the labels if any
+        if "adabn" in parts:
+            adapt(
+                model,
+                pool,
+                AdaptConfig(method="adabn", adabn_images=budget.adabn_images, seed=seed),
+            )
+        schedule = "alternating" if labeled is not None else "unsupervised"
+        config = FinetuneConfig(
+            schedule=schedule,
+            steps=budget.steps,
+            lr=budget.lr,
+            batch_size=budget.batch_size,
+            unlabeled_batch_size=budget.unlabeled_batch_size // 2,
+            seed=seed,
+        )
+        try:
+            outcome = finetune_atcon(model, pool, config, labeled=pairs)
+            extra["labeled_steps"] = outcome.labeled_steps
+        except Exception as exc:  # a guard stop is a result: the starting model is kept
+            extra["stopped"] = str(exc)[:200]
+    elif parts:
+        config_a = AdaptConfig(
+            method=method,
+            steps=budget.steps,
+            lr=budget.lr,
+            batch_size=budget.batch_size,
+            unlabeled_batch_size=budget.unlabeled_batch_size,
+            adabn_images=budget.adabn_images,
+            seed=seed,
+        )
+        outcome_a = adapt(
+            model, pool, config_a, labeled=pairs, anchor=anchors, thresholds=info.thresholds
+        )
+        extra["recalibration"] = outcome_a.recalibration
+        extra["pseudo_share"] = outcome_a.pseudo_share
+    extra["seconds"] = round(time.perf_counter() - started, 2)
+    model.eval()
+    return model, extra
+
+
+# --------------------------------------------------------------------------- the run
+
+
+#: the methods of the main table (K = 0 rows: no label; K > 0 rows: with the labels)
+ALL_METHODS: tuple[str, ...] = (
+    NO_ADAPTATION,
+    "adabn",
+    "tent",
+    ATCON,
+    ADABN_ATCON,
+    "adabn+pseudo",
+    "distill+anchor",
+    "recalibrate",
+    "supervised",
+    "adabn+supervised",
+    "tent+supervised",
+    "atcon+supervised",
+    "adabn+atcon+supervised",
+    "adabn+pseudo+supervised",
+    "anchor+supervised",
+    "supervised+recalibrate",
+    "anchor+supervised+recalibrate",
+)
+#: the product's default nightly method (worker.settings: ATCON_FINETUNE_METHOD)
+DEFAULT_METHOD = "recalibrate"
+
+
+def _summary(runs: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in runs if r.get(key) is not None and not math.isnan(r[key])]
+    return statistics.fmean(values) if values else math.nan
+
+
+def _interval(values: list[float]) -> list[float]:
+    mean, low, high = paired_interval(values)
+    return [100 * mean, 100 * low, 100 * high]
+
+
+def run_target(
+    data: Data,
+    target: Target,
+    source: nn.Module,
+    info: CheckpointInfo,
+    *,
+    ks: Sequence[int],
+    seeds: int,
+    methods: Sequence[str],
+    budget: Budget,
+    attention: bool,
+) -> dict[str, Any]:
+    """Every method at every K and seed on one target; lifts paired by seed."""
+    pool_x = normalise(target.pool.images, info)
+    anchor_x = normalise(data.anchor.images, info)
+    before = evaluate(source, info, data, target, attention=attention)
+    order = review_order(source, pool_x)
+    by_k: dict[str, Any] = {}
+    for k in ks:
+        names = methods_for(k, methods)
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
+        labels_used: list[int] = []
+        for seed in range(seeds):
+            chosen = pick_labeled(order, target.pool.targets, k, seed)
+            labels_used.append(len(chosen))
+            labeled = (
+                TensorDataset(pool_x[chosen], torch.from_numpy(target.pool.targets[chosen]))
+                if chosen
+                else None
+            )
+            for method in names:
+                if method == NO_ADAPTATION:
+                    runs[method].append({**before, "seconds": 0.0})
+                    continue
+                model, extra = run_method(
+                    method, source, info, pool_x, labeled, budget, seed, anchor_x
+                )
+                metrics = evaluate(model, info, data, target, attention=attention)
+                runs[method].append({**metrics, **extra})
+                logger.info(
+                    "%s K=%d seed %d %-26s F1 %.3f (source %.3f) %.0f s",
+                    target.name,
+                    k,
+                    seed,
+                    method,
+                    metrics["f1"],
+                    metrics["source_f1"],
+                    extra["seconds"],
+                )
+        by_k[str(k)] = {
+            "labeled_frames": labels_used,
+            "methods": {m: _method_block(runs[m], before, data) for m in names},
+        }
+    return {"before": before, "by_k": by_k}
+
+
+def _method_block(
+    runs: list[dict[str, Any]], before: dict[str, float], data: Data
+) -> dict[str, Any]:
+    f1 = [r["f1"] - before["f1"] for r in runs]
+    source = [r["source_f1"] - before["source_f1"] for r in runs]
+    block: dict[str, Any] = {
+        "runs": runs,
+        "mean": {
+            key: _summary(runs, key) for key in ("f1", "map", "source_f1", "pointing", "miou")
+        },
+        "lift_points": _interval(f1),
+        "source_change_points": _interval(source),
+        "map_lift_points": _interval([r["map"] - before["map"] for r in runs]),
+        "seconds": _summary(runs, "seconds"),
+        "stopped": sum(1 for r in runs if r.get("stopped")),
+    }
+    if "pointing" in before and all("pointing" in r for r in runs):
+        block["pointing_lift_points"] = _interval(
+            [r["pointing"] - before["pointing"] for r in runs]
+        )
+        block["miou_lift_points"] = _interval([r["miou"] - before["miou"] for r in runs])
+    return block
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a toy size (the test command)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--ks", default="0,3,10", help="labeled frames per class")
+    parser.add_argument(
+        "--main-shift",
+        default="night:4,camera:1",
+        help="the target of the main table (default: a grey, dark, noisy, slightly zoomed "
+        "night camera)",
+    )
+    parser.add_argument(
+        "--other-shifts",
+        default="camera:3,room:3,blur:3,compression:3",
+        help="targets where the default is checked against no adaptation (K = 3)",
+    )
+    parser.add_argument("--severities", default="1,2,3,5", help="night severities for the plot")
+    parser.add_argument("--default", default=DEFAULT_METHOD, help="the candidate default")
+    parser.add_argument("--steps", type=int, default=Budget.steps)
+    parser.add_argument("--sweep-seeds", type=int, default=2, help="seeds per severity")
+    parser.add_argument("--methods", default=",".join(ALL_METHODS))
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench-cache" / "adaptation")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--page", type=Path, default=None, help="the results page to write")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    recipe = Recipe.quick() if args.quick else Recipe()
+    budget = Budget(steps=args.steps if not args.quick else min(args.steps, 4))
+    ks = [int(k) for k in args.ks.split(",")]
+    if any(k < 0 for k in ks):
+        parser.error("--ks must be non-negative")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in [*methods, args.default]:
+        if method != NO_ADAPTATION:
+            parse_method(method)
+    if NO_ADAPTATION not in methods:
+        methods.insert(0, NO_ADAPTATION)
+    work = args.work / recipe.key()
+    if args.quick:
+        shutil.rmtree(work, ignore_errors=True)
+    data = build_source(recipe, work)
+    source, info = train_source(data)
+    logger.info("source model trained (%.0f s)", time.perf_counter() - started)
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "recipe": asdict(recipe),
+        "budget": asdict(budget),
+        "seeds": args.seeds,
+        "ks": ks,
+        "default_candidate": args.default,
+        "thresholds": info.thresholds,
+    }
+    main_target = build_target(recipe, work, args.main_shift)
+    results["main"] = {
+        "shift": args.main_shift,
+        **run_target(
+            data,
+            main_target,
+            source,
+            info,
+            ks=ks,
+            seeds=args.seeds,
+            methods=methods,
+            budget=budget,
+            attention=True,
+        ),
+    }
+    results["in_domain_f1"] = results["main"]["before"]["source_f1"]
+    examples = _gradcam_examples(data, main_target, source, info, budget, args.default, ks)
+    del main_target
+    k_check = 3 if 3 in ks else max(ks)
+    check_methods = list(dict.fromkeys([NO_ADAPTATION, "adabn", ATCON, args.default]))
+    others: dict[str, Any] = {}
+    shift_names = [s for s in args.other_shifts.split(",") if s.strip()]
+    severities = [int(s) for s in args.severities.split(",") if s.strip()]
+    if args.quick:
+        shift_names, severities = shift_names[:1], severities[:1]
+    for name in shift_names:
+        target = build_target(recipe, work, name)
+        others[name] = run_target(
+            data,
+            target,
+            source,
+            info,
+            ks=[k_check],
+            seeds=args.seeds,
+            methods=check_methods,
+            budget=budget,
+            attention=False,
+        )
+    results["other_shifts"] = others
+    sweep: dict[str, Any] = {}
+    sweep_methods = list(
+        dict.fromkeys([NO_ADAPTATION, "adabn", "atcon+supervised", "supervised", args.default])
+    )
+    main_shifts = parse_shifts([args.main_shift])
+    main_severity = main_shifts[0]
+    rest = "".join(f",{s}" for s in main_shifts[1:])
+    for severity in severities:
+        name = f"{main_severity.name}:{severity}{rest}"
+        target = build_target(recipe, work, name)
+        sweep[str(severity)] = run_target(
+            data,
+            target,
+            source,
+            info,
+            ks=[k_check],
+            seeds=max(1, min(args.seeds, args.sweep_seeds)),
+            methods=sweep_methods,
+            budget=budget,
+            attention=False,
+        )
+    results["severity_sweep"] = {
+        "shift": main_severity.name,
+        "with": rest.lstrip(","),
+        "k": k_check,
+        "runs": sweep,
+    }
+    results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
+    results["verdict"] = verdict(results)
+    command = "python -m bench.adaptation" + (" " + " ".join(argv) if argv else "")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    if args.page is not None:
+        from bench import adaptation_report
+
+        adaptation_report.write_page(results, args.page, command, examples)
+    logger.info("done in %.1f minutes", results["wall_minutes"])
+    print(json.dumps(_jsonable(results["verdict"]), indent=2))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item())
+    return value
+
+
+def _gradcam_examples(
+    data: Data,
+    target: Target,
+    source: nn.Module,
+    info: CheckpointInfo,
+    budget: Budget,
+    default: str,
+    ks: Sequence[int],
+) -> dict[str, Any]:
+    """Grad-CAM of the same night frames before and after the default method (seed 0)."""
+    from models.attention import grad_cam
+    from models.maps import normalize_maps, upsample_maps
+
+    frames = target.tests[0][0]
+    picks: list[tuple[int, int]] = []
+    for c in range(len(CLASSES)):
+        rows = np.flatnonzero(frames.targets[:, c])
+        if rows.size:
+            picks.append((int(rows[len(rows) // 2]), c))
+    k = 3 if 3 in ks else max(ks)
+    pool_x = normalise(target.pool.images, info)
+    chosen = pick_labeled(review_order(source, pool_x), target.pool.targets, k, 0)
+    labeled = (
+        TensorDataset(pool_x[chosen], torch.from_numpy(target.pool.targets[chosen]))
+        if chosen
+        else None
+    )
+    if "supervised" in parse_method(default) and labeled is None:
+        return {}
+    anchor_x = normalise(data.anchor.images, info)
+    adapted, _ = run_method(default, source, info, pool_x, labeled, budget, 0, anchor_x)
+    index = [i for i, _ in picks]
+    x = normalise(frames.images[index], info)
+    labels = torch.tensor([c for _, c in picks])
+    size = (frames.images.shape[1], frames.images.shape[2])
+    out: dict[str, Any] = {"frames": frames.images[index], "labels": [CLASSES[c] for c in labels]}
+    for name, model in (("before", source), ("after", adapted)):
+        cams = normalize_maps(upsample_maps(grad_cam(model, x, labels), size))
+        out[name] = cams.numpy()
+        out[f"{name}_scores"] = predict(model, x)[np.arange(len(index)), labels.numpy()]
+    return out
+
+
+def verdict(results: dict[str, Any]) -> dict[str, Any]:
+    """Which method recovers the shift: lift interval above zero, never worse in-domain."""
+    main = results["main"]
+    before = main["before"]
+    cost = results["in_domain_f1"] - before["f1"]
+    rows = []
+    for k, block in main["by_k"].items():
+        for method, entry in block["methods"].items():
+            if method == NO_ADAPTATION:
+                continue
+            lift, low, _high = entry["lift_points"]
+            source_mean = entry["source_change_points"][0]
+            rows.append(
+                {
+                    "k": int(k),
+                    "method": method,
+                    "lift_points": entry["lift_points"],
+                    "recovered": (lift / 100) / cost if cost > 0 else math.nan,
+                    "source_change_points": entry["source_change_points"],
+                    "significant": bool(low > 0),
+                    "in_domain_kept": bool(source_mean > -1.0),
+                }
+            )
+    good = [r for r in rows if r["significant"] and r["in_domain_kept"]]
+    default = results["default_candidate"]
+    others = results.get("other_shifts", {})
+    default_other = {}
+    for name, block in others.items():
+        entry = next(iter(block["by_k"].values()))["methods"].get(default, {})
+        default_other[name] = entry.get("lift_points")
+    best_by_k: dict[str, Any] = {}
+    for k in sorted({r["k"] for r in rows}):
+        candidates = sorted(
+            (r for r in good if r["k"] == k), key=lambda r: r["lift_points"][0], reverse=True
+        )
+        best_by_k[str(k)] = candidates[0] if candidates else None
+    return {
+        "shift": main["shift"],
+        "in_domain_f1": results["in_domain_f1"],
+        "shifted_f1": before["f1"],
+        "shift_cost_points": 100 * cost,
+        "best_by_k": best_by_k,
+        "default": default,
+        "default_rows": [r for r in rows if r["method"] == default],
+        "default_on_other_shifts": default_other,
+        "atcon_rows": [r for r in rows if "atcon" in r["method"].split("+")],
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
