@@ -91,6 +91,7 @@ from torch.utils.data import Dataset
 from .atcon import atcon_loss
 from .augment import strong_view, weak_view
 from .finetune import named_layer
+from .methods import COMPONENTS, parse_method
 from .schedules import warmup_factor
 from .training import (
     Callback,
@@ -114,46 +115,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS: Final = (
-    "adabn",
-    "tent",
-    "atcon",
-    "pseudo",
-    "distill",
-    "anchor",
-    "supervised",
-    "recalibrate",
-)
 _TRAINING: Final = ("tent", "atcon", "pseudo", "distill", "anchor", "supervised")
-
-
-def parse_method(method: str) -> tuple[str, ...]:
-    """``"supervised+adabn"`` -> ``("adabn", "supervised")`` (canonical order); ``"none"`` -> ().
-
-    ``ValueError`` names an unknown or repeated component, or a forbidden pair.
-    """
-    text = method.strip().lower()
-    if text == "none":
-        return ()
-    parts = [p.strip() for p in text.split("+")]
-    unknown = [p for p in parts if p not in COMPONENTS]
-    if unknown or not parts:
-        raise ValueError(
-            f"method {method!r} is not a '+'-joined set of {', '.join(COMPONENTS)} (or 'none')"
-        )
-    if len(set(parts)) != len(parts):
-        raise ValueError(f"method {method!r} names a component twice")
-    if "distill" in parts and "adabn" in parts:
-        raise ValueError(
-            "distill and adabn cannot be combined: distill keeps the student's BatchNorm "
-            "statistics and takes AdaBN's from its teacher"
-        )
-    if "tent" in parts and "atcon" in parts:
-        raise ValueError(
-            "tent and atcon cannot be combined: tent normalises with batch statistics, "
-            "ATCON's per-image maps need fixed ones"
-        )
-    return tuple(c for c in COMPONENTS if c in parts)
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

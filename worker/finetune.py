@@ -126,6 +126,24 @@ class FinetuneRequest(BaseModel):
         "activate it for this camera only (the default version stays)",
     )
 
+    method: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[a-z]+(\+[a-z]+)*$",
+        description="how to adapt: 'atcon' (ATCON fine-tuning as published), or a "
+        "'+'-joined set of adabn, tent, atcon, pseudo, distill, anchor, supervised, "
+        "recalibrate (docs/results/adaptation.md measures them); default: "
+        "ATCON_FINETUNE_METHOD",
+    )
+
+    @model_validator(mode="after")
+    def _method_known(self) -> FinetuneRequest:
+        if self.method is not None:
+            from models.methods import parse_method
+
+            parse_method(self.method)  # ValueError names the bad component
+        return self
+
     @model_validator(mode="after")
     def _one_length(self) -> FinetuneRequest:
         if self.epochs is not None and self.steps is not None:
@@ -320,11 +338,19 @@ def finetune_job(
     ctx: JobContext, request: Mapping[str, Any] | None = None, trigger: str = "api"
 ) -> JobOutcome:
     """Run one fine-tune (see the module docstring); return the new version's card summary."""
+    from models.adaptation import AdaptConfig
     from models.atcon import check_map_size
     from models.checkpoint import load_checkpoint
     from models.finetune import FinetuneConfig, named_layer
+    from models.methods import ATCON, parse_method
 
-    from .training import DataOptions, evaluate_checkpoint, finetune_checkpoint
+    from .training import (
+        DataOptions,
+        RunReport,
+        adapt_checkpoint,
+        evaluate_checkpoint,
+        finetune_checkpoint,
+    )
 
     try:
         options = FinetuneRequest.model_validate(request or {})
@@ -337,10 +363,16 @@ def finetune_job(
         registry.cleanup()
         parent_version, parent_checkpoint = _starting_version(registry, settings, options.camera)
         parent_model, info = load_checkpoint(parent_checkpoint)
-        try:  # ATCON's precondition, before any frame is exported
-            check_map_size(parent_model, info.input_size, named_layer(parent_model, options.layer))
-        except ValueError as exc:
-            raise JobError(f"fine-tuning refused: {exc} The active model is unchanged.") from exc
+        method, method_note = _choose_method(options, settings)
+        if "atcon" in parse_method(method):
+            try:  # ATCON's precondition, before any frame is exported
+                check_map_size(
+                    parent_model, info.input_size, named_layer(parent_model, options.layer)
+                )
+            except ValueError as exc:
+                raise JobError(
+                    f"fine-tuning refused: {exc} The active model is unchanged."
+                ) from exc
         del parent_model
         pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
@@ -360,8 +392,13 @@ def finetune_job(
                     f"no frames: the frame pool holds no unlabeled frames{of} for this "
                     "request; process videos or upload frames (POST /v1/frames) first"
                 )
+            anchor_dir: Path | None = None
+            if method != ATCON:
+                method, method_note, anchor_dir = _method_for_frames(
+                    method, method_note, options, pool, exported, work / "in_domain"
+                )
             mode = options.mode or ("alternating" if exported.train_dir else "unsupervised")
-            if mode == "alternating" and exported.train_dir is None:
+            if method == ATCON and mode == "alternating" and exported.train_dir is None:
                 raise JobError(
                     "mode alternating needs labeled frames and the pool has none in its "
                     "training split; label frames or ask for mode unsupervised"
@@ -380,33 +417,59 @@ def finetune_job(
                     settings.finetune_max_steps,
                 )
                 steps = settings.finetune_max_steps
-            config = FinetuneConfig(
-                schedule=mode,
-                steps=steps,
-                lr=options.lr or settings.finetune_lr,
-                batch_size=batch,
-                unlabeled_batch_size=batch,
-                alpha=options.alpha if options.alpha is not None else 1.0,
-                mask_intensity=options.mask_intensity or 8.0,
-                layer=options.layer,
-            )
             candidate = work / "model.pt"
-            try:
-                report = finetune_checkpoint(
-                    parent_checkpoint,
-                    exported.unlabeled_dir,
-                    candidate,
-                    config=config,
-                    labeled_dir=exported.train_dir if mode == "alternating" else None,
-                    data=DataOptions(image_size=info.input_size, val_fraction=0.0),
-                    progress=False,
-                    callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
-                    min_val_per_class=settings.finetune_min_val_per_class,
+            config: FinetuneConfig | AdaptConfig
+            report: RunReport
+            if method == ATCON:
+                config = FinetuneConfig(
+                    schedule=mode,
+                    steps=steps,
+                    lr=options.lr or settings.finetune_lr,
+                    batch_size=batch,
+                    unlabeled_batch_size=batch,
+                    alpha=options.alpha if options.alpha is not None else 1.0,
+                    mask_intensity=options.mask_intensity or 8.0,
+                    layer=options.layer,
                 )
-            except (TrainingError, CheckpointError, ValueError) as exc:
-                raise JobError(
-                    f"fine-tuning stopped: {exc}; the active model is unchanged"
-                ) from exc
+                try:
+                    report = finetune_checkpoint(
+                        parent_checkpoint,
+                        exported.unlabeled_dir,
+                        candidate,
+                        config=config,
+                        labeled_dir=exported.train_dir if mode == "alternating" else None,
+                        data=DataOptions(image_size=info.input_size, val_fraction=0.0),
+                        progress=False,
+                        callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                        min_val_per_class=settings.finetune_min_val_per_class,
+                    )
+                except (TrainingError, CheckpointError, ValueError) as exc:
+                    raise JobError(
+                        f"fine-tuning stopped: {exc}; the active model is unchanged"
+                    ) from exc
+            else:
+                config = AdaptConfig(
+                    method=method,
+                    steps=steps,
+                    lr=options.lr or AdaptConfig.lr,
+                    batch_size=batch,
+                    layer=options.layer,
+                )
+                try:
+                    report = adapt_checkpoint(
+                        parent_checkpoint,
+                        exported.unlabeled_dir,
+                        candidate,
+                        config=config,
+                        labeled_dir=exported.train_dir if config.needs_labels else None,
+                        anchor_dir=anchor_dir,
+                        progress=False,
+                        callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                    )
+                except (TrainingError, CheckpointError, ValueError) as exc:
+                    raise JobError(
+                        f"adaptation ({method}) stopped: {exc}; the active model is unchanged"
+                    ) from exc
 
             before = after = None
             if exported.val_dir is not None:
@@ -442,7 +505,9 @@ def finetune_job(
                 reason=decision.reason,
                 parent=parent_version,
                 config={
-                    "finetune": config_dict(config),
+                    "method": method,
+                    **({"method_note": method_note} if method_note else {}),
+                    ("finetune" if method == ATCON else "adapt"): config_dict(config),
                     "trigger": trigger,
                     # the pool's validation frames gate; they never choose thresholds
                     "thresholds": report.metrics.get("thresholds"),
@@ -473,12 +538,82 @@ def finetune_job(
             "status": str(card.status),
             "reason": card.reason,
             "parent": parent_version,
+            "method": method,
             "frames": exported.counts,
             "cameras": card.cameras,
             "active_for": registry.cameras_of(card.version),
         },
         frames=sum(exported.counts.values()),
     )
+
+
+def _choose_method(options: FinetuneRequest, settings: Settings) -> tuple[str, str | None]:
+    """The method before any frame is read, and a note when it is not the one asked for.
+
+    A method that needs in-domain frames (``anchor``, ``recalibrate``) adapts one camera
+    to the others, so a fine-tune of every frame at once cannot use it: asked for
+    explicitly, that is an error; as the configured default, ATCON runs instead.
+    """
+    from models.methods import ATCON, NEEDS_ANCHOR, method_name, parse_method
+
+    asked = options.method
+    method = method_name(parse_method(asked or settings.finetune_method))
+    if method == "none":
+        raise JobError("method none adapts nothing: choose a method that changes the model")
+    needs_anchor = bool(NEEDS_ANCHOR & set(parse_method(method)))
+    if needs_anchor and options.camera is None:
+        why = (
+            f"method {method} adapts one camera to the ones the model already serves and "
+            "needs a camera"
+        )
+        if asked is not None:
+            raise JobError(
+                f"{why}: give the request a camera (or ATCON_FINETUNE_CAMERAS for the "
+                "nightly run), or choose another method"
+            )
+        return ATCON, f"{why}; this fine-tune of every camera at once ran {ATCON} instead"
+    return method, None
+
+
+def _method_for_frames(
+    method: str,
+    note: str | None,
+    options: FinetuneRequest,
+    pool: FramePool,
+    exported: Any,
+    in_domain: Path,
+) -> tuple[str, str | None, Path | None]:
+    """Fit the method to the frames there are: in-domain frames, labels. Returns the
+    method, a note on what changed, and the folder of in-domain frames (if any)."""
+    from models.methods import ATCON, NEEDS_ANCHOR, NEEDS_LABELS, method_name, parse_method
+
+    components = list(parse_method(method))
+    asked = options.method is not None
+    anchor_dir = None
+    if NEEDS_ANCHOR & set(components):
+        assert options.camera is not None  # _choose_method saw to it
+        count = pool.export_in_domain(in_domain, exclude_camera=options.camera)
+        if count == 0:
+            why = (
+                f"method {method} needs frames of the cameras the model already serves and "
+                f"the pool has none besides camera {options.camera}'s"
+            )
+            if asked:
+                raise JobError(f"{why}; process videos of those cameras first")
+            return ATCON, f"{why}; ran {ATCON} instead", None
+        anchor_dir = in_domain
+    if NEEDS_LABELS & set(components) and exported.train_dir is None:
+        if asked:
+            raise JobError(
+                f"method {method} needs labeled frames and the pool has none in its training "
+                "split; label frames in the review queue, or choose a method without "
+                "'supervised'"
+            )
+        components = [c for c in components if c not in NEEDS_LABELS]
+        note = (note + "; " if note else "") + "no labeled frames: ran without 'supervised'"
+        if not components:
+            return ATCON, note + f"; nothing left, ran {ATCON} instead", None
+    return method_name(tuple(components)), note, anchor_dir
 
 
 def _compare_with_parent(
@@ -504,7 +639,9 @@ def _compare_with_parent(
 
     from .comparison import COMPARISON_DIR, COMPARISON_JSON, compare_models, sample_frames
 
-    records = pool.records(since=options.since, video_ids=options.video_ids, labeled=False)
+    records = pool.records(
+        since=options.since, video_ids=options.video_ids, labeled=False, camera=options.camera
+    )
     chosen = sample_frames(records, count, seed=seed, frame_filter=frame_filter)
     if not chosen:
         return {}, {"frames": 0, "error": "no unlabeled pool frame to compare on"}

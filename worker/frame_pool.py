@@ -416,6 +416,33 @@ class FramePool:
             counts_by_camera=dict(sorted(by_camera.items())),
         )
 
+    def export_in_domain(
+        self, dest: str | Path, *, exclude_camera: str, limit: int = 2048, seed: int = 0
+    ) -> int:
+        """Hard-link up to ``limit`` unlabeled frames of every *other* named camera.
+
+        These are the frames of the cameras a model already serves, the in-domain
+        reference of a fine-tune restricted to ``exclude_camera`` (the ``anchor`` and
+        ``recalibrate`` adaptation components). Frames without a camera are left out:
+        they may come from the very camera being adapted. A seeded sample when there
+        are more than ``limit``. Returns how many were exported.
+        """
+        exclude_camera = validate_camera(exclude_camera)
+        records = [
+            r
+            for r in self.records(labeled=False)
+            if r.camera is not None and r.camera != exclude_camera
+        ]
+        if len(records) > limit:
+            import random
+
+            records = sorted(random.Random(seed).sample(records, limit), key=lambda r: r.added_at)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for record in records:
+            self._link(record.frame_id, dest)
+        return len(records)
+
     def _link(self, frame_id: str, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         source = self.root / f"{frame_id}.png"

@@ -177,7 +177,12 @@ class Settings(BaseSettings):
     #: comma-separated cameras: the nightly run also queues, for each, a fine-tune on
     #: that camera's frames only, promoted for that camera only (empty: global only)
     finetune_cameras: str = ""
-    #: fine-tune defaults (a request may override them)
+    #: fine-tune defaults (a request may override them). ``finetune_method``: how a
+    #: fine-tune adapts (models.methods); the default, ``recalibrate``, is what
+    #: docs/results/adaptation.md found to recover a shifted camera without labels. It
+    #: needs a camera (frames of the other cameras are its in-domain reference): a
+    #: fine-tune of every frame at once falls back to ``atcon``, and its card says so
+    finetune_method: str = "recalibrate"
     finetune_steps: int = Field(default=200, ge=1)
     #: the most optimiser steps one fine-tune may run (a request asking more is refused
     #: with 422; ``epochs`` that work out to more are capped)
@@ -211,6 +216,13 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not a known IANA time zone") from None
         return value
+
+    @field_validator("finetune_method")
+    @classmethod
+    def _method_valid(cls, value: str) -> str:
+        from models.methods import method_name, parse_method
+
+        return method_name(parse_method(value))
 
     @field_validator("finetune_cameras")
     @classmethod

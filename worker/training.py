@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from models._exceptions import CheckpointError, TrainingError
+from models.adaptation import AdaptConfig
 from models.atcon import check_map_size
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
@@ -60,6 +61,7 @@ __all__ = [
     "DataOptions",
     "GateCheck",
     "RunReport",
+    "adapt_checkpoint",
     "evaluate_checkpoint",
     "evaluate_model",
     "finetune_checkpoint",
@@ -336,6 +338,76 @@ def _finetune_metrics(outcome: FinetuneOutcome) -> dict[str, Any]:
         "collapse_reference": outcome.reference_stats,
         "collapse_final": outcome.final_stats,
     }
+
+
+def adapt_checkpoint(
+    checkpoint: str | Path,
+    unlabeled_dir: str | Path,
+    out: str | Path,
+    *,
+    config: AdaptConfig,
+    labeled_dir: str | Path | None = None,
+    anchor_dir: str | Path | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | str = "cpu",
+) -> RunReport:
+    """Adapt the model in ``checkpoint`` with ``config.method`` and write it to ``out``.
+
+    :func:`models.adaptation.adapt` on the frames of three directories: the unlabeled
+    target frames, the labeled ones (``labels.csv``; the ``supervised`` component) and
+    in-domain frames of the cameras the model already serves (``anchor``,
+    ``recalibrate``). Decision thresholds stay the parent's; the new checkpoint
+    records its parent's hash, the method and what it changed (BatchNorm statistics,
+    output biases), so detection folds the new statistics when it loads it. Nothing
+    is written when adaptation fails (:class:`TrainingError` propagates).
+    """
+    from models.adaptation import adapt
+
+    model, parent = load_checkpoint(checkpoint, map_location=device)
+    config.multi_label = parent.multi_label
+    plain = FrameTransform(parent.input_size, parent.mean, parent.std)
+    labeled_set = None
+    if labeled_dir is not None:
+        labeled_set = LabeledFrameDataset(_frames_for(parent, labeled_dir, checkpoint), plain)
+    unlabeled = find_unlabeled_frames(unlabeled_dir)
+    if not unlabeled.paths:
+        raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")
+    anchor_set = None
+    if anchor_dir is not None:
+        anchors = find_unlabeled_frames(anchor_dir)
+        if anchors.paths:
+            anchor_set = UnlabeledFrameDataset(anchors.paths, plain)
+    outcome = adapt(
+        model,
+        UnlabeledFrameDataset(unlabeled.paths, plain),
+        config,
+        labeled=labeled_set,
+        anchor=anchor_set,
+        thresholds=parent.thresholds,
+        callbacks=[*_callbacks(None, progress), *callbacks],
+        device=device,
+    )
+    info = CheckpointInfo.from_dict(parent.to_dict())
+    info.parent_hash = parent.sha256
+    info.config = {**parent.config, "adapt": config_to_dict(config)}
+    metrics: dict[str, Any] = {
+        "method": outcome.method,
+        "steps": outcome.steps,
+        "adabn_images": outcome.adabn_images,
+        "batchnorm_changed": outcome.batchnorm_changed,
+        "pseudo_share": outcome.pseudo_share,
+        "recalibration": outcome.recalibration,
+        "frames": {
+            "unlabeled": len(unlabeled.paths),
+            "labeled": 0 if labeled_set is None else len(labeled_set),
+            "in_domain": 0 if anchor_set is None else len(anchor_set),
+        },
+        "thresholds": {"kept": "the parent's", "values": list(parent.thresholds)},
+    }
+    info.metrics = metrics
+    sha = save_checkpoint(out, model, info)
+    return RunReport(out=Path(out), sha256=sha, metrics=metrics, history=outcome.history)
 
 
 def finetune_checkpoint(

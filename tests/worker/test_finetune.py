@@ -340,3 +340,83 @@ def test_without_labeled_validation_a_candidate_carries_its_comparison(env) -> N
         overlay = registry.attachment_path(card.version, f"comparison/{frame[role]['overlay']}")
         assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert frame["agree"] == (frame["parent"]["labels"] == frame["candidate"]["labels"])
+
+
+# -- adaptation methods ------------------------------------------------------------------
+
+
+def test_recalibrate_adapts_a_camera_to_the_others(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows[:30], classes, labeled=0, camera="day-1")
+    _fill(storage, rows[30:60], classes, labeled=0, camera="night-1")
+    request = FinetuneRequest(camera="night-1")  # the configured default: recalibrate
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    assert job.result["method"] == "recalibrate"
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["method"] == "recalibrate" and "method_note" not in card.config
+    assert card.config["adapt"]["method"] == "recalibrate"
+    from models.checkpoint import load_checkpoint
+
+    parent, _ = load_checkpoint(settings.checkpoint)
+    model, info = load_checkpoint(ModelRegistry(storage.models).checkpoint_path(card.version))
+    shift = info.metrics["recalibration"]["bias_shift"]
+    assert info.metrics["frames"] == {"unlabeled": 30, "labeled": 0, "in_domain": 30}
+    assert len(shift) == len(classes) and any(abs(s) > 0 for s in shift)
+    assert torch.allclose(model.fc.bias - parent.fc.bias, torch.tensor(shift), atol=1e-5)
+    assert torch.equal(model.fc.weight, parent.fc.weight)  # only the biases moved
+
+
+def test_a_method_that_needs_a_camera_falls_back_or_fails_with_its_reason(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows[:10], classes, labeled=0)
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=2)))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["method"] == "atcon" and "needs a camera" in card.config["method_note"]
+    asked = FinetuneRequest(steps=2, method="recalibrate")
+    job = _run(settings, storage, queue, queue_finetune(queue, asked))
+    assert job.status == "failed" and "give the request a camera" in job.error
+    alone = FinetuneRequest(method="recalibrate", camera="night-9")
+    _fill(storage, rows[10:14], classes, labeled=0, camera="night-9")
+    job = _run(settings, storage, queue, queue_finetune(queue, alone))
+    assert job.status == "failed" and "the pool has none besides camera night-9" in job.error
+    needs_labels = FinetuneRequest(steps=2, method="adabn+supervised", camera="night-9")
+    job = _run(settings, storage, queue, queue_finetune(queue, needs_labels))
+    assert job.status == "failed" and "needs labeled frames" in job.error
+    assert ModelRegistry(storage.models).active_version() == "v0001"
+
+
+def test_adabn_changes_batchnorm_and_detection_folds_the_new_statistics(env) -> None:
+    from models.checkpoint import load_checkpoint
+    from worker.detect import DetectionConfig, Detector
+
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows[:20], classes, labeled=0, camera="night-1")
+    request = FinetuneRequest(camera="night-1", method="adabn")
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    path = ModelRegistry(storage.models).checkpoint_path(job.result["version"])
+    model, info = load_checkpoint(path)
+    parent, _ = load_checkpoint(settings.checkpoint)
+    assert info.metrics["batchnorm_changed"] and info.metrics["adabn_images"] == 20
+    assert not torch.equal(model.bn1.running_mean, parent.bn1.running_mean)
+    detector = Detector(path, config=DetectionConfig(precision="float32", maps=False))
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        scored = detector.scorer(x)
+        assert torch.allclose(scored, model.eval()(x), atol=1e-4)
+        assert not torch.allclose(scored, parent.eval()(x), atol=1e-3)
+
+
+def test_request_refuses_unknown_methods() -> None:
+    with pytest.raises(ValueError, match="'\\+'-joined set"):
+        FinetuneRequest.model_validate({"method": "magic"})
+    with pytest.raises(ValueError, match="twice"):
+        FinetuneRequest.model_validate({"method": "adabn+adabn"})
+    with pytest.raises(ValueError, match="tent and atcon"):
+        FinetuneRequest.model_validate({"method": "tent+atcon"})
+    assert FinetuneRequest(method="supervised+recalibrate").method == "supervised+recalibrate"
+    with pytest.raises(ValueError, match="finetune_method"):
+        Settings(finetune_method="magic")
+    assert Settings(finetune_method="supervised+adabn").finetune_method == "adabn+supervised"
