@@ -348,6 +348,7 @@ def adapt_checkpoint(
     config: AdaptConfig,
     labeled_dir: str | Path | None = None,
     anchor_dir: str | Path | None = None,
+    data: DataOptions | None = None,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str = "cpu",
@@ -357,7 +358,9 @@ def adapt_checkpoint(
     :func:`models.adaptation.adapt` on the frames of three directories: the unlabeled
     target frames, the labeled ones (``labels.csv``; the ``supervised`` component) and
     in-domain frames of the cameras the model already serves (``anchor``,
-    ``recalibrate``). Decision thresholds stay the parent's; the new checkpoint
+    ``recalibrate``). With ``data``, only the training split of the labeled frames
+    (``data.val_fraction``, ``data.split_seed``) trains, so the rest can judge the
+    result (:func:`gate_against_parent`). Decision thresholds stay the parent's; the new checkpoint
     records its parent's hash, the method and what it changed (BatchNorm statistics,
     output biases), so detection folds the new statistics when it loads it. Nothing
     is written when adaptation fails (:class:`TrainingError` propagates).
@@ -367,9 +370,13 @@ def adapt_checkpoint(
     model, parent = load_checkpoint(checkpoint, map_location=device)
     config.multi_label = parent.multi_label
     plain = FrameTransform(parent.input_size, parent.mean, parent.std)
-    labeled_set = None
+    labeled_set: LabeledFrameDataset | None = None
     if labeled_dir is not None:
-        labeled_set = LabeledFrameDataset(_frames_for(parent, labeled_dir, checkpoint), plain)
+        frames = _frames_for(parent, labeled_dir, checkpoint)
+        if data is not None:
+            labeled_set, _val = _split(frames, plain, plain, data)
+        else:
+            labeled_set = LabeledFrameDataset(frames, plain)
     unlabeled = find_unlabeled_frames(unlabeled_dir)
     if not unlabeled.paths:
         raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")

@@ -67,7 +67,12 @@ def add_finetune_options(parser: argparse.ArgumentParser, *, prefix: str = "") -
     add("--mask-intensity", type=float)
     add("--gb-normalization", choices=("none", "max"))
     add("--similarity", choices=("pearson", "ssim"))
-    add("--method", choices=("guided_backprop", "integrated_gradients"))
+    add(
+        "--attention-method",
+        dest="attention_method",
+        choices=("guided_backprop", "integrated_gradients"),
+        help="the map that masks the frame in the ATCON loss (default guided_backprop)",
+    )
     add("--layer", help="Grad-CAM layer by module name, e.g. layer3 (default: automatic)")
     add(
         "--collapse-guard",
@@ -90,7 +95,6 @@ _FINETUNE_FIELDS = (
     "mask_intensity",
     "gb_normalization",
     "similarity",
-    "method",
     "layer",
 )
 
@@ -134,6 +138,8 @@ def finetune_config(args: argparse.Namespace, schedule: str, batch_size: int) ->
     given: dict[str, Any] = {
         name: getattr(args, name) for name in _FINETUNE_FIELDS if getattr(args, name) is not None
     }
+    if getattr(args, "attention_method", None) is not None:
+        given["method"] = args.attention_method
     if args.ft_steps is not None:
         given["steps"] = args.ft_steps
     if args.ft_lr is not None:

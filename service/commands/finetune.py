@@ -18,6 +18,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from . import _training
 
@@ -63,6 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: alternating with --labeled, unsupervised without",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="labeled images per step")
+    parser.add_argument(
+        "--method",
+        default="atcon",
+        help="how to adapt: atcon (ATCON fine-tuning, the default here) or a '+'-joined set "
+        "of adabn, tent, atcon, pseudo, distill, anchor, supervised, recalibrate "
+        "(docs/results/adaptation.md); recalibrate and anchor need --in-domain",
+    )
+    parser.add_argument(
+        "--in-domain",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="unlabeled frames of the cameras the model already serves (anchor, recalibrate)",
+    )
     parser.add_argument(
         "--force",
         action="store_true",
@@ -124,9 +139,17 @@ def _nightly(camera: str | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from models.distributed import init_from_environment, shutdown
+    from models.methods import ATCON, NEEDS_ANCHOR, NEEDS_LABELS, method_name, parse_method
     from worker.settings import get_settings
     from worker.training import DataOptions, finetune_checkpoint, gate_against_parent
 
+    method = method_name(parse_method(args.method))
+    components = set(parse_method(method))
+    if method != ATCON:
+        if NEEDS_ANCHOR & components and args.in_domain is None:
+            raise ValueError(f"--method {method} needs --in-domain DIR")
+        if NEEDS_LABELS & components and args.labeled is None:
+            raise ValueError(f"--method {method} needs --labeled DIR")
     schedule = args.schedule or ("alternating" if args.labeled else "unsupervised")
     if schedule != "unsupervised" and args.labeled is None:
         raise ValueError(f"--schedule {schedule} needs --labeled DIR")
@@ -136,17 +159,21 @@ def _run(args: argparse.Namespace) -> int:
     context = init_from_environment(args.device)
     try:
         try:
-            report = finetune_checkpoint(
-                args.checkpoint,
-                args.unlabeled,
-                candidate,
-                config=_training.finetune_config(args, schedule, args.batch_size),
-                labeled_dir=args.labeled,
-                data=data,
-                log_path=_training.log_path(args),
-                progress=not args.no_progress,
-                context=context,
-                min_val_per_class=_training.min_val_per_class(args),
+            report = (
+                _adapt(args, method, candidate, data, context.device)
+                if method != ATCON
+                else finetune_checkpoint(
+                    args.checkpoint,
+                    args.unlabeled,
+                    candidate,
+                    config=_training.finetune_config(args, schedule, args.batch_size),
+                    labeled_dir=args.labeled,
+                    data=data,
+                    log_path=_training.log_path(args),
+                    progress=not args.no_progress,
+                    context=context,
+                    min_val_per_class=_training.min_val_per_class(args),
+                )
             )
         finally:
             shutdown(context)
@@ -187,3 +214,29 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         candidate.unlink(missing_ok=True)
+
+
+def _adapt(args: argparse.Namespace, method: str, candidate: Path, data: Any, device: Any) -> Any:
+    """``--method`` other than atcon: :func:`worker.training.adapt_checkpoint`."""
+    from models.adaptation import AdaptConfig
+    from worker.training import adapt_checkpoint
+
+    config = AdaptConfig(
+        method=method,
+        steps=args.ft_steps if args.ft_steps is not None else AdaptConfig.steps,
+        lr=args.ft_lr if args.ft_lr is not None else AdaptConfig.lr,
+        batch_size=args.batch_size,
+        layer=args.layer,
+        seed=args.seed,
+    )
+    return adapt_checkpoint(
+        args.checkpoint,
+        args.unlabeled,
+        candidate,
+        config=config,
+        labeled_dir=args.labeled if config.needs_labels else None,
+        anchor_dir=args.in_domain,
+        data=data,
+        progress=not args.no_progress,
+        device=device,
+    )

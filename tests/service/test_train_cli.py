@@ -463,3 +463,31 @@ def test_finetune_refuses_one_pixel_maps_up_front_and_names_the_fix(data, tmp_pa
     assert "loss became" not in caplog.text  # not the NaN at step 0 of before
     code = main([*base, "--unlabeled", str(unlabeled), "--layer", "layer3", "--steps", "1"])
     assert code == 0 and out.exists()
+
+
+def test_finetune_method_recalibrate_needs_in_domain_frames_and_moves_only_biases(
+    data, trained, tmp_path, capsys, caplog
+):
+    labeled, unlabeled = data
+    out = tmp_path / "night.pt"
+    base = ["finetune", "--checkpoint", str(trained), "--unlabeled", str(unlabeled)]
+    base += ["--out", str(out), "--no-progress", "--method", "recalibrate"]
+    with caplog.at_level(logging.ERROR):
+        assert main(base) != 0
+    assert "--method recalibrate needs --in-domain DIR" in caplog.text and not out.exists()
+    in_domain = write_unlabeled_dir(tmp_path / "day", 10)
+    assert main([*base, "--in-domain", str(in_domain)]) == 0
+    model, info = load_checkpoint(out)
+    parent_model, parent = load_checkpoint(trained)
+    assert info.config["adapt"]["method"] == "recalibrate"
+    assert info.metrics["frames"] == {"unlabeled": 12, "labeled": 0, "in_domain": 10}
+    assert info.thresholds == parent.thresholds and info.parent_hash == parent.sha256
+    assert torch.equal(model.fc.weight, parent_model.fc.weight)
+    assert json.loads(capsys.readouterr().out)["metrics"]["method"] == "recalibrate"
+    bad = ["finetune", "--checkpoint", str(trained), "--unlabeled", str(unlabeled)]
+    with caplog.at_level(logging.ERROR):
+        assert main([*bad, "--out", str(tmp_path / "x.pt"), "--method", "magic"]) != 0
+    assert "'+'-joined set" in caplog.text and not (tmp_path / "x.pt").exists()
+    with caplog.at_level(logging.ERROR):
+        code = main([*bad, "--out", str(tmp_path / "y.pt"), "--method", "supervised"])
+    assert code != 0 and "--method supervised needs --labeled DIR" in caplog.text
