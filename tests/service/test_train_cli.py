@@ -468,7 +468,7 @@ def test_finetune_refuses_one_pixel_maps_up_front_and_names_the_fix(data, tmp_pa
 def test_finetune_method_recalibrate_needs_in_domain_frames_and_moves_only_biases(
     data, trained, tmp_path, capsys, caplog
 ):
-    labeled, unlabeled = data
+    _, unlabeled = data
     out = tmp_path / "night.pt"
     base = ["finetune", "--checkpoint", str(trained), "--unlabeled", str(unlabeled)]
     base += ["--out", str(out), "--no-progress", "--method", "recalibrate"]
