@@ -472,17 +472,21 @@ def finetune_job(
                     ) from exc
 
             before = after = None
-            if exported.val_dir is not None:
+            components = set(parse_method(method))
+            # the validation split: a random sample of the pool (FramePool.review_queue)
+            judge = exported.val_dir
+            if judge is not None:
                 ctx.progress(0.88, {"phase": "evaluating"})
                 try:
-                    before = evaluate_checkpoint(
-                        parent_checkpoint, exported.val_dir, layer=options.layer
-                    )
-                    after = evaluate_checkpoint(candidate, exported.val_dir, layer=options.layer)
+                    before = evaluate_checkpoint(parent_checkpoint, judge, layer=options.layer)
+                    after = evaluate_checkpoint(candidate, judge, layer=options.layer)
                 except AtconError as exc:
                     raise JobError(f"evaluation failed: {exc}") from exc
             decision = promotion_gate(
-                before, after, f1_tolerance_points=settings.gate_f1_tolerance_points
+                before,
+                after,
+                f1_tolerance_points=settings.gate_f1_tolerance_points,
+                maps_unchanged=components == {"recalibrate"},
             )
             attachments: dict[str, Path] = {}
             comparison_note: dict[str, Any] | None = None

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -322,11 +323,41 @@ class FramePool:
         return sorted(out, key=lambda r: r.added_at)
 
     def review_queue(self, limit: int) -> list[FrameRecord]:
-        """Unlabeled frames whose maps disagree most (lowest consistency) first."""
+        """The frames to label next: hard ones to learn from, random ones to judge by.
+
+        A frame's split is fixed before it is labeled (a stable hash of its id, below
+        ``val_fraction``: validation). Training frames come least consistent first
+        (the maps disagree most: the frames a model learns most from); validation
+        frames come in the hash's order, a uniformly random sample of the pool, since
+        a gate that judges on the hardest frames alone judges a model by its worst
+        moments. The two are interleaved so that about ``val_fraction`` of any prefix
+        of the queue is validation.
+        """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        scored = [r for r in self.records(labeled=False) if r.consistency is not None]
-        return sorted(scored, key=lambda r: r.consistency or 0.0)[:limit]
+        unlabeled = self.records(labeled=False)
+        judge = sorted(
+            (r for r in unlabeled if _bucket(r.frame_id) < self.val_fraction),
+            key=lambda r: _bucket(r.frame_id),
+        )
+        learn = sorted(
+            (
+                r
+                for r in unlabeled
+                if r.consistency is not None and _bucket(r.frame_id) >= self.val_fraction
+            ),
+            key=lambda r: r.consistency or 0.0,
+        )
+        queue: list[FrameRecord] = []
+        taken = 0
+        while len(queue) < limit and (judge or learn):
+            wants_judge = math.floor((len(queue) + 1) * self.val_fraction) > taken
+            if judge and (wants_judge or not learn):
+                queue.append(judge.pop(0))
+                taken += 1
+            else:
+                queue.append(learn.pop(0))
+        return queue
 
     # ------------------------------------------------------------------ updating
 
@@ -341,8 +372,7 @@ class FramePool:
         record.labels = sorted(set(labels))
         record.labeled_at = _now()
         if record.split is None:  # stable: a relabeled frame keeps its split
-            bucket = int(hashlib.sha256(frame_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-            record.split = "val" if bucket < self.val_fraction else "train"
+            record.split = "val" if _bucket(frame_id) < self.val_fraction else "train"
         self._save_record(record)
         return record
 
@@ -451,6 +481,11 @@ class FramePool:
             os.link(source, target)
         except OSError:  # another file system: copy instead
             target.write_bytes(source.read_bytes())
+
+
+def _bucket(frame_id: str) -> float:
+    """A frame's place in [0, 1], stable and uniform: below ``val_fraction`` it validates."""
+    return int(hashlib.sha256(frame_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def collect_from_detection(

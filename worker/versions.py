@@ -135,13 +135,21 @@ def promotion_gate(
     after: dict[str, Any] | None,
     *,
     f1_tolerance_points: float = 0.5,
+    maps_unchanged: bool = False,
 ) -> GateDecision:
-    """Decide whether a fine-tuned model may replace the active one.
+    r"""Decide whether a fine-tuned model may replace the active one.
 
     Promote only if validation macro-F1 falls by at most ``f1_tolerance_points``
     (percentage points) and mean attention consistency does not fall. Without a
     labeled validation set (``before`` or ``after`` is ``None``) nothing is promoted
     automatically: the version stays a candidate for an admin to judge.
+
+    ``maps_unchanged``: the candidate differs from its parent in its output biases
+    only (the ``recalibrate`` method). A class's Grad-CAM map,
+    :math:`\sum_k \mathrm{mean}(\partial y_c / \partial A_k) A_k`, does not depend on
+    the bias of :math:`y_c`, so every class's maps are the parent's; the consistency
+    of the *top* class can still move because the top class moves, which says
+    nothing about the maps. Consistency is then not compared, and the reason says so.
     """
     if f1_tolerance_points < 0:
         raise ValueError(f"f1_tolerance_points must be >= 0, got {f1_tolerance_points}")
@@ -162,6 +170,14 @@ def promotion_gate(
             VersionStatus.REJECTED,
             f"validation macro-F1 fell by {drop_points:.2f} points "
             f"({f1_before:.4f} -> {f1_after:.4f}), more than the {f1_tolerance_points} allowed",
+        )
+    if maps_unchanged:
+        return GateDecision(
+            True,
+            VersionStatus.ACTIVE,
+            f"validation macro-F1 {f1_before:.4f} -> {f1_after:.4f} on {after.get('images')} "
+            "frames; consistency not compared (only the output biases changed, every "
+            "class's attention maps are the parent's): promoted",
         )
     if cons_after < cons_before:
         return GateDecision(

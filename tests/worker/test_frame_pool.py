@@ -74,7 +74,8 @@ def test_labels_split_review_and_export(pool: FramePool, tmp_path: Path) -> None
     records = [pool.add_image_bytes(_png(value=v)) for v in range(0, 200, 20)]
     for i, record in enumerate(records):
         pool.set_consistency(record.frame_id, 1.0 - i / 10, "v0001")
-    review = pool.review_queue(limit=3)
+    learn_only = FramePool(pool.root, val_fraction=0.0)  # every frame trains: hardest first
+    review = learn_only.review_queue(limit=3)
     assert [r.frame_id for r in review] == [r.frame_id for r in records[::-1][:3]]
 
     for record in records[:6]:
@@ -207,3 +208,31 @@ def test_a_zip_over_its_caps_is_refused_whole_before_decompression(pool: FramePo
     assert pool.records() == []
     many.seek(0)
     assert len(pool.import_zip(many, max_entries=6).accepted) == 6
+
+
+def test_the_review_queue_mixes_hard_frames_with_a_random_validation_sample(
+    tmp_path: Path,
+) -> None:
+    from worker.frame_pool import _bucket
+
+    pool = FramePool(tmp_path / "queue", val_fraction=0.3)
+    records = [pool.add_image_bytes(_png(value=v % 250)) for v in range(0, 600, 6)]
+    for i, record in enumerate(records[:80]):  # the last 20 are not scored yet
+        pool.set_consistency(record.frame_id, (i * 37 % 80) / 80, "v0001")
+    queue = pool.review_queue(limit=40)
+    judge = [r for r in queue if _bucket(r.frame_id) < 0.3]
+    learn = [r for r in queue if _bucket(r.frame_id) >= 0.3]
+    assert len(judge) == 12 and len(learn) == 28  # 30% of the queue validates
+    for n in range(1, 41):  # ... and about 30% of every prefix
+        assert abs(sum(_bucket(r.frame_id) < 0.3 for r in queue[:n]) - 0.3 * n) <= 1
+    assert [r.consistency for r in learn] == sorted(r.consistency for r in learn)
+    assert [_bucket(r.frame_id) for r in judge] == sorted(_bucket(r.frame_id) for r in judge)
+    # validation frames are a random sample: unscored frames and easy frames too
+    every_judge = sorted(
+        (r for r in pool.records() if _bucket(r.frame_id) < 0.3), key=lambda r: _bucket(r.frame_id)
+    )
+    assert [r.frame_id for r in judge] == [r.frame_id for r in every_judge[:12]]
+    labeled = pool.set_labels(judge[0].frame_id, [], CLASSES)
+    assert labeled.split == "val"
+    assert pool.set_labels(learn[0].frame_id, [], CLASSES).split == "train"
+    assert judge[0].frame_id not in {r.frame_id for r in pool.review_queue(limit=40)}
