@@ -49,6 +49,7 @@ def _verdict_lines(results: dict[str, Any]) -> list[str]:
             f"recovering {100 * best['recovered']:.0f}% of the shift's cost; in-domain change "
             f"{_pts(best['source_change_points'])} points."
         )
+    lines += ["", *_scoped_lines(results)]
     default = v["default"]
     rows = {str(r["k"]): r for r in v["default_rows"]}
     lines.append("")
@@ -78,6 +79,53 @@ def _verdict_lines(results: dict[str, Any]) -> list[str]:
         ]
         lines.append("")
         lines.append("ATCON, reported as it did: " + "; ".join(parts) + " points.")
+    return lines
+
+
+def _scoped_lines(results: dict[str, Any]) -> list[str]:
+    """The product's view: a camera's fine-tune serves that camera only.
+
+    The day-time cameras keep the model they had whatever the adapted weights do on
+    day-time video, so what counts there is the lift on the shifted camera.
+    """
+    main = results["main"]
+    cost = results["in_domain_f1"] - main["before"]["f1"]
+    lines = [
+        "In the product a fine-tune restricted to a camera serves that camera only, so "
+        "the day-time cameras' F1 does not move (0 points) whatever the adapted weights "
+        "would do on them. Counting only the shifted camera:",
+        "",
+    ]
+    for k, block in main["by_k"].items():
+        best = None
+        for method, entry in block["methods"].items():
+            if method == "none":
+                continue
+            mean, low, _high = entry["lift_points"]
+            significant = low is not None and not math.isnan(low) and low > 0
+            if significant and (best is None or mean > best[1][0]):
+                best = (method, entry["lift_points"])
+        if best is None:
+            lines.append(f"- K = {k}: no method's lift has a 95% interval above zero.")
+            continue
+        share = (best[1][0] / 100) / cost if cost > 0 else math.nan
+        half = "at least half" if share >= 0.5 else "less than half"
+        lines.append(
+            f"- K = {k}: `{best[0]}` lifts event F1 by {_pts(best[1])} points, "
+            f"{100 * share:.0f}% of the shift's cost ({half})."
+        )
+    lines += [
+        "",
+        "These intervals are over seeds (the K labeled frames and the training order) "
+        "for one source model and one set of videos, not over wards. `recalibrate` "
+        "assumes each class is about as frequent on the shifted camera as on the cameras "
+        "the model already serves; where that does not hold (short recordings, a ward "
+        "whose nights differ from its days) it moves the operating point the wrong way. "
+        "The promotion gate judges every candidate on the camera's labeled validation "
+        "frames, a random sample of its pool, and keeps the camera on its old model when "
+        "they say the candidate is worse (`tests/service/test_adaptation_e2e.py` runs the "
+        "whole loop over HTTP and holds it to that).",
+    ]
     return lines
 
 
