@@ -90,6 +90,7 @@ from torch.utils.data import Dataset
 
 from .atcon import atcon_loss
 from .augment import strong_view, weak_view
+from .finetune import _FirstItem as _Images
 from .finetune import named_layer
 from .methods import COMPONENTS, parse_method
 from .schedules import warmup_factor
@@ -243,25 +244,6 @@ class AdaptOutcome:
     def batchnorm_changed(self) -> bool:
         """Whether the BatchNorm statistics differ from the starting model's."""
         return self.adabn_images > 0 or "tent" in self.method.split("+")
-
-    @property
-    def output_changed(self) -> bool:
-        """Whether the outputs may differ from the starting model's (anything but none)."""
-        return self.method != "none"
-
-
-class _Images(Dataset[Tensor]):
-    """The image of each item of a dataset (``(image, ...)`` tuples or bare images)."""
-
-    def __init__(self, dataset: Dataset[Any]) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Tensor:
-        item = self.dataset[index]
-        return item[0] if isinstance(item, (list, tuple)) else item
 
 
 def _probabilities(logits: Tensor, multi_label: bool) -> Tensor:
