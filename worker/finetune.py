@@ -14,9 +14,14 @@
 3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
    and the clinicians' labels split into train and validation (with ``camera``: that
    camera's frames only);
-4. ATCON fine-tune (``alternating`` with the labeled train frames when there are any,
-   else ``unsupervised``), BatchNorm frozen, progress reported per step;
-5. evaluate the starting and the new model on the held-out validation frames;
+4. adapt with the request's ``method`` (default ``ATCON_FINETUNE_METHOD``,
+   ``recalibrate``; :mod:`models.adaptation`), fitted to the frames there are (a
+   method that needs other cameras' frames or labels and lacks them falls back, when
+   it was not asked for explicitly, and the card says so), or ATCON fine-tune
+   (``alternating`` with the labeled train frames when there are any, else
+   ``unsupervised``, BatchNorm frozen), progress reported per step;
+5. evaluate the starting and the new model on the validation frames (a random sample
+   of the pool: :meth:`FramePool.review_queue`);
 6. register the new version with its card (data counts per camera, and the camera it
    was adapted on) and apply the promotion gate (:func:`worker.versions.promotion_gate`);
    a camera's version is promoted for that camera only; a version left a candidate for
