@@ -134,7 +134,8 @@ class FinetuneRequest(BaseModel):
     method: str | None = Field(
         default=None,
         max_length=100,
-        pattern=r"^[a-z]+(\+[a-z]+)*$",
+        pattern=r"^(none|(adabn|tent|atcon|pseudo|distill|anchor|supervised|recalibrate)"
+        r"(\+(adabn|tent|atcon|pseudo|distill|anchor|supervised|recalibrate))*)$",
         description="how to adapt: 'atcon' (ATCON fine-tuning as published), or a "
         "'+'-joined set of adabn, tent, atcon, pseudo, distill, anchor, supervised, "
         "recalibrate (docs/results/adaptation.md measures them); default: "

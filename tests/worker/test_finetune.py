@@ -410,7 +410,7 @@ def test_adabn_changes_batchnorm_and_detection_folds_the_new_statistics(env) -> 
 
 
 def test_request_refuses_unknown_methods() -> None:
-    with pytest.raises(ValueError, match="'\\+'-joined set"):
+    with pytest.raises(ValueError, match="method"):
         FinetuneRequest.model_validate({"method": "magic"})
     with pytest.raises(ValueError, match="twice"):
         FinetuneRequest.model_validate({"method": "adabn+adabn"})
