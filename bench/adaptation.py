@@ -729,7 +729,12 @@ def main(argv: list[str] | None = None) -> int:
     examples = _gradcam_examples(data, main_target, source, info, budget, args.default, ks)
     del main_target
     k_check = 3 if 3 in ks else max(ks)
-    check_methods = list(dict.fromkeys([NO_ADAPTATION, "adabn", ATCON, args.default]))
+    # K = 0 rows take the unsupervised methods, K = 3 rows the supervised ones
+    check_methods = list(
+        dict.fromkeys(
+            [NO_ADAPTATION, "adabn", ATCON, args.default, "supervised", "anchor+supervised"]
+        )
+    )
     others: dict[str, Any] = {}
     shift_names = [s for s in args.other_shifts.split(",") if s.strip()]
     severities = [int(s) for s in args.severities.split(",") if s.strip()]
@@ -742,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             target,
             source,
             info,
-            ks=[k_check],
+            ks=sorted({0, k_check}),
             seeds=args.seeds,
             methods=check_methods,
             budget=budget,
@@ -751,7 +756,9 @@ def main(argv: list[str] | None = None) -> int:
     results["other_shifts"] = others
     sweep: dict[str, Any] = {}
     sweep_methods = list(
-        dict.fromkeys([NO_ADAPTATION, "adabn", "atcon+supervised", "supervised", args.default])
+        dict.fromkeys(
+            [NO_ADAPTATION, "adabn", ATCON, args.default, "supervised", "atcon+supervised"]
+        )
     )
     main_shifts = parse_shifts([args.main_shift])
     main_severity = main_shifts[0]
@@ -764,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
             target,
             source,
             info,
-            ks=[k_check],
+            ks=sorted({0, k_check}),
             seeds=max(1, min(args.seeds, args.sweep_seeds)),
             methods=sweep_methods,
             budget=budget,
@@ -884,8 +891,9 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     others = results.get("other_shifts", {})
     default_other = {}
     for name, block in others.items():
-        entry = next(iter(block["by_k"].values()))["methods"].get(default, {})
-        default_other[name] = entry.get("lift_points")
+        for by_k in block["by_k"].values():
+            if default in by_k["methods"]:
+                default_other[name] = by_k["methods"][default]["lift_points"]
     best_by_k: dict[str, Any] = {}
     for k in sorted({r["k"] for r in rows}):
         candidates = sorted(

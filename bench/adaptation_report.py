@@ -66,7 +66,7 @@ def _verdict_lines(results: dict[str, Any]) -> list[str]:
     if other:
         parts = [f"`{name}` {_pts(lift)}" for name, lift in other.items() if lift]
         lines.append(
-            "On the other shifts (K = 3) its lift over no adaptation is "
+            "On the other shifts (severity 3) its lift over no adaptation is "
             + ", ".join(parts)
             + " points."
         )
@@ -166,16 +166,16 @@ def _main_tables(results: dict[str, Any]) -> list[str]:
 def _other_tables(results: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "| shift | no adaptation F1 | method | event F1 | lift, pts [95% CI] | in-domain change |",
-        "|---|---|---|---|---|---|",
+        "| shift | no adaptation F1 | K | method | event F1 | lift, pts [95% CI] | in-domain change |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, block in results.get("other_shifts", {}).items():
-        for _k, entry in block["by_k"].items():
+        for k, entry in block["by_k"].items():
             for method, row in entry["methods"].items():
                 if method == "none":
                     continue
                 lines.append(
-                    f"| `{name}` | {_num(block['before']['f1'])} | `{method}` | "
+                    f"| `{name}` | {_num(block['before']['f1'])} | {k} | `{method}` | "
                     f"{_num(row['mean']['f1'])} | {_pts(row['lift_points'])} | "
                     f"{_pts(row['source_change_points'])} |"
                 )
@@ -193,12 +193,13 @@ def plot_severity(results: dict[str, Any], path: Path) -> None:
     k = str(sweep["k"])
     points: dict[str, dict[int, float]] = {}
     for severity, block in sweep["runs"].items():
-        for method, entry in block["by_k"][k]["methods"].items():
-            points.setdefault(method, {})[int(severity)] = entry["mean"]["f1"]
-    main_block = results["main"]["by_k"].get(k, {}).get("methods", {})
-    for method in points:
-        if method in main_block:
-            points[method][main_severity] = main_block[method]["mean"]["f1"]
+        for entry_k in block["by_k"].values():
+            for method, entry in entry_k["methods"].items():
+                points.setdefault(method, {})[int(severity)] = entry["mean"]["f1"]
+    for main_k in results["main"]["by_k"].values():
+        for method, entry in main_k["methods"].items():
+            if method in points:
+                points[method][main_severity] = entry["mean"]["f1"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for method, by_severity in points.items():
         xs = sorted(by_severity)
@@ -209,7 +210,7 @@ def plot_severity(results: dict[str, Any], path: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xticks(range(1, 6))
     ax.legend(fontsize=8)
-    ax.set_title(f"F1 against severity, K = {k} labeled frames per class")
+    ax.set_title(f"F1 against severity (methods with labels: K = {k} per class)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
