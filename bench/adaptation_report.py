@@ -166,7 +166,8 @@ def _main_tables(results: dict[str, Any]) -> list[str]:
 def _other_tables(results: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "| shift | no adaptation F1 | K | method | event F1 | lift, pts [95% CI] | in-domain change |",
+        "| shift | no adaptation F1 | K | method | event F1 | lift, pts [95% CI] "
+        "| in-domain change |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, block in results.get("other_shifts", {}).items():
