@@ -369,8 +369,9 @@ def finetune_job(
         registry.cleanup()
         parent_version, parent_checkpoint = _starting_version(registry, settings, options.camera)
         parent_model, info = load_checkpoint(parent_checkpoint)
-        method, method_note = _choose_method(options, settings)
-        if "atcon" in parse_method(method):
+        methods, method_note = _choose_method(options, settings)
+        method = methods[0]
+        if any("atcon" in parse_method(m) for m in methods):
             try:  # ATCON's precondition, before any frame is exported
                 check_map_size(
                     parent_model, info.input_size, named_layer(parent_model, options.layer)
@@ -401,7 +402,7 @@ def finetune_job(
             anchor_dir: Path | None = None
             if method != ATCON:
                 method, method_note, anchor_dir = _method_for_frames(
-                    method, method_note, options, pool, exported, work / "in_domain"
+                    methods, method_note, options, pool, exported, work / "in_domain"
                 )
             mode = options.mode or ("alternating" if exported.train_dir else "unsupervised")
             if method == ATCON and mode == "alternating" and exported.train_dir is None:
@@ -557,73 +558,94 @@ def finetune_job(
     )
 
 
-def _choose_method(options: FinetuneRequest, settings: Settings) -> tuple[str, str | None]:
-    """The method before any frame is read, and a note when it is not the one asked for.
+def _choose_method(options: FinetuneRequest, settings: Settings) -> tuple[list[str], str | None]:
+    """The methods to try, in order, before any frame is read, and a note on any skipped.
 
-    A method that needs in-domain frames (``anchor``, ``recalibrate``) adapts one camera
-    to the others, so a fine-tune of every frame at once cannot use it: asked for
-    explicitly, that is an error; as the configured default, ATCON runs instead.
+    A request's ``method`` is the only candidate. Otherwise the candidates are
+    ``ATCON_FINETUNE_METHOD``'s, in order of preference. A method that needs in-domain
+    frames (``anchor``, ``recalibrate``) adapts one camera to the others, so a
+    fine-tune of every camera at once cannot use it: asked for explicitly, that is an
+    error; among the configured ones it is skipped, and with none left ATCON runs.
     """
     from models.methods import ATCON, NEEDS_ANCHOR, method_name, parse_method
 
     asked = options.method
-    method = method_name(parse_method(asked or settings.finetune_method))
-    if method == "none":
+    wanted = [asked] if asked is not None else settings.finetune_method_list
+    methods = [method_name(parse_method(m)) for m in wanted]
+    if "none" in methods:
         raise JobError("method none adapts nothing: choose a method that changes the model")
-    needs_anchor = bool(NEEDS_ANCHOR & set(parse_method(method)))
-    if needs_anchor and options.camera is None:
+    usable, skipped = [], []
+    for method in methods:
+        if NEEDS_ANCHOR & set(parse_method(method)) and options.camera is None:
+            skipped.append(method)
+        else:
+            usable.append(method)
+    note = None
+    if skipped:
         why = (
-            f"method {method} adapts one camera to the ones the model already serves and "
-            "needs a camera"
+            f"method {', '.join(skipped)} adapts one camera to the ones the model already "
+            "serves and needs a camera"
         )
         if asked is not None:
             raise JobError(
                 f"{why}: give the request a camera (or ATCON_FINETUNE_CAMERAS for the "
                 "nightly run), or choose another method"
             )
-        return ATCON, f"{why}; this fine-tune of every camera at once ran {ATCON} instead"
-    return method, None
+        note = f"{why}; this fine-tune of every camera at once skipped it"
+    return (usable or [ATCON]), note
 
 
 def _method_for_frames(
-    method: str,
+    methods: list[str],
     note: str | None,
     options: FinetuneRequest,
     pool: FramePool,
     exported: Any,
     in_domain: Path,
 ) -> tuple[str, str | None, Path | None]:
-    """Fit the method to the frames there are: in-domain frames, labels. Returns the
-    method, a note on what changed, and the folder of in-domain frames (if any)."""
-    from models.methods import ATCON, NEEDS_ANCHOR, NEEDS_LABELS, method_name, parse_method
+    """The first of ``methods`` the frames allow (labels, other cameras' frames).
 
-    components = list(parse_method(method))
+    Returns the method, a note on what was skipped and why, and the folder of
+    in-domain frames (if the method uses them). A method asked for explicitly that
+    the frames do not allow fails the job with the reason; with none left, ATCON runs.
+    """
+    from models.methods import ATCON, NEEDS_ANCHOR, NEEDS_LABELS, parse_method
+
     asked = options.method is not None
-    anchor_dir = None
-    if NEEDS_ANCHOR & set(components):
-        assert options.camera is not None  # _choose_method saw to it
-        count = pool.export_in_domain(in_domain, exclude_camera=options.camera)
-        if count == 0:
+    notes = [note] if note else []
+    exported_in_domain: int | None = None
+    for method in methods:
+        if method == ATCON:
+            return ATCON, "; ".join(notes) or None, None
+        components = set(parse_method(method))
+        if NEEDS_LABELS & components and exported.train_dir is None:
             why = (
-                f"method {method} needs frames of the cameras the model already serves and "
-                f"the pool has none besides camera {options.camera}'s"
+                f"method {method} needs labeled frames and the pool has none in its training split"
             )
             if asked:
-                raise JobError(f"{why}; process videos of those cameras first")
-            return ATCON, f"{why}; ran {ATCON} instead", None
-        anchor_dir = in_domain
-    if NEEDS_LABELS & set(components) and exported.train_dir is None:
-        if asked:
-            raise JobError(
-                f"method {method} needs labeled frames and the pool has none in its training "
-                "split; label frames in the review queue, or choose a method without "
-                "'supervised'"
-            )
-        components = [c for c in components if c not in NEEDS_LABELS]
-        note = (note + "; " if note else "") + "no labeled frames: ran without 'supervised'"
-        if not components:
-            return ATCON, note + f"; nothing left, ran {ATCON} instead", None
-    return method_name(tuple(components)), note, anchor_dir
+                raise JobError(
+                    f"{why}; label frames in the review queue, or choose a method without "
+                    "'supervised'"
+                )
+            notes.append(f"{why}: skipped")
+            continue
+        if NEEDS_ANCHOR & components:
+            assert options.camera is not None  # _choose_method saw to it
+            if exported_in_domain is None:
+                exported_in_domain = pool.export_in_domain(in_domain, exclude_camera=options.camera)
+            if exported_in_domain == 0:
+                why = (
+                    f"method {method} needs frames of the cameras the model already serves "
+                    f"and the pool has none besides camera {options.camera}'s"
+                )
+                if asked:
+                    raise JobError(f"{why}; process videos of those cameras first")
+                notes.append(f"{why}: skipped")
+                continue
+            return method, "; ".join(notes) or None, in_domain
+        return method, "; ".join(notes) or None, None
+    notes.append(f"ran {ATCON} instead")
+    return ATCON, "; ".join(notes), None
 
 
 def _compare_with_parent(

@@ -178,11 +178,13 @@ class Settings(BaseSettings):
     #: that camera's frames only, promoted for that camera only (empty: global only)
     finetune_cameras: str = ""
     #: fine-tune defaults (a request may override them). ``finetune_method``: how a
-    #: fine-tune adapts (models.methods); the default, ``recalibrate``, is what
-    #: docs/results/adaptation.md found to recover a shifted camera without labels. It
-    #: needs a camera (frames of the other cameras are its in-domain reference): a
-    #: fine-tune of every frame at once falls back to ``atcon``, and its card says so
-    finetune_method: str = "recalibrate"
+    #: fine-tune adapts (models.methods), comma-separated in order of preference: the
+    #: first that the frames allow runs. The default is what docs/results/adaptation.md
+    #: found on a night camera: ``anchor+supervised`` with the reviewed labels (K = 3),
+    #: ``recalibrate`` without any. Both need a camera (the other cameras' frames are
+    #: their in-domain reference): a fine-tune of every camera at once runs ``atcon``,
+    #: and the card says why
+    finetune_method: str = "anchor+supervised,recalibrate"
     finetune_steps: int = Field(default=200, ge=1)
     #: the most optimiser steps one fine-tune may run (a request asking more is refused
     #: with 422; ``epochs`` that work out to more are capped)
@@ -222,7 +224,10 @@ class Settings(BaseSettings):
     def _method_valid(cls, value: str) -> str:
         from models.methods import method_name, parse_method
 
-        return method_name(parse_method(value))
+        methods = [method_name(parse_method(m)) for m in _split(value)]
+        if not methods:
+            raise ValueError("ATCON_FINETUNE_METHOD names no method")
+        return ",".join(methods)
 
     @field_validator("finetune_cameras")
     @classmethod
@@ -288,6 +293,11 @@ class Settings(BaseSettings):
     def tokens(self) -> list[TokenEntry]:
         """The parsed ``api_tokens`` (parsed once: the settings are frozen)."""
         return parse_tokens(self.api_tokens)
+
+    @property
+    def finetune_method_list(self) -> list[str]:
+        """``finetune_method`` as a list, in order of preference."""
+        return _split(self.finetune_method)
 
     @property
     def finetune_camera_list(self) -> list[str]:

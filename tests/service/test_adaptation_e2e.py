@@ -16,10 +16,12 @@ processes, and the real ``atcon finetune --nightly`` command:
    version was promoted, and exactly the same events when it was rejected; a day
    video is still scored by the day model.
 
-With this test's data the gate rejects the recalibrated model (validation macro-F1
-0.44 -> 0.33 on 24 frames), although bench/adaptation.py measures a large lift for the
-same method on an hour of pool: docs/results/adaptation.md discusses it. The test
-holds the loop to its promise either way: nothing worse is ever served.
+With this test's data (minutes of video, not the benchmark's hour) the gate rejected
+every candidate so far: ``recalibrate`` for a fall of validation macro-F1, and
+``anchor+supervised`` for a fall of attention consistency, although
+bench/adaptation.py measures large lifts for both on an hour of pool
+(docs/results/adaptation.md). The test holds the loop to its promise either way:
+nothing worse is ever served.
 """
 
 from __future__ import annotations
@@ -162,13 +164,14 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
                 seen: set[str] = set()
                 for _page in range(5):  # labeled frames leave the queue; look again
                     review = http.get(
-                        "/v1/frames/review?limit=200", headers=headers[Role.viewer], timeout=300
+                        "/v1/frames/review?limit=200&camera=night-1",
+                        headers=headers[Role.viewer],
+                        timeout=300,
                     ).json()["frames"]
                     fresh = [f for f in review if f["frame_id"] not in seen]
                     seen.update(f["frame_id"] for f in review)
                     for frame in fresh:
-                        if frame["camera"] != "night-1" or frame["video_id"] not in truth:
-                            continue
+                        assert frame["camera"] == "night-1", frame
                         clip = truth[frame["video_id"]]
                         labels = [
                             c
@@ -216,7 +219,7 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
                 models = http.get("/v1/models", headers=headers[Role.viewer]).json()
                 cards = {card["version"]: card for card in models["versions"]}
                 card = cards[job["detail"]["version"]]
-                assert card["config"]["method"] == "recalibrate"
+                assert card["config"]["method"] == "anchor+supervised"  # labels: the default
                 assert card["config"]["trigger"] == "nightly"
                 assert card["cameras"] == ["night-1"]
                 counts = card["data"]["counts"]
@@ -229,12 +232,12 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
                 f1_after = event_f1(after, held_out)
                 if card["status"] == "rejected":
                     # the fail-safe: what the gate refused serves nobody; nothing changes
-                    assert "validation macro-F1 fell" in card["reason"], card["reason"]
+                    assert " fell " in card["reason"], card["reason"]  # F1 or consistency
                     assert models["cameras"] == {}
                     assert after["model_version"] == models["active"]  # the day model, now v0001
                     assert f1_after == f1_before
                 else:
-                    assert "consistency not compared" in card["reason"], card["reason"]
+                    assert "promoted" in card["reason"], card["reason"]
                     assert models["cameras"] == {"night-1": card["version"]}
                     assert after["model_version"] == card["version"]
                     assert f1_after > f1_before, (f1_before, f1_after, card["reason"])

@@ -349,12 +349,13 @@ def test_recalibrate_adapts_a_camera_to_the_others(env) -> None:
     settings, storage, queue, classes, rows = env
     _fill(storage, rows[:30], classes, labeled=0, camera="day-1")
     _fill(storage, rows[30:60], classes, labeled=0, camera="night-1")
-    request = FinetuneRequest(camera="night-1")  # the configured default: recalibrate
+    request = FinetuneRequest(camera="night-1")  # the default, without labels: recalibrate
     job = _run(settings, storage, queue, queue_finetune(queue, request))
     assert job.status == "done", job.error
     assert job.result["method"] == "recalibrate"
     card = ModelRegistry(storage.models).get(job.result["version"])
-    assert card.config["method"] == "recalibrate" and "method_note" not in card.config
+    assert card.config["method"] == "recalibrate"
+    assert "anchor+supervised needs labeled frames" in card.config["method_note"]
     assert card.config["adapt"]["method"] == "recalibrate"
     from models.checkpoint import load_checkpoint
 
@@ -420,3 +421,17 @@ def test_request_refuses_unknown_methods() -> None:
     with pytest.raises(ValueError, match="finetune_method"):
         Settings(finetune_method="magic")
     assert Settings(finetune_method="supervised+adabn").finetune_method == "adabn+supervised"
+    both = Settings(finetune_method="supervised+anchor, recalibrate")
+    assert both.finetune_method_list == ["anchor+supervised", "recalibrate"]
+
+
+def test_with_labels_the_default_anchors_the_camera_and_learns_from_them(env) -> None:
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows[:20], classes, labeled=0, camera="day-1")
+    _fill(storage, rows[20:60], classes, labeled=20, camera="night-1")
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(camera="night-1")))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["method"] == "anchor+supervised" and "method_note" not in card.config
+    assert card.config["adapt"]["steps"] == settings.finetune_steps
+    assert card.metrics_before is not None  # judged on the camera's validation frames

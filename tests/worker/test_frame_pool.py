@@ -236,3 +236,7 @@ def test_the_review_queue_mixes_hard_frames_with_a_random_validation_sample(
     assert labeled.split == "val"
     assert pool.set_labels(learn[0].frame_id, [], CLASSES).split == "train"
     assert judge[0].frame_id not in {r.frame_id for r in pool.review_queue(limit=40)}
+    other = pool.add_image_bytes(_png(value=3), camera="night-1")
+    pool.set_consistency(other.frame_id, 0.0, "v0001")
+    assert [r.frame_id for r in pool.review_queue(limit=40, camera="night-1")] == [other.frame_id]
+    assert other.frame_id in {r.frame_id for r in pool.review_queue(limit=200)}

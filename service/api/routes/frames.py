@@ -206,21 +206,28 @@ def _add_file(
 @router.get(
     "/review",
     response_model=ReviewQueue,
-    summary="Unlabeled frames whose attention maps disagree most, first",
+    summary="Frames to label next: the hardest to learn from, and a random sample to judge by",
 )
 def review_queue(
     request: Request,
     principal: ViewerDep,
     runtime: RuntimeDep,
     limit: int = Query(20, ge=1, le=200),
+    camera: str | None = Query(
+        None,
+        pattern=CAMERA_PATTERN,
+        max_length=CAMERA_MAX_LENGTH,
+        description="that camera's frames only (the ones a camera's fine-tune learns from)",
+    ),
 ) -> ReviewQueue:
     maps = frame_maps(request)
     try:
         pool = maps.pool()
-        maps.score_unscored(pool, pool.records(labeled=False), limit=limit)
+        maps.score_unscored(pool, pool.records(labeled=False, camera=camera), limit=limit)
     except (LookupError, OSError) as exc:
         raise _no_model(exc) from exc
-    return ReviewQueue(frames=[FramePublic.from_record(r) for r in pool.review_queue(limit)])
+    frames = pool.review_queue(limit, camera=camera)
+    return ReviewQueue(frames=[FramePublic.from_record(r) for r in frames])
 
 
 @router.get(
