@@ -36,3 +36,27 @@ def test_video_benchmark_alternates_rounds_and_reports_the_breakdown(tmp_path: P
         result["detect"]["wall_s"] / result["decode_only"]["wall_s"]
     )
     assert set(result["detect"]["timings_s"]) >= {"decode_busy", "preprocess", "model", "maps"}
+
+
+def test_adaptation_benchmark_writes_its_page_from_one_run(tmp_path: Path) -> None:
+    from bench import adaptation
+
+    out = tmp_path / "adaptation.json"
+    page = tmp_path / "page" / "adaptation.md"
+    argv = ["--quick", "--seeds", "2", "--work", str(tmp_path / "work"), "--threads", "1"]
+    argv += ["--methods", "none,adabn,recalibrate,supervised", "--severities", "5"]
+    assert adaptation.main([*argv, "--json", str(out), "--page", str(page)]) == 0
+    result = json.loads(out.read_text())
+    main = result["main"]
+    assert set(main["by_k"]) == {"0", "3", "10"}
+    zero = main["by_k"]["0"]["methods"]
+    assert set(zero) == {"none", "adabn", "recalibrate"}  # K = 0: no label-hungry method
+    assert set(main["by_k"]["3"]["methods"]) == {"supervised"}
+    for entry in zero.values():
+        assert len(entry["runs"]) == 2 and len(entry["lift_points"]) == 3
+    assert zero["none"]["lift_points"][0] == 0.0  # the baseline against itself
+    assert result["other_shifts"] and result["severity_sweep"]["runs"].keys() == {"5"}
+    text = page.read_text()
+    assert text.startswith("# Deployment shifts") and "## Verdict" in text
+    for figure in ("adaptation_shifts.png", "adaptation_severity.png"):
+        assert (page.parent / figure).read_bytes()[:4] == b"\x89PNG"
