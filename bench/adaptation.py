@@ -553,7 +553,7 @@ ALL_METHODS: tuple[str, ...] = (
     "anchor+supervised+recalibrate",
 )
 #: the product's default nightly method (worker.settings: ATCON_FINETUNE_METHOD)
-DEFAULT_METHOD = "recalibrate"
+DEFAULT_METHOD = "recalibrate"  # the label-free half of ATCON_FINETUNE_METHOD
 
 
 def _summary(runs: list[dict[str, Any]], key: str) -> float:
@@ -785,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     results["verdict"] = verdict(results)
-    command = "python -m bench.adaptation" + (" " + " ".join(argv) if argv else "")
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python -m bench.adaptation", *given])
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
