@@ -7,6 +7,7 @@ tests) is started on a free port with :func:`private_redis`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,9 @@ import pytest
 import redis
 
 REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
+#: the machine's server; ATCON_TEST_REDIS_PORT points a second checkout's tests at a
+#: server of their own, so that two test runs at once do not flush each other's data
+REDIS_PORT = int(os.environ.get("ATCON_TEST_REDIS_PORT", "6379"))
 #: database of each suite: 7 fine-tune end to end, 8-9 pages, 10 scheduler, 11-14 the
 #: service; never 0-6 nor above 14
 DB_FINETUNE_E2E = 7
@@ -43,7 +46,9 @@ def flushed_db(db: int) -> Iterator[str]:
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (`make test` starts one: scripts/ensure-services)")
+        pytest.skip(
+            f"no Redis on 127.0.0.1:{REDIS_PORT} (`make test` starts one: scripts/ensure-services)"
+        )
     client.flushdb()
     try:
         yield redis_url(db)

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
+from tests.redis_helpers import REDIS_PORT
 from worker.scheduler import LocalClaim, NightlyScheduler, RedisClaim, validate_cron
 
-REDIS_URL = "redis://127.0.0.1:6379/10"
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/10"
 
 
 class Clock:
