@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     finetune_compare_frames: int = Field(default=12, ge=0, le=200)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
+    #: promotion gate: attention consistency may never fall, even when validation
+    #: F1 rose beyond the tolerance (by default it only breaks ties)
+    gate_strict_consistency: bool = False
 
     @field_validator("finetune_schedule")
     @classmethod
