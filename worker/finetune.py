@@ -525,6 +525,18 @@ def finetune_job(
                 },
                 data={
                     **exported.describe(),
+                    # every video whose frames it learned from, the in-domain reference
+                    # included: deleting one of them is refused, or recorded here
+                    "video_ids": sorted(
+                        {
+                            *exported.video_ids,
+                            *(
+                                pool.video_ids_of(p.stem for p in anchor_dir.glob("*.png"))
+                                if anchor_dir is not None
+                                else []
+                            ),
+                        }
+                    ),
                     "parent_sha256": info.sha256,
                     **({"comparison": comparison_note} if comparison_note else {}),
                 },

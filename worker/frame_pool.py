@@ -112,6 +112,9 @@ class ExportedFrames:
     #: ``{camera: {"unlabeled": n, "train": n, "val": n}}``; frames without a camera
     #: under :data:`NO_CAMERA`
     counts_by_camera: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the videos the exported frames were sampled from, sorted (frames uploaded as
+    #: images have none): what a model trained on them learned from
+    video_ids: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -119,6 +122,7 @@ class ExportedFrames:
             "sha256": self.digest,
             "camera": self.camera,
             "counts_by_camera": self.counts_by_camera,
+            "video_ids": self.video_ids,
         }
 
 
@@ -376,6 +380,30 @@ class FramePool:
         self._save_record(record)
         return record
 
+    def remove(self, frame_id: str) -> bool:
+        """Remove a frame: its record first (it is no longer listed nor served), then its
+        image and the maps rendered for it. False when it was not in the pool."""
+        path = self._record_path(frame_id)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        (self.root / f"{frame_id}.png").unlink(missing_ok=True)
+        maps = self.root / "maps"
+        for rendered in maps.glob(f"{frame_id}.*") if maps.is_dir() else []:
+            rendered.unlink(missing_ok=True)
+        return existed
+
+    def video_ids_of(self, frame_ids: Iterable[str]) -> list[str]:
+        """The videos the given frames were sampled from, sorted (unknown frames skipped)."""
+        found = set()
+        for frame_id in frame_ids:
+            try:
+                video_id = self.get(frame_id).video_id
+            except UnknownFrameError:
+                continue
+            if video_id is not None:
+                found.add(video_id)
+        return sorted(found)
+
     def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
         record = self.get(frame_id)
         record.consistency = float(value)
@@ -407,6 +435,7 @@ class FramePool:
         labeled = self.records(labeled=True, camera=camera)
         digest = hashlib.sha256()
         counts = {"unlabeled": 0, "train": 0, "val": 0}
+        videos = {r.video_id for r in (*unlabeled, *labeled) if r.video_id is not None}
         by_camera: dict[str, dict[str, int]] = {}
 
         def count(record: FrameRecord, split: str) -> None:
@@ -444,6 +473,7 @@ class FramePool:
             digest=digest.hexdigest(),
             camera=camera,
             counts_by_camera=dict(sorted(by_camera.items())),
+            video_ids=sorted(videos),
         )
 
     def export_in_domain(

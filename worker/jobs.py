@@ -27,6 +27,7 @@ active version, else ``ATCON_CHECKPOINT``) and loads it only when it is not load
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -171,6 +172,14 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _collect_frames(ctx, detector, video_id, version, record.camera)
+    if not storage.upload_dir(video_id).is_dir():
+        # deleted while its frames were sampled: what this job added goes with it
+        from .deletion import purge_derived
+
+        purge_derived(storage, video_id)
+        with contextlib.suppress(VideoNotFoundError):
+            storage.delete_video(video_id)
+        raise JobError(f"video {video_id} was deleted while it was processed")
     event_list = events.get("events")
     count = len(event_list) if isinstance(event_list, list) else 0
     return JobOutcome(

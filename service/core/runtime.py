@@ -20,6 +20,7 @@ from worker.model_cache import ModelCache, model_version
 from worker.queue import JobQueue, open_queue
 from worker.settings import Settings
 from worker.storage import ModelRef, Storage
+from worker.tmp_sweep import start_tmp_sweeper
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -134,6 +135,8 @@ class Runtime:
             else (settings.embedded_workers if settings.embedded else 0)
         )
         runtime.start_workers(count)
+        if count > 0:  # the embedded workers sweep tmp/ like `atcon worker` does
+            runtime._threads.append(start_tmp_sweeper(storage, settings, runtime._stop))
         if settings.embedded and count > 0:
             runtime.start_finetune()
         return runtime
