@@ -59,6 +59,7 @@ from .storage import Storage
 __all__ = [
     "DETECT",
     "FINETUNE",
+    "IMPORT",
     "JOB_KINDS",
     "JobContext",
     "JobKind",
@@ -74,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 DETECT = "detect"
 FINETUNE = "finetune"
+IMPORT = "import"
 
 
 class ProgressFn(Protocol):
@@ -127,6 +129,7 @@ class JobKind:
 JOB_KINDS: dict[str, JobKind] = {
     DETECT: JobKind("worker.jobs:detect_video", needs_detector=True),
     FINETUNE: JobKind("worker.finetune:finetune_job"),
+    IMPORT: JobKind("worker.frame_import:import_frames"),
 }
 
 

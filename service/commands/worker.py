@@ -16,7 +16,7 @@ import threading
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("detect", "finetune")
+KINDS = ("detect", "finetune", "import")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
