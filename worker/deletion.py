@@ -49,6 +49,7 @@ __all__ = [
     "delete_video",
     "purge_derived",
     "versions_trained_on",
+    "withdraw_missing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,27 @@ def purge_derived(storage: Storage, video_id: str) -> DeletionReport:
     report.other += _purge_tmp(storage, video_id, frame_ids)
     report.other += _purge_comparisons(storage, frame_ids, video_id)
     return report
+
+
+def withdraw_missing(storage: Storage, card: ModelCard, *, by: str) -> list[str]:
+    """Record on ``card`` the videos of its ``data.video_ids`` deleted meanwhile (while
+    it was trained on an export of their frames); return their ids."""
+    video_ids = card.data.get("video_ids")
+    if not isinstance(video_ids, list):
+        return []
+    gone = [v for v in video_ids if not storage.upload_dir(v).is_dir()]
+    registry = ModelRegistry(storage.models)
+    for video_id in gone:
+        registry.record_withdrawal(
+            card.version,
+            {
+                "what": f"video {video_id} was deleted while this version was trained on it",
+                "video_id": video_id,
+                "frames": None,
+            },
+            by=by,
+        )
+    return gone
 
 
 def delete_video(

@@ -548,6 +548,10 @@ def finetune_job(
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        from .deletion import withdraw_missing
+
+        if withdraw_missing(storage, card, by="an admin (see audit.log)"):
+            card = registry.get(card.version)
         _record_last(
             storage,
             options.camera,

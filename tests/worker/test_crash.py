@@ -1,6 +1,7 @@
 """Crash tests: worker processes killed with kill -9 while they hold a job.
 
 Real Redis (db 14), real worker processes with the real queue, leases and heartbeats.
+The last test kills a detect worker while it adds a video's frames to the pool.
 Every job must finish, each exactly once in the results. The first test's workers
 run a slow stand-in detection (``tests/worker/standin_worker.py``) whose pace lets the
 test count publications; the second runs ``atcon worker detect`` itself.

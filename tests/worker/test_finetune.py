@@ -184,11 +184,14 @@ def test_the_card_names_the_videos_its_frames_came_from(env) -> None:
     import numpy as np
     from PIL import Image
 
-    from worker.storage import new_id
+    from worker.storage import VideoRecord, new_id
 
     settings, storage, queue, classes, rows = env
     pool = FramePool(storage.frames, SIZE, 0.5)
     videos = sorted([new_id(), new_id()])
+    received = storage.new_upload_file()
+    received.write_bytes(b"video")  # the first is stored; the second was deleted meanwhile
+    storage.save_video(VideoRecord(video_id=videos[0], job_id=new_id(), size_bytes=5), received)
     for i, (path, _) in enumerate(rows[:8]):
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
@@ -200,6 +203,7 @@ def test_the_card_names_the_videos_its_frames_came_from(env) -> None:
     card = ModelRegistry(storage.models).get(job.result["version"])
     assert card.data["video_ids"] == videos
     assert card.data["counts"]["unlabeled"] == 10
+    assert [w["video_id"] for w in card.withdrawn] == [videos[1]]  # deleted: recorded
 
 
 def test_nightly_conditions(env) -> None:
