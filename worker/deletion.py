@@ -48,6 +48,7 @@ __all__ = [
     "TrainedOnVideoError",
     "delete_video",
     "purge_derived",
+    "purge_orphaned_frames",
     "versions_trained_on",
     "withdraw_missing",
 ]
@@ -196,6 +197,32 @@ def purge_derived(storage: Storage, video_id: str) -> DeletionReport:
     report.other += _purge_tmp(storage, video_id, frame_ids)
     report.other += _purge_comparisons(storage, frame_ids, video_id)
     return report
+
+
+def purge_orphaned_frames(storage: Storage) -> list[str]:
+    """Remove the pool frames whose video is gone; return their ids.
+
+    Frames left by deletions made before a deletion took the frames along, or added
+    by a job that raced a deletion. A frame joins the pool only after its video is
+    stored, so a frame without its video is never work in progress."""
+    pool = FramePool(storage.frames)
+    removed = []
+    gone: dict[str, bool] = {}
+    for record in pool.records():
+        video_id = record.video_id
+        if video_id is None:
+            continue
+        if video_id not in gone:
+            try:
+                gone[video_id] = not storage.upload_dir(video_id).is_dir()
+            except StorageError:  # not an id of ours: leave it to a person
+                gone[video_id] = False
+        if gone[video_id] and pool.remove(record.frame_id):
+            removed.append(record.frame_id)
+    if removed:
+        videos = sorted(v for v, missing in gone.items() if missing)
+        logger.info("removed %d pool frame(s) of %d deleted video(s)", len(removed), len(videos))
+    return removed
 
 
 def withdraw_missing(storage: Storage, card: ModelCard, *, by: str) -> list[str]:

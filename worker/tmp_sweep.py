@@ -5,7 +5,10 @@ maps and masked frames of a patient video, sometimes thousands of files), and a
 fine-tune killed mid-export its frame links. Every worker process runs
 :func:`start_tmp_sweeper`: each ``ATCON_TMP_SWEEP_INTERVAL_S`` it removes the entries
 in which nothing was modified for ``ATCON_TMP_MAX_AGE_S`` (a job in progress keeps
-writing into its own folder, so it is never swept from under it).
+writing into its own folder, so it is never swept from under it). The same pass
+removes pool frames whose video is gone
+(:func:`worker.deletion.purge_orphaned_frames`): left by deletions made before
+deletion took the frames along.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from .deletion import purge_orphaned_frames
 from .settings import Settings
 from .storage import Storage
 
@@ -40,6 +44,7 @@ def start_tmp_sweeper(
         while True:
             try:
                 sweep_tmp(storage, settings.tmp_max_age_s)
+                purge_orphaned_frames(storage)
             except OSError as exc:  # the shared volume away for a moment: next time
                 logger.warning("tmp/ not swept now: %s", exc)
             if stop.wait(settings.tmp_sweep_interval_s):

@@ -8,7 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from worker.deletion import TrainedOnVideoError, delete_video, versions_trained_on
+from worker.deletion import (
+    TrainedOnVideoError,
+    delete_video,
+    purge_orphaned_frames,
+    versions_trained_on,
+)
 from worker.frame_pool import FramePool
 from worker.storage import Storage, VideoRecord, new_id
 from worker.versions import ModelRegistry, VersionStatus
@@ -71,3 +76,25 @@ def test_withdrawal_is_recorded_and_frames_and_links_go(storage, tmp_path):
     assert not link.exists() and pool.records() == [pool.get(kept.frame_id)]
     card = json.loads((storage.models / version / "card.json").read_text())
     assert card["withdrawn"][0]["by"] == "dr-lee" and card["withdrawn"][0]["frames"] == 1
+
+
+def test_frames_of_videos_deleted_before_are_purged(storage):
+    """Deployments upgraded from a deletion that left the frames: the sweep takes them."""
+    kept_video = _video(storage, time.time())
+    pool = FramePool(storage.frames, 16)
+    black = np.zeros((16, 16, 3), np.uint8)
+    orphan = pool.add_frame(black, video_id=new_id(), time_s=1.0)
+    kept = pool.add_frame(black, video_id=kept_video, time_s=1.0)
+    uploaded = pool.add_image_bytes(_png())
+    assert purge_orphaned_frames(storage) == [orphan.frame_id]
+    assert {r.frame_id for r in pool.records()} == {kept.frame_id, uploaded.frame_id}
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    return buffer.getvalue()
