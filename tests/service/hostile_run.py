@@ -32,8 +32,10 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
+import time
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -682,6 +684,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# Hostile run",
         "",
+        f"Written by `{summary.get('command')}` on {summary.get('when')} against a real "
+        "`atcon serve`, Redis and worker processes (tests/service/hostile_run.py).",
+        "",
         f"Bad inputs tried: **{tally['tried']}**; refused with a 4xx and a sentence: "
         f"**{tally['refused']}**; refused without a sentence: {tally['refused_without_sentence']}; "
         f"5xx: **{tally['server_errors']}**; accepted: {tally['accepted']}.",
@@ -734,7 +739,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(out: Path, *, redis_url: str, quick: bool = False) -> dict[str, Any]:
+def run(out: Path, *, redis_url: str, quick: bool = False, command: str = "") -> dict[str, Any]:
     """The whole run (see the module docstring); returns the summary it wrote."""
     out.mkdir(parents=True, exist_ok=True)
     with (
@@ -746,7 +751,11 @@ def run(out: Path, *, redis_url: str, quick: bool = False) -> dict[str, Any]:
         if not quick:
             hostile.crashes()
         hostile.throttle()
-        summary = hostile.summary()
+        summary = {
+            "command": command or "tests.service.hostile_run.run()",
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            **hostile.summary(),
+        }
         for name, process in {"api": hostile.server, **hostile.workers}.items():
             (out / f"{name}.log").write_text(process.output()[-200_000:])
     (out / "hostile-run.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -766,7 +775,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    summary = run(args.out, redis_url=args.redis_url, quick=args.quick)
+    command = "python -m tests.service.hostile_run " + " ".join(argv or sys.argv[1:])
+    summary = run(args.out, redis_url=args.redis_url, quick=args.quick, command=command)
     logger.info("%s", markdown(summary))
     return 1 if summary["tally"]["server_errors"] else 0
 
