@@ -526,6 +526,18 @@ def finetune_job(
                 },
                 data={
                     **exported.describe(),
+                    # every video whose frames it learned from, the in-domain reference
+                    # included: deleting one of them is refused, or recorded here
+                    "video_ids": sorted(
+                        {
+                            *exported.video_ids,
+                            *(
+                                pool.video_ids_of(p.stem for p in anchor_dir.glob("*.png"))
+                                if anchor_dir is not None
+                                else []
+                            ),
+                        }
+                    ),
                     "parent_sha256": info.sha256,
                     **({"comparison": comparison_note} if comparison_note else {}),
                 },
@@ -537,6 +549,10 @@ def finetune_job(
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        from .deletion import withdraw_missing
+
+        if withdraw_missing(storage, card, by="an admin (see audit.log)"):
+            card = registry.get(card.version)
         _record_last(
             storage,
             options.camera,

@@ -22,7 +22,7 @@ import os
 import re
 import uuid
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -36,6 +36,7 @@ from .storage import atomic_write_bytes
 
 __all__ = [
     "NO_CAMERA",
+    "EmptyZipError",
     "ExportedFrames",
     "FramePool",
     "FrameRecord",
@@ -43,6 +44,7 @@ __all__ = [
     "UnknownFrameError",
     "ZipImportResult",
     "ZipTooLargeError",
+    "check_zip",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ class InvalidFrameError(ValueError):
 
 class ZipTooLargeError(InvalidFrameError):
     """A zip archive with more entries or more decompressed bytes than allowed."""
+
+
+class EmptyZipError(InvalidFrameError):
+    """A zip archive without a single file in it."""
 
 
 class UnknownFrameError(LookupError):
@@ -112,6 +118,9 @@ class ExportedFrames:
     #: ``{camera: {"unlabeled": n, "train": n, "val": n}}``; frames without a camera
     #: under :data:`NO_CAMERA`
     counts_by_camera: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the videos the exported frames were sampled from, sorted (frames uploaded as
+    #: images have none): what a model trained on them learned from
+    video_ids: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -119,6 +128,7 @@ class ExportedFrames:
             "sha256": self.digest,
             "camera": self.camera,
             "counts_by_camera": self.counts_by_camera,
+            "video_ids": self.video_ids,
         }
 
 
@@ -183,9 +193,22 @@ class FramePool:
         )
         return self._store(Image.fromarray(rgb), record)
 
-    def add_image_bytes(self, data: bytes, *, camera: str | None = None) -> FrameRecord:
-        """Add an uploaded image file; raise :class:`InvalidFrameError` if it is not one."""
+    def add_image_bytes(
+        self, data: bytes, *, camera: str | None = None, key: str | None = None
+    ) -> FrameRecord:
+        """Add an uploaded image file; raise :class:`InvalidFrameError` if it is not one.
+
+        ``key`` names the image within its upload (an import job's id and the zip
+        entry): adding it again returns the frame already there, so a retried import
+        adds each entry once."""
         camera = validate_camera(camera) if camera is not None else None
+        frame_id = uuid.uuid4().hex
+        if key is not None:
+            frame_id = uuid.uuid5(_FRAME_NAMESPACE, f"upload/{key}").hex
+            try:
+                return self.get(frame_id)
+            except UnknownFrameError:
+                pass
         if not data:
             raise InvalidFrameError("the file is empty")
         try:
@@ -196,7 +219,7 @@ class FramePool:
                 probe.verify()
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-                record = FrameRecord(uuid.uuid4().hex, "upload", _now(), camera=camera)
+                record = FrameRecord(frame_id, "upload", _now(), camera=camera)
                 return self._store(image, record)
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InvalidFrameError(
@@ -210,60 +233,45 @@ class FramePool:
         camera: str | None = None,
         max_entries: int = ZIP_MAX_ENTRIES,
         max_total_bytes: int = ZIP_MAX_TOTAL_BYTES,
+        key: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ZipImportResult:
         """Add every image of a zip archive; entries that are unsafe or not images are rejected.
 
-        An archive of more than ``max_entries`` entries, or whose image entries
-        decompress to more than ``max_total_bytes`` in all (as its directory declares;
-        zipfile stops an entry at its declared size), is refused whole with
-        :class:`ZipTooLargeError` before anything is decompressed.
+        The archive is checked first with :func:`check_zip` (refused whole, before
+        anything is decompressed, when over ``max_entries`` or ``max_total_bytes``).
+        ``key`` (an import's id) makes the import idempotent: each entry's frame id is
+        derived from it and the entry's name. ``progress(done, total)`` after each entry.
         """
         camera = validate_camera(camera) if camera is not None else None
         result = ZipImportResult()
-        try:
-            archive = zipfile.ZipFile(stream)
-        except zipfile.BadZipFile as exc:
-            raise InvalidFrameError("the file is not a valid zip archive") from exc
+        archive = _open_zip(stream)
         with archive:
-            infos = archive.infolist()
-            if len(infos) > max_entries:
-                raise ZipTooLargeError(
-                    f"the zip archive holds {len(infos)} entries, more than the {max_entries} "
-                    "one import may hold (ATCON_ZIP_MAX_ENTRIES); split it"
-                )
-            total = sum(
-                i.file_size
-                for i in infos
-                if not i.is_dir() and PurePosixPath(i.filename).suffix.lower() in _IMAGE_SUFFIXES
-            )
-            if total > max_total_bytes:
-                raise ZipTooLargeError(
-                    f"the zip archive's images decompress to {total} bytes, more than the "
-                    f"{max_total_bytes} one import may hold (ATCON_ZIP_MAX_TOTAL_BYTES); split it"
-                )
-            for info in infos:
-                if info.is_dir():
-                    continue
+            infos = _checked_infos(archive, max_entries, max_total_bytes)
+            files = [i for i in infos if not i.is_dir()]
+            for done, info in enumerate(files, 1):
                 name = info.filename
                 path = PurePosixPath(name.replace("\\", "/"))
                 if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
                     result.rejected.append((name, "path leaves the archive"))
-                    continue
-                if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                elif path.suffix.lower() not in _IMAGE_SUFFIXES:
                     result.rejected.append((name, "not an image file name"))
-                    continue
-                if info.file_size > _MAX_ZIP_ENTRY_BYTES:
+                elif info.file_size > _MAX_ZIP_ENTRY_BYTES:
                     result.rejected.append((name, "larger than 64 MiB"))
-                    continue
-                try:
-                    record = self.add_image_bytes(archive.read(info), camera=camera)
-                except InvalidFrameError as exc:
-                    result.rejected.append((name, str(exc)))
-                    continue
-                except (zipfile.BadZipFile, OSError, EOFError):
-                    result.rejected.append((name, "the entry is corrupt"))
-                    continue
-                result.accepted.append(record.frame_id)
+                else:
+                    entry_key = f"{key}/{done}/{name}" if key is not None else None
+                    try:
+                        record = self.add_image_bytes(
+                            archive.read(info), camera=camera, key=entry_key
+                        )
+                    except InvalidFrameError as exc:
+                        result.rejected.append((name, str(exc)))
+                    except (zipfile.BadZipFile, OSError, EOFError):
+                        result.rejected.append((name, "the entry is corrupt"))
+                    else:
+                        result.accepted.append(record.frame_id)
+                if progress is not None:
+                    progress(done, len(files))
         logger.info(
             "zip import: %d frames accepted, %d entries rejected",
             len(result.accepted),
@@ -376,6 +384,30 @@ class FramePool:
         self._save_record(record)
         return record
 
+    def remove(self, frame_id: str) -> bool:
+        """Remove a frame: its record first (it is no longer listed nor served), then its
+        image and the maps rendered for it. False when it was not in the pool."""
+        path = self._record_path(frame_id)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        (self.root / f"{frame_id}.png").unlink(missing_ok=True)
+        maps = self.root / "maps"
+        for rendered in maps.glob(f"{frame_id}.*") if maps.is_dir() else []:
+            rendered.unlink(missing_ok=True)
+        return existed
+
+    def video_ids_of(self, frame_ids: Iterable[str]) -> list[str]:
+        """The videos the given frames were sampled from, sorted (unknown frames skipped)."""
+        found = set()
+        for frame_id in frame_ids:
+            try:
+                video_id = self.get(frame_id).video_id
+            except UnknownFrameError:
+                continue
+            if video_id is not None:
+                found.add(video_id)
+        return sorted(found)
+
     def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
         record = self.get(frame_id)
         record.consistency = float(value)
@@ -407,6 +439,7 @@ class FramePool:
         labeled = self.records(labeled=True, camera=camera)
         digest = hashlib.sha256()
         counts = {"unlabeled": 0, "train": 0, "val": 0}
+        videos = {r.video_id for r in (*unlabeled, *labeled) if r.video_id is not None}
         by_camera: dict[str, dict[str, int]] = {}
 
         def count(record: FrameRecord, split: str) -> None:
@@ -444,6 +477,7 @@ class FramePool:
             digest=digest.hexdigest(),
             camera=camera,
             counts_by_camera=dict(sorted(by_camera.items())),
+            video_ids=sorted(videos),
         )
 
     def export_in_domain(
@@ -481,6 +515,58 @@ class FramePool:
             os.link(source, target)
         except OSError:  # another file system: copy instead
             target.write_bytes(source.read_bytes())
+
+
+def _open_zip(stream: BinaryIO) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise InvalidFrameError("the file is not a valid zip archive") from exc
+
+
+def _checked_infos(
+    archive: zipfile.ZipFile, max_entries: int, max_total_bytes: int
+) -> list[zipfile.ZipInfo]:
+    infos = archive.infolist()
+    if len(infos) > max_entries:
+        raise ZipTooLargeError(
+            f"the zip archive holds {len(infos)} entries, more than the {max_entries} "
+            "one import may hold (ATCON_ZIP_MAX_ENTRIES); split it"
+        )
+    total = sum(
+        i.file_size
+        for i in infos
+        if not i.is_dir() and PurePosixPath(i.filename).suffix.lower() in _IMAGE_SUFFIXES
+    )
+    if total > max_total_bytes:
+        raise ZipTooLargeError(
+            f"the zip archive's images decompress to {total} bytes, more than the "
+            f"{max_total_bytes} one import may hold (ATCON_ZIP_MAX_TOTAL_BYTES); split it"
+        )
+    if not any(not i.is_dir() for i in infos):
+        raise EmptyZipError(
+            "the zip archive holds no files; put PNG or JPEG images in it, or send one image"
+        )
+    return infos
+
+
+def check_zip(
+    stream: BinaryIO,
+    *,
+    max_entries: int = ZIP_MAX_ENTRIES,
+    max_total_bytes: int = ZIP_MAX_TOTAL_BYTES,
+) -> int:
+    """Check a zip archive from its central directory alone (nothing is decompressed).
+
+    Returns how many file entries it holds; raises :class:`InvalidFrameError` when it
+    is not a zip archive, :class:`EmptyZipError` when it holds no file, and
+    :class:`ZipTooLargeError` when it holds more than ``max_entries`` entries or its
+    image entries declare more than ``max_total_bytes`` decompressed.
+    """
+    with _open_zip(stream) as archive:
+        return sum(
+            1 for i in _checked_infos(archive, max_entries, max_total_bytes) if not i.is_dir()
+        )
 
 
 def _bucket(frame_id: str) -> float:

@@ -27,6 +27,7 @@ active version, else ``ATCON_CHECKPOINT``) and loads it only when it is not load
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -58,6 +59,7 @@ from .storage import Storage
 __all__ = [
     "DETECT",
     "FINETUNE",
+    "IMPORT",
     "JOB_KINDS",
     "JobContext",
     "JobKind",
@@ -73,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 DETECT = "detect"
 FINETUNE = "finetune"
+IMPORT = "import"
 
 
 class ProgressFn(Protocol):
@@ -126,6 +129,7 @@ class JobKind:
 JOB_KINDS: dict[str, JobKind] = {
     DETECT: JobKind("worker.jobs:detect_video", needs_detector=True),
     FINETUNE: JobKind("worker.finetune:finetune_job"),
+    IMPORT: JobKind("worker.frame_import:import_frames"),
 }
 
 
@@ -171,6 +175,14 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _collect_frames(ctx, detector, video_id, version, record.camera)
+    if not storage.upload_dir(video_id).is_dir():
+        # deleted while its frames were sampled: what this job added goes with it
+        from .deletion import purge_derived
+
+        purge_derived(storage, video_id)
+        with contextlib.suppress(VideoNotFoundError):
+            storage.delete_video(video_id)
+        raise JobError(f"video {video_id} was deleted while it was processed")
     event_list = events.get("events")
     count = len(event_list) if isinstance(event_list, list) else 0
     return JobOutcome(

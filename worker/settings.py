@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     #: without results still has its job (Redis may have lost its data); queues again
     #: those whose job is gone
     reconcile_interval_s: float = Field(default=60.0, gt=0)
+    #: seconds between two sweeps of ``tmp/`` by each worker process: staging left by
+    #: a job whose worker was killed, partial uploads, exports of dead fine-tunes
+    tmp_sweep_interval_s: float = Field(default=600.0, gt=0)
+    #: a ``tmp/`` entry untouched this long (nothing in it modified) is orphaned staging
+    tmp_max_age_s: float = Field(default=24 * 3600.0, gt=0)
     #: worker threads the embedded default runs inside ``atcon serve``
     embedded_workers: int = Field(default=1, ge=0)
 

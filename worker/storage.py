@@ -18,7 +18,8 @@ Ids are 32 lowercase hex digits (a UUID4); :func:`validate_id` rejects anything
 else before it reaches a path. Every file is written to a temporary name and
 renamed into place; an upload and a result directory each appear in one rename,
 so a reader sees all of it or none of it, and a crash leaves only ``tmp/`` debris
-(cleared by :meth:`Storage.clean_tmp` on start).
+(cleared by :meth:`Storage.clean_tmp` when the API starts, and swept periodically by
+the workers, :mod:`worker.tmp_sweep`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _newest_mtime(entry: Path) -> float:
+    """The latest modification under ``entry``: a folder a job still writes into is young
+    however old the folder itself is."""
+    newest = entry.lstat().st_mtime
+    if entry.is_dir() and not entry.is_symlink():
+        for root, dirs, files in os.walk(entry):
+            for name in (*dirs, *files):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -184,7 +197,7 @@ class Storage:
         now = time.time()
         for entry in self.tmp.iterdir() if self.tmp.is_dir() else []:
             try:
-                if now - entry.lstat().st_mtime < older_than_s:
+                if older_than_s > 0 and now - _newest_mtime(entry) < older_than_s:
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)

@@ -110,6 +110,9 @@ class ModelCard:
     history: list[dict[str, str]] = field(default_factory=list)
     #: the cameras whose frames it was adapted on; None: every camera's (global)
     cameras: list[str] | None = None
+    #: training data withdrawn after it was trained (a deleted video): one entry each,
+    #: ``{"what", "video_id", "frames", "at", "by"}``; the weights are unchanged
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -436,6 +439,20 @@ class ModelRegistry:
         card.history.append({"at": _now(), "status": str(card.status), "reason": reason})
         atomic_write_json(self._dir(card.version) / self.CARD, card.to_dict())
         return card
+
+    def record_withdrawal(self, version: str, entry: Mapping[str, Any], *, by: str) -> ModelCard:
+        """Record on ``version``'s card that data it was trained on was withdrawn.
+
+        ``entry`` says what (``what``, a sentence; ``video_id``; ``frames``); the time
+        and ``by`` are added, and the card's history gets a line. The weights stay as
+        they are: the card tells an admin the version learned from data that is gone.
+        """
+        if not by:
+            raise ValueError("by must name who withdrew the data")
+        with self._locked():
+            card = self.get(version)
+            card.withdrawn.append({**entry, "at": _now(), "by": by})
+            return self._rewrite(card, None, f"data withdrawn by {by}: {entry.get('what')}")
 
     def activate(
         self,

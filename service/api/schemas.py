@@ -49,6 +49,10 @@ class JobPublic(BaseModel):
         default=False,
         description="an admin cancelled the running job; it stops at its next step",
     )
+    result: dict[str, Any] | None = Field(
+        default=None,
+        description="what a finished job returned (an import: frames added, entries refused)",
+    )
 
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
@@ -64,6 +68,7 @@ class JobPublic(BaseModel):
             attempts=job.attempts,
             detail=job.detail,
             cancelling=job.cancel is not None and job.status is JobState.running,
+            result=job.result,
         )
 
 

@@ -3,7 +3,8 @@
 Run any number of them, on any machine that reaches Redis (``ATCON_REDIS_URL``) and
 shares the data directory (``ATCON_DATA_DIR``). SIGTERM or Ctrl-C finishes the job
 in hand and stops; a second one stops at once (the job goes to another worker after
-the visibility timeout).
+the visibility timeout). Each worker also sweeps orphaned staging from ``tmp/``
+(:mod:`worker.tmp_sweep`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("detect", "finetune")
+KINDS = ("detect", "finetune", "import")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.queue import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
+    from worker.tmp_sweep import start_tmp_sweeper
 
     if args.healthcheck:
         return _healthcheck(args.kind)
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker = Worker(open_queue(settings), storage, settings, args.kind, name=args.name)
+    start_tmp_sweeper(storage, settings, stop)
     if args.kind == "finetune" and not args.no_scheduler:
         from worker.finetune import start_scheduler
 

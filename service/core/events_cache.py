@@ -59,3 +59,8 @@ class EventsCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return body
+
+    def forget(self, key: str) -> None:
+        """Drop the answer kept for ``key`` (a deleted video's)."""
+        with self._lock:
+            self._entries.pop(key, None)

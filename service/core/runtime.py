@@ -3,7 +3,8 @@
 ``Runtime.start`` prepares the data directory, opens the queue, queues again the
 uploads that have no results (the data directory is the source of truth; with Redis
 this is checked again every ``ATCON_RECONCILE_INTERVAL_S``, should Redis lose its
-data) and, in the embedded default, starts the worker threads; ``stop`` ends them.
+data) and, in the embedded default, starts the worker threads (detect, fine-tune, zip
+import); ``stop`` ends them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 
 from models._exceptions import CheckpointError
 from worker._exceptions import JobError, QueueError, StorageError
-from worker.jobs import DETECT, FINETUNE, JOB_KINDS, Worker, reconcile
+from worker.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
 from worker.model_cache import ModelCache, model_version
 from worker.queue import JobQueue, open_queue
 from worker.settings import Settings
 from worker.storage import ModelRef, Storage
+from worker.tmp_sweep import start_tmp_sweeper
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -134,8 +136,11 @@ class Runtime:
             else (settings.embedded_workers if settings.embedded else 0)
         )
         runtime.start_workers(count)
+        if count > 0:  # the embedded workers sweep tmp/ like `atcon worker` does
+            runtime._threads.append(start_tmp_sweeper(storage, settings, runtime._stop))
         if settings.embedded and count > 0:
             runtime.start_finetune()
+            runtime.start_import()
         return runtime
 
     def start_reconciler(self) -> None:
@@ -181,6 +186,16 @@ class Runtime:
         self._threads.append(thread)
         thread.start()
         self._threads.append(start_scheduler(self.storage, self.queue, self.settings, self._stop))
+
+    def start_import(self) -> None:
+        """Embedded default: one worker thread extracting zip imports of pool frames."""
+        worker = Worker(self.queue, self.storage, self.settings, IMPORT, name="embedded-import")
+        thread = threading.Thread(
+            target=self._work, args=(worker,), name="import-worker", daemon=True
+        )
+        self.workers.append(worker)
+        self._threads.append(thread)
+        thread.start()
 
     def start_workers(self, count: int) -> None:
         if count <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.main import create_app
+from worker.jobs import IMPORT, Worker
 from worker.settings import Role
 from worker.versions import ModelRegistry, VersionStatus
 
@@ -59,9 +61,16 @@ def test_frames_upload_review_and_labels(app_client: TestClient, auth) -> None:
         },
         headers=auth(Role.operator),
     )
-    assert upload.status_code == 201, upload.text
-    body = upload.json()
-    assert len(body["accepted"]) == 3
+    assert upload.status_code == 202, upload.text  # a zip: extracted by an import job
+    assert upload.json()["entries"] == 5
+    runtime = app_client.app.state.runtime
+    assert list(runtime.storage.frames.glob("*.json")) == []  # nothing added in the request
+    worker = Worker(runtime.queue, runtime.storage, runtime.settings, IMPORT)
+    assert worker.run(threading.Event(), burst=True) == 1
+    job = app_client.get(upload.json()["status_url"], headers=auth(Role.viewer)).json()
+    assert job["status"] == "done", job["error"]
+    body = job["result"]
+    assert body["accepted"] == 3 and len(body["frame_ids"]) == 3
     assert {r["name"]: r["reason"] for r in body["rejected"]} == {
         "../evil.png": "path leaves the archive",
         "notes.txt": "not an image file name",

@@ -72,7 +72,7 @@ def test_dockerfile():
 
 
 def test_every_container_command_is_an_atcon_command(atcon_services):
-    assert set(atcon_services) == {"api", "detect-worker", "finetune-worker"}
+    assert set(atcon_services) == {"api", "detect-worker", "finetune-worker", "import-worker"}
     for name, service in atcon_services.items():
         accepts(service["command"])
         test = service["healthcheck"]["test"]

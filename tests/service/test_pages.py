@@ -407,6 +407,20 @@ def test_the_models_page_is_for_admins(client, tokens):
     assert client.app.state.runtime.queue.jobs(FINETUNE) == []
 
 
+def test_models_page_shows_withdrawn_training_data(app_client, tokens, checkpoint):
+    registry = ModelRegistry(app_client.app.state.runtime.storage.models)
+    card = registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    registry.record_withdrawal(
+        card.version,
+        {"what": "video 0123abcd deleted with its 6 pool frame(s)", "video_id": "0123abcd"},
+        by="dr-lee",
+    )
+    sign_in(app_client, tokens[Role.admin])
+    html = app_client.get("/models").text
+    assert f'data-withdrawn="{card.version}"' in html and "Training data withdrawn" in html
+    assert "video 0123abcd deleted with its 6 pool frame(s), by dr-lee" in html
+
+
 def test_models_page_activates_rolls_back_and_queues_fine_tunes(app_client, tokens, checkpoint):
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
     metrics = {"macro_f1": 0.81, "consistency": 0.62}

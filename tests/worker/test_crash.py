@@ -1,6 +1,7 @@
-"""Crash test: two worker processes, several videos, kill -9 the one holding a job.
+"""Crash tests: worker processes killed with kill -9 while they hold a job.
 
 Real Redis (db 14), real worker processes with the real queue, leases and heartbeats.
+The last test kills a detect worker while it adds a video's frames to the pool.
 Every job must finish, each exactly once in the results. The first test's workers
 run a slow stand-in detection (``tests/worker/standin_worker.py``) whose pace lets the
 test count publications; the second runs ``atcon worker detect`` itself.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from tests import media
@@ -155,4 +157,68 @@ def test_killed_detect_worker_jobs_finish_exactly_once(tmp_path):
         finally:
             for worker in workers.values():
                 worker.stop()
+            queue.close()
+
+
+def test_worker_killed_while_sampling_the_pool_adds_each_frame_once(tmp_path):
+    """kill -9 while a detect worker adds a video's frames to the pool: the retried job
+    finds the frames added before the kill, so each (video, time) is in the pool once,
+    and no moment can land in both the training and the validation split."""
+    from tests.service.test_health import tiny_checkpoint
+    from worker.frame_pool import FramePool
+
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18")
+    data = media.video_bytes(frames=240, size=(160, 120), fps=4)  # 60 s
+    with flushed_db(DB_CRASH) as url:
+        env = {
+            "ATCON_REDIS_URL": url,
+            "ATCON_DATA_DIR": str(tmp_path / "data"),
+            "ATCON_CHECKPOINT": str(checkpoint),
+            "ATCON_VISIBILITY_TIMEOUT_S": "3",
+            "ATCON_HEARTBEAT_INTERVAL_S": "0.5",
+            "ATCON_SAMPLE_FPS": "4",
+            "ATCON_POOL_FRAMES_PER_MINUTE": "240",  # every sampled frame: a long step
+            "ATCON_QUEUE_PREFIX": "crash",
+        }
+        settings = Settings(**{k[6:].lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+        [job_id], queue = queue_videos(settings, 1, data)
+        video_id = queue.get(job_id).payload["video_id"]
+        frames = settings.data_dir / "frames"
+        first = Process(
+            ["service.cli", "worker", "detect", "--name", "first"], env, tmp_path / "first.log"
+        ).start()
+        second: Process | None = None
+        try:
+
+            def sampling() -> int:
+                added = sum(1 for _ in frames.glob("*.json")) if frames.is_dir() else 0
+                running = queue.get(job_id).status is JobState.running
+                return added if added and running else 0
+
+            before_kill = wait_for(sampling, 180, "the worker adding frames", poll_s=0.005)
+            first.kill9()
+            added_by_first = sum(1 for _ in frames.glob("*.json"))
+            second = Process(
+                ["service.cli", "worker", "detect", "--name", "second"], env, tmp_path / "s.log"
+            ).start()
+            wait_for(
+                lambda: queue.get(job_id).status is JobState.done, 180, "the job done by another"
+            )
+            job = queue.get(job_id)
+            assert job.attempts == 2 and job.worker == "second"
+            records = FramePool(frames).records(video_ids=[video_id])
+            times = Counter(r.time_s for r in records)
+            assert times and max(times.values()) == 1, "a moment added twice"
+            with np.load(settings.data_dir / "results" / video_id / "scores.npz") as scores:
+                times_s = scores["times"]
+            minutes = (float(times_s[-1]) - float(times_s[0])) / 60.0
+            sampled = max(1, min(len(times_s), round(minutes * 240)))  # as the pool samples
+            assert len(records) == sampled  # every sampled time once: none lost, none twice
+            assert 0 < before_kill <= added_by_first < len(records), (
+                "the kill did not land inside the sampling step"
+            )
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()
             queue.close()

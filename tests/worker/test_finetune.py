@@ -179,6 +179,33 @@ def test_a_second_finetune_waits_for_the_first(env) -> None:
     assert "no labeled validation set" in job.result["reason"]
 
 
+def test_the_card_names_the_videos_its_frames_came_from(env) -> None:
+    """What lets a deletion know which versions learned from a video (worker.deletion)."""
+    import numpy as np
+    from PIL import Image
+
+    from worker.storage import VideoRecord, new_id
+
+    settings, storage, queue, classes, rows = env
+    pool = FramePool(storage.frames, SIZE, 0.5)
+    videos = sorted([new_id(), new_id()])
+    received = storage.new_upload_file()
+    received.write_bytes(b"video")  # the first is stored; the second was deleted meanwhile
+    storage.save_video(VideoRecord(video_id=videos[0], job_id=new_id(), size_bytes=5), received)
+    for i, (path, _) in enumerate(rows[:8]):
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        pool.add_frame(rgb, video_id=videos[i % 2], time_s=float(i))
+    _fill(storage, rows[8:10], classes, labeled=0)  # uploaded images: from no video
+    request = FinetuneRequest(steps=2, mode="unsupervised")
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.data["video_ids"] == videos
+    assert card.data["counts"]["unlabeled"] == 10
+    assert [w["video_id"] for w in card.withdrawn] == [videos[1]]  # deleted: recorded
+
+
 def test_nightly_conditions(env) -> None:
     settings, storage, queue, classes, rows = env
     ok, why = nightly_should_run(storage, queue, settings)

@@ -6,25 +6,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path as PathType
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker._exceptions import QueueError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
+from worker.frame_import import IMPORT, stage_archive, staged_archive
 from worker.frame_pool import (
+    EmptyZipError,
     FramePool,
     FrameRecord,
     InvalidFrameError,
     UnknownFrameError,
     ZipTooLargeError,
+    check_zip,
 )
 from worker.settings import Settings
+from worker.storage import Storage, new_id
 
 from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
+from ...core.runtime import Runtime
 from ...core.uploads import CAMERA_FIELD, FILE_FIELD, receive_upload
 from ..deps import OperatorDep, RuntimeDep, ViewerDep
 
@@ -108,6 +114,15 @@ class FramesAdded(BaseModel):
     rejected: list[RejectedEntry]
 
 
+class ImportAccepted(BaseModel):
+    job_id: str
+    status_url: str = Field(
+        description="GET it: when done, its result lists the frames added and each entry "
+        "refused with its reason; an archive without a usable image fails with the reason"
+    )
+    entries: int = Field(description="file entries in the archive, to be checked one by one")
+
+
 class ReviewQueue(BaseModel):
     frames: list[FramePublic]
 
@@ -138,13 +153,22 @@ def _answers() -> Iterator[None]:
     "",
     status_code=201,
     response_model=FramesAdded,
-    summary="Add unlabeled frames: one image (PNG, JPEG) or a zip of images",
-    responses=problem_responses(400, 413, 415, 507),
+    summary="Add unlabeled frames: one image (PNG, JPEG) at once, or a zip of images by a job",
+    responses={
+        **problem_responses(400, 413, 415, 503, 507),
+        202: {
+            "model": ImportAccepted,
+            "description": "a zip archive: checked and queued; its import job adds the frames",
+        },
+    },
     openapi_extra=_UPLOAD_BODY,
 )
-async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeDep) -> FramesAdded:
-    """Zip entries that are not images or whose paths leave the archive are rejected
-    and listed; the others are kept.
+async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeDep) -> Any:
+    """One image is added at once (201). A zip of images is checked from its directory
+    (entry count and declared size under ``ATCON_ZIP_MAX_ENTRIES`` and
+    ``ATCON_ZIP_MAX_TOTAL_BYTES``, not empty) and answered 202 with an ``import`` job:
+    a worker extracts it, and the job's result lists the frames added and each entry
+    refused with its reason (not an image, a path leaving the archive, ...).
 
     The body is streamed to the data directory's ``tmp/`` after the caller is
     authenticated, and refused with 413 at the first byte over
@@ -162,45 +186,67 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
     try:
         if received.size == 0:
             raise HTTPException(400, "the file is empty; send an image or a zip of images")
+        if await run_in_threadpool(_is_zip, received.path):
+            return await _queue_import(runtime, principal.name, received.path, received.camera)
         try:
             pool = await run_in_threadpool(frame_maps(request).pool)
         except (LookupError, OSError) as exc:
             raise _no_model(exc) from exc
         try:
-            accepted, rejected = await run_in_threadpool(
-                _add_file, pool, received.path, received.camera, settings
-            )
-        except ZipTooLargeError as exc:
-            raise HTTPException(413, str(exc)) from exc
+            record = await run_in_threadpool(_add_image, pool, received.path, received.camera)
         except InvalidFrameError as exc:
             raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
     finally:
-        received.path.unlink(missing_ok=True)
-    runtime.audit.record("add_frames", principal.name, frame_ids=accepted)
-    return FramesAdded(
-        accepted=accepted, rejected=[RejectedEntry(name=n, reason=r) for n, r in rejected]
-    )
+        received.path.unlink(missing_ok=True)  # a queued archive was moved away already
+    runtime.audit.record("add_frames", principal.name, frame_ids=[record.frame_id])
+    return FramesAdded(accepted=[record.frame_id], rejected=[])
 
 
-def _add_file(
-    pool: FramePool, path: PathType, camera: str | None, settings: Settings
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """Add a received image or zip of images; (accepted ids, rejected (name, reason))."""
+def _is_zip(path: PathType) -> bool:
     with open(path, "rb") as fh:
-        if fh.read(4) in _ZIP_MAGICS:
-            fh.seek(0)
-            result = pool.import_zip(
-                fh,
-                camera=camera,
-                max_entries=settings.zip_max_entries,
-                max_total_bytes=settings.zip_max_total_bytes,
-            )
-            if not result.accepted and not result.rejected:
-                raise InvalidFrameError("the zip archive holds no files")
-            return result.accepted, result.rejected
-        fh.seek(0)
-        record = pool.add_image_bytes(fh.read(), camera=camera)
-    return [record.frame_id], []
+        return fh.read(4) in _ZIP_MAGICS
+
+
+def _add_image(pool: FramePool, path: PathType, camera: str | None) -> FrameRecord:
+    with open(path, "rb") as fh:
+        return pool.add_image_bytes(fh.read(), camera=camera)
+
+
+def _check_and_stage(settings: Settings, storage: Storage, path: PathType, upload_id: str) -> int:
+    with open(path, "rb") as fh:
+        entries = check_zip(
+            fh, max_entries=settings.zip_max_entries, max_total_bytes=settings.zip_max_total_bytes
+        )
+    stage_archive(storage, path, upload_id)
+    return entries
+
+
+async def _queue_import(
+    runtime: Runtime, principal: str, path: PathType, camera: str | None
+) -> JSONResponse:
+    """Check a received zip cheaply, stage it and queue its ``import`` job (202)."""
+    upload_id = new_id()
+    try:
+        entries = await run_in_threadpool(
+            _check_and_stage, runtime.settings, runtime.storage, path, upload_id
+        )
+    except ZipTooLargeError as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except EmptyZipError as exc:
+        raise HTTPException(415, str(exc)) from exc
+    except InvalidFrameError as exc:
+        raise HTTPException(415, f"{exc}; send a PNG or JPEG image, or a zip of them") from exc
+    payload = {"upload_id": upload_id, "camera": camera}
+    try:
+        await run_in_threadpool(runtime.queue.enqueue, IMPORT, payload, job_id=upload_id)
+    except QueueError:
+        staged_archive(runtime.storage, upload_id).unlink(missing_ok=True)
+        runtime.audit.record("import_frames", principal, job_id=upload_id, outcome="queue down")
+        raise
+    runtime.audit.record("import_frames", principal, job_id=upload_id)
+    status_url = f"/v1/jobs/{upload_id}"
+    accepted = ImportAccepted(job_id=upload_id, status_url=status_url, entries=entries)
+    return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": status_url})
 
 
 @router.get(

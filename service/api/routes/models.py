@@ -58,6 +58,11 @@ class ModelPublic(BaseModel):
     active_for: list[str] = Field(
         default_factory=list, description="the cameras it is activated for (their videos use it)"
     )
+    withdrawn: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="training data deleted after it was trained (what, video_id, frames, "
+        "at, by); the weights are unchanged",
+    )
 
     @classmethod
     def from_card(cls, card: ModelCard, active_for: list[str] | None = None) -> ModelPublic:

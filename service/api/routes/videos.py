@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from worker import deletion
 from worker._exceptions import (
     InvalidIdError,
     JobNotFoundError,
@@ -342,15 +343,43 @@ def get_source(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> 
 @router.delete(
     "/{video_id}",
     status_code=204,
-    summary="Delete a video: its upload, results and job (admin)",
-    responses=problem_responses(404),
+    summary="Delete a video and everything derived from it (admin)",
+    description="Removes the upload, its results, the pool frames sampled from it with "
+    "their labels and maps, staged work and the job. Refused with 409 when a model "
+    "version was trained on its frames, unless `withdraw=true`: then the deletion is "
+    "recorded on each such version's card.",
+    responses=problem_responses(404, 409),
 )
-def delete_video(video_id: VideoId, principal: AdminDep, runtime: RuntimeDep) -> Response:
-    record = runtime.storage.get_video(video_id)
-    runtime.storage.delete_video(video_id)
+def delete_video(
+    video_id: VideoId,
+    principal: AdminDep,
+    runtime: RuntimeDep,
+    withdraw: bool = Query(
+        False,
+        description="delete even if model versions were trained on its frames, recording "
+        "the withdrawal on their cards",
+    ),
+) -> Response:
+    try:
+        record, report = deletion.delete_video(
+            runtime.storage, video_id, by=principal.name, withdraw=withdraw
+        )
+    except deletion.TrainedOnVideoError as exc:
+        runtime.audit.record(
+            "delete", principal.name, video_id=video_id, outcome="refused: trained on"
+        )
+        raise HTTPException(409, str(exc)) from exc
+    runtime.events_cache.forget(video_id)
     try:
         runtime.queue.delete(record.job_id)
     except QueueError as exc:  # the worker finds the video gone and drops the job
         logger.warning("job %s of deleted video not removed from the queue: %s", record.job_id, exc)
-    runtime.audit.record("delete", principal.name, video_id=video_id, job_id=record.job_id)
+    runtime.audit.record(
+        "delete",
+        principal.name,
+        video_id=video_id,
+        job_id=record.job_id,
+        outcome=f"ok: {len(report.frames)} pool frame(s) deleted"
+        + (f"; withdrawn from {', '.join(report.withdrawn_from)}" if report.withdrawn_from else ""),
+    )
     return Response(status_code=204)
