@@ -5,85 +5,40 @@ A checkpoint file is a ``torch.save`` dictionary::
     {"format": 1, "info": CheckpointInfo as a dict, "state_dict": model weights}
 
 ``load_checkpoint`` rebuilds the architecture from the info alone, so a checkpoint
-is all a worker needs to serve a model.
+is all a worker needs to serve a model. The info alone is read without torch by
+:func:`models.checkpoint_info.read_checkpoint_info`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ._exceptions import CheckpointError
 from .backbones import build_backbone
+from .checkpoint_info import (
+    FORMAT_VERSION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CheckpointInfo,
+    file_sha256,
+    read_checkpoint_info,
+)
 
-__all__ = ["FORMAT_VERSION", "CheckpointInfo", "file_sha256", "load_checkpoint", "save_checkpoint"]
-
-FORMAT_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class CheckpointInfo:
-    """Everything needed to rebuild and use a model, stored inside its checkpoint."""
-
-    arch: str
-    class_names: list[str]
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    multi_label: bool = True
-    thresholds: list[float] = field(default_factory=list)
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    parent_hash: str | None = None
-    #: sha256 of the file this info was read from; set by ``load_checkpoint``.
-    sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.class_names:
-            raise ValueError("class_names must name at least one class")
-        if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"class_names has duplicates: {self.class_names}")
-        if not self.thresholds:
-            self.thresholds = [0.5] * len(self.class_names)
-        if len(self.thresholds) != len(self.class_names):
-            raise ValueError(
-                f"thresholds has {len(self.thresholds)} entries for {len(self.class_names)} classes"
-            )
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("sha256")
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckpointInfo:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names and k != "sha256"})
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = [
+    "FORMAT_VERSION",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CheckpointInfo",
+    "file_sha256",
+    "load_checkpoint",
+    "read_checkpoint_info",
+    "save_checkpoint",
+]
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: CheckpointInfo) -> str:

@@ -18,11 +18,16 @@
           |    +-- VideoNotFoundError          no video with that id is stored
           |    +-- EventNotFoundError          the video's results hold no such event
           |    +-- NoResultsError              the video has no results yet (still queued,
-          |                                    running, or failed)
+          |    |                               running, or failed)
+          |    +-- UnknownFrameError (LookupError)  no frame with that id is in the pool
           +-- QueueError                       the job queue refused an operation
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
           +-- JobError                         a job that cannot succeed; it is not retried
+          |    +-- NoModelError (LookupError)  no model to serve: no active version and no
+          |                                    ATCON_CHECKPOINT
+          +-- InvalidFrameError (ValueError)   an uploaded frame that is not a usable image
+          |    +-- ZipTooLargeError            a zip of frames over the entry or byte caps
           +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
                |                               boxes.csv that cannot be used as it is
                +-- ClassMismatchError          labels or classes.txt that differ from the
@@ -46,9 +51,11 @@ __all__ = [
     "EventNotFoundError",
     "FrameDataError",
     "InvalidCameraError",
+    "InvalidFrameError",
     "InvalidIdError",
     "JobError",
     "JobNotFoundError",
+    "NoModelError",
     "NoResultsError",
     "NoVideoStreamError",
     "NotAVideoError",
@@ -57,9 +64,11 @@ __all__ = [
     "ResultsExistError",
     "SettingsError",
     "StorageError",
+    "UnknownFrameError",
     "VideoDecodeError",
     "VideoNotFoundError",
     "WorkerError",
+    "ZipTooLargeError",
 ]
 
 
@@ -119,6 +128,18 @@ class NoResultsError(StorageError):
     """The video has no results yet: its job is queued, running, or failed."""
 
 
+class UnknownFrameError(StorageError, LookupError):
+    """No frame with that id is in the pool."""
+
+
+class InvalidFrameError(WorkerError, ValueError):
+    """An uploaded frame is not an image this service can use."""
+
+
+class ZipTooLargeError(InvalidFrameError):
+    """A zip archive with more entries or more decompressed bytes than allowed."""
+
+
 class QueueError(WorkerError):
     """The job queue refused an operation."""
 
@@ -133,6 +154,10 @@ class JobNotFoundError(QueueError):
 
 class JobError(WorkerError):
     """A job that cannot succeed whatever the number of attempts; it is failed at once."""
+
+
+class NoModelError(JobError, LookupError):
+    """No model to serve: no version is active and ``ATCON_CHECKPOINT`` is not set."""
 
 
 class JobCancelledError(JobError):

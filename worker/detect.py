@@ -59,6 +59,7 @@ from models.inference import prepare_for_inference
 from ._exceptions import CheckpointMismatchError
 from ._memory import release_free_memory
 from ._prefetch import Prefetcher
+from .model_cache import checkpoint_name
 from .probe import VideoInfo, probe
 from .results import (
     EVENTS_FILE,
@@ -230,7 +231,7 @@ class Detector:
         self.checkpoint = Path(checkpoint)
         self.info: CheckpointInfo = info
         self.class_names = list(info.class_names)
-        self.model_version = model_version or f"sha256:{(info.sha256 or '')[:12]}"
+        self.model_version = model_version or checkpoint_name(self.checkpoint, info.sha256)
         self.layer = resolve_layer(model, None)
         self._check_fit(model, info)
         self.precision = self._resolve_precision()
@@ -286,6 +287,13 @@ class Detector:
             gb_normalization=self.config.gb_normalization,
         )
         return np.asarray(scores.float().cpu().numpy(), dtype=np.float64)
+
+    def frame_maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw Grad-CAM (B, h, w) and Guided Backprop (B, 3, S, S) of uint8 (B, S, S, 3)
+        frames, for each frame's top class."""
+        x = self._preprocess(np.ascontiguousarray(frames))
+        cam, guided, _ = gradcam_and_guided_backprop(self.model, x, layer=self.layer)
+        return cam.float().cpu().numpy(), guided.float().cpu().numpy()
 
     # -- setup -----------------------------------------------------------------------
     def _check_fit(self, model: nn.Module, info: CheckpointInfo) -> None:

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ._exceptions import InvalidFrameError, UnknownFrameError, ZipTooLargeError
 from .cameras import validate_camera
 from .storage import atomic_write_bytes
 
@@ -58,18 +59,6 @@ _MAX_PIXELS = 80_000_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 #: the key of frames without a camera in per-camera counts (not a valid camera name)
 NO_CAMERA = "(no camera)"
-
-
-class InvalidFrameError(ValueError):
-    """An uploaded frame is not an image this service can use."""
-
-
-class ZipTooLargeError(InvalidFrameError):
-    """A zip archive with more entries or more decompressed bytes than allowed."""
-
-
-class UnknownFrameError(LookupError):
-    """No frame with that id is in the pool."""
 
 
 @dataclass

@@ -58,6 +58,7 @@ from .storage import Storage
 __all__ = [
     "DETECT",
     "FINETUNE",
+    "FRAMES",
     "JOB_KINDS",
     "JobContext",
     "JobKind",
@@ -73,6 +74,9 @@ logger = logging.getLogger(__name__)
 
 DETECT = "detect"
 FINETUNE = "finetune"
+#: scoring pool frames and drawing their maps (:mod:`worker.frame_scoring`); detect
+#: workers take these jobs too, with the model they hold
+FRAMES = "frames"
 
 
 class ProgressFn(Protocol):
@@ -126,7 +130,11 @@ class JobKind:
 JOB_KINDS: dict[str, JobKind] = {
     DETECT: JobKind("worker.jobs:detect_video", needs_detector=True),
     FINETUNE: JobKind("worker.finetune:finetune_job"),
+    FRAMES: JobKind("worker.frame_scoring:score_frames", needs_detector=True),
 }
+
+#: kinds a worker of a kind takes besides its own, served by the same loaded model
+COMPANION_KINDS: dict[str, tuple[str, ...]] = {DETECT: (FRAMES,)}
 
 
 def worker_name() -> str:
@@ -261,13 +269,26 @@ class Worker:
         self.name = name or worker_name()
         self.models = models or ModelCache(storage, settings)
         self._function = function
+        #: the kinds this worker takes: its own, then (unless its function was given)
+        #: its companions, which need the same model (:data:`COMPANION_KINDS`)
+        self.kinds: tuple[str, ...] = (kind,) + (
+            () if function is not None else COMPANION_KINDS.get(kind, ())
+        )
+        self._functions: dict[str, Callable[..., JobOutcome]] = {}
         self.jobs_done = 0
 
     @property
     def function(self) -> Callable[..., JobOutcome]:
-        if self._function is None:
-            self._function = JOB_KINDS[self.kind].load()
-        return self._function
+        """The function that runs this worker's own kind of job."""
+        return self.function_for(self.kind)
+
+    def function_for(self, kind: str) -> Callable[..., JobOutcome]:
+        """The function that runs jobs of ``kind``."""
+        if kind == self.kind and self._function is not None:
+            return self._function
+        if kind not in self._functions:
+            self._functions[kind] = JOB_KINDS[kind].load()
+        return self._functions[kind]
 
     def _needs_detector(self) -> bool:
         kind = JOB_KINDS.get(self.kind)
@@ -302,12 +323,20 @@ class Worker:
         stop = stop or threading.Event()
         if self._needs_detector() and not self.wait_for_model(stop):
             return 0
-        logger.info("worker %s takes %s jobs", self.name, self.kind)
+        logger.info("worker %s takes %s jobs", self.name, ", ".join(self.kinds))
         handled = 0
         unavailable_since: float | None = None
+        turn = 0
         while not stop.is_set() and (max_jobs is None or handled < max_jobs):
+            lease = None
             try:
-                lease = self.queue.reserve(self.kind, self.name, timeout_s=poll_s)
+                # each kind in turn; an empty queue waits its share of poll_s
+                for offset in range(len(self.kinds)):
+                    kind = self.kinds[(turn + offset) % len(self.kinds)]
+                    lease = self.queue.reserve(kind, self.name, timeout_s=poll_s / len(self.kinds))
+                    if lease is not None:
+                        break
+                turn += 1
             except QueueUnavailableError as exc:
                 if unavailable_since is None:
                     logger.error("worker %s: %s; retrying", self.name, exc)
@@ -339,7 +368,7 @@ class Worker:
                 progress=self._progress_reporter(lease, heartbeat),
             )
             try:
-                function = self.function
+                function = self.function_for(job.kind)
                 try:
                     inspect.signature(function).bind(ctx, **job.payload)
                 except TypeError as exc:

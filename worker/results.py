@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from ._exceptions import ResultsExistError
-from .render import heat_overlay, save_png_atomic
+from .render import gradcam_heat, guided_picture, heat_overlay, resize_map, save_png_atomic
 
 __all__ = [
     "EVENTS_FILE",
@@ -150,22 +150,6 @@ def read_events(path: str | Path) -> dict[str, Any]:
     return document
 
 
-def _resize(map2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map (h, w) to ``size`` (H, W)."""
-    import torch
-    import torch.nn.functional as F
-
-    tensor = torch.from_numpy(np.ascontiguousarray(map2d, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def _unit(values: np.ndarray, percentile: float = 100.0) -> np.ndarray:
-    """Scale to [0, 1] between the minimum and the given percentile (then clipped)."""
-    low = float(values.min())
-    high = float(np.percentile(values, percentile)) if percentile < 100 else float(values.max())
-    return np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
-
-
 def write_event_maps(
     maps_dir: Path,
     stem: str,
@@ -182,10 +166,8 @@ def write_event_maps(
     """
     maps_dir.mkdir(parents=True, exist_ok=True)
     size = frame.shape[:2]
-    heat = _unit(_resize(np.maximum(cam, 0.0), size))
-    # a few pixels dominate Guided Backprop; the 99.5th percentile keeps the rest visible
-    magnitude = _unit(_resize(np.abs(guided).sum(axis=0), size), 99.5)
-    soft = np.clip(_resize(mask, size), 0.0, 1.0)
+    heat = gradcam_heat(cam, size)
+    soft = np.clip(resize_map(mask, size), 0.0, 1.0)
     names = {
         "frame": f"{stem}_frame.png",
         "gradcam_overlay": f"{stem}_gradcam.png",
@@ -195,7 +177,7 @@ def write_event_maps(
         "guided_backprop_raw": f"{stem}_guided_backprop.npy",
         "mask_raw": f"{stem}_mask.npy",
     }
-    grey = (magnitude * 255).round().astype(np.uint8)
+    grey = guided_picture(guided, size)
     masked = (frame.astype(np.float32) * soft[..., None]).round().astype(np.uint8)
     for key, image in (
         ("frame", frame),

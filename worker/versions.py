@@ -48,7 +48,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from models.checkpoint import file_sha256
+from models.checkpoint_info import file_sha256
 
 from ._exceptions import InvalidCameraError
 from .cameras import validate_camera

@@ -15,11 +15,15 @@ import threading
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("detect", "finetune")
+KINDS = ("detect", "finetune", "frames")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=KINDS, help="which queue to consume")
+    parser.add_argument(
+        "kind",
+        choices=KINDS,
+        help="which queue to consume (a detect worker also takes frames jobs)",
+    )
     parser.add_argument("--name", help="consumer name (default: host-pid-random)")
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
     parser.add_argument(

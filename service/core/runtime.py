@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from models._exceptions import CheckpointError
-from worker._exceptions import JobError, QueueError, StorageError
+from worker._exceptions import JobError, NoModelError, QueueError, StorageError
 from worker.jobs import DETECT, FINETUNE, JOB_KINDS, Worker, reconcile
-from worker.model_cache import ModelCache, model_version
+from worker.model_cache import ModelCache, ServedModels
 from worker.queue import JobQueue, open_queue
 from worker.settings import Settings
-from worker.storage import ModelRef, Storage
+from worker.storage import Storage
+from worker.versions import ModelRegistry, VersionError
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -40,49 +40,37 @@ class ModelStatus:
 
 
 class ModelCheck:
-    """Can the model to serve be loaded? Checked once per checkpoint file version."""
+    """Can the model to serve be served? Its checkpoint is read without torch: the
+    file must exist and describe a model (:func:`models.checkpoint_info.read_checkpoint_info`);
+    an active version must also match the hash on its card."""
 
-    def __init__(self, storage: Storage, settings: Settings) -> None:
-        self.storage = storage
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._key: tuple[Any, ...] | None = None
-        self._status = ModelStatus(False, None, "not checked yet")
+    def __init__(self, served: ServedModels) -> None:
+        self.served = served
+        self._version: str | None = None
 
     def check(self) -> ModelStatus:
         try:
-            ref = self.storage.model_to_serve(self.settings.checkpoint)
-        except StorageError as exc:
+            model = self.served.current()
+        except (StorageError, NoModelError, CheckpointError) as exc:
             return ModelStatus(False, None, str(exc))
-        if ref is None:
-            return ModelStatus(
-                False,
-                None,
-                "no model to serve: set ATCON_CHECKPOINT or activate a model version",
-            )
-        try:
-            stat = ref.checkpoint.stat()
-        except OSError:
-            return ModelStatus(False, ref.version, f"checkpoint {ref.checkpoint} does not exist")
-        key = (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key != self._key:
-                self._status = self._load(ref)
-                self._key = key
-            return self._status
-
-    def _load(self, ref: ModelRef) -> ModelStatus:
-        from models.checkpoint import load_checkpoint
-
-        try:
-            load_checkpoint(ref.checkpoint)
-        except CheckpointError as exc:
-            return ModelStatus(False, ref.version, str(exc))
-        return ModelStatus(True, model_version(ref), "loadable")
+        self._version = model.name
+        if model.ref.version is not None:
+            try:
+                card = ModelRegistry(self.served.storage.models).get(model.ref.version)
+            except (VersionError, OSError, ValueError) as exc:
+                return ModelStatus(False, model.name, f"the card cannot be read: {exc}")
+            if card.checkpoint_sha256 != model.info.sha256:
+                return ModelStatus(
+                    False,
+                    model.name,
+                    f"the checkpoint of {model.name} differs from its card (sha256 "
+                    f"{(model.info.sha256 or '')[:12]}, card {card.checkpoint_sha256[:12]})",
+                )
+        return ModelStatus(True, model.name, "loadable")
 
     @property
     def version(self) -> str | None:
-        return self._status.version
+        return self._version
 
 
 @dataclass
@@ -92,6 +80,8 @@ class Runtime:
     queue: JobQueue
     audit: AuditLog
     model_check: ModelCheck
+    #: the served models' descriptions (names, classes, input size), read without torch
+    served: ServedModels
     #: signs the browser pages' session cookies (secret: <data_dir>/session.key)
     sessions: SessionCodec
     #: counts failed authentications per client address (429 over the limit)
@@ -110,12 +100,14 @@ class Runtime:
         storage.ensure_layout()
         # embedded: this process is the only one using tmp/; shared: leave others' work
         storage.clean_tmp(older_than_s=0.0 if settings.embedded else 24 * 3600.0)
+        served = ServedModels(storage, settings)
         runtime = cls(
             settings=settings,
             storage=storage,
             queue=queue or open_queue(settings),
             audit=AuditLog(storage.audit_log),
-            model_check=ModelCheck(storage, settings),
+            model_check=ModelCheck(served),
+            served=served,
             sessions=SessionCodec(
                 load_secret(storage.root / "session.key"),
                 store=SessionStore(storage.root / "sessions"),
