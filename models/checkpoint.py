@@ -11,34 +11,19 @@ is all a worker needs to serve a model. The info alone is read without torch by
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ._exceptions import CheckpointError
+from .atomic import atomic_file
 from .backbones import build_backbone
-from .checkpoint_info import (
-    FORMAT_VERSION,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CheckpointInfo,
-    file_sha256,
-    read_checkpoint_info,
-)
+from .checkpoint_info import FORMAT_VERSION, CheckpointInfo, file_sha256, info_of_payload
 
-__all__ = [
-    "FORMAT_VERSION",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "CheckpointInfo",
-    "file_sha256",
-    "load_checkpoint",
-    "read_checkpoint_info",
-    "save_checkpoint",
-]
+#: ``CheckpointInfo`` and ``file_sha256`` live in :mod:`models.checkpoint_info`
+#: (torch-free) and are re-exported here
+__all__ = ["FORMAT_VERSION", "CheckpointInfo", "file_sha256", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: CheckpointInfo) -> str:
@@ -54,16 +39,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: CheckpointInfo) ->
         "info": info.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        torch.save(payload, fh)
     return file_sha256(path)
 
 
@@ -78,15 +55,7 @@ def load_checkpoint(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} is not an ATCON checkpoint of format {FORMAT_VERSION} "
-            "(train one with `atcon train`)"
-        )
-    try:
-        info = CheckpointInfo.from_dict(payload["info"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} has an invalid description: {exc}") from exc
+    info = info_of_payload(path, payload)
     info.sha256 = file_sha256(path)
     model = build_backbone(info.arch, info.num_classes, **info.arch_kwargs)
     try:

@@ -33,6 +33,7 @@ __all__ = [
     "IMAGENET_STD",
     "CheckpointInfo",
     "file_sha256",
+    "info_of_payload",
     "read_checkpoint_info",
 ]
 
@@ -147,15 +148,21 @@ def read_checkpoint_info(path: str | Path, *, sha256: bool = True) -> Checkpoint
         raise
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
+    info = info_of_payload(path, payload)
+    if sha256:
+        info.sha256 = file_sha256(path)
+    return info
+
+
+def info_of_payload(path: Path, payload: Any) -> CheckpointInfo:
+    """The :class:`CheckpointInfo` of an unpickled checkpoint ``payload`` read from
+    ``path``; :class:`~models.CheckpointError` when it is not one of this format."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is not an ATCON checkpoint of format {FORMAT_VERSION} "
             "(train one with `atcon train`)"
         )
     try:
-        info = CheckpointInfo.from_dict(payload["info"])
+        return CheckpointInfo.from_dict(payload["info"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} has an invalid description: {exc}") from exc
-    if sha256:
-        info.sha256 = file_sha256(path)
-    return info

@@ -20,6 +20,8 @@
           |    +-- NoResultsError              the video has no results yet (still queued,
           |    |                               running, or failed)
           |    +-- UnknownFrameError (LookupError)  no frame with that id is in the pool
+          |    +-- ResultsUnreadableError      events.json or scores.npz cannot be read
+          |         +-- SchemaVersionError     events.json of another schema version
           +-- QueueError                       the job queue refused an operation
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
@@ -62,6 +64,8 @@ __all__ = [
     "QueueError",
     "QueueUnavailableError",
     "ResultsExistError",
+    "ResultsUnreadableError",
+    "SchemaVersionError",
     "SettingsError",
     "StorageError",
     "UnknownFrameError",
@@ -138,6 +142,15 @@ class InvalidFrameError(WorkerError, ValueError):
 
 class ZipTooLargeError(InvalidFrameError):
     """A zip archive with more entries or more decompressed bytes than allowed."""
+
+
+class ResultsUnreadableError(StorageError):
+    """A video's ``events.json`` or ``scores.npz`` cannot be read or is not what it
+    should be."""
+
+
+class SchemaVersionError(ResultsUnreadableError):
+    """An ``events.json`` of a schema version this code does not read."""
 
 
 class QueueError(WorkerError):

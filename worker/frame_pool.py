@@ -495,12 +495,13 @@ def collect_from_detection(
     ``frames_per_minute`` frames per minute of video are taken, at least one; each
     carries the video's ``camera``.
     """
+    from .results import read_scores
     from .video import extract_frames
 
     if frames_per_minute <= 0:
         return []
-    with np.load(scores_npz) as scores:
-        times, pts = scores["times"], scores["pts"]
+    scores = read_scores(scores_npz)
+    times, pts = scores["times"], scores["pts"]
     if len(times) == 0:
         return []
     duration_min = max(float(times[-1]) - float(times[0]), 1e-9) / 60.0

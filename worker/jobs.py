@@ -52,6 +52,7 @@ from ._exceptions import (
 )
 from .model_cache import ModelCache
 from .queue import Job, JobQueue, JobState, Lease
+from .results import SCORES_FILE
 from .settings import Settings
 from .storage import Storage
 
@@ -200,7 +201,7 @@ def _collect_frames(
             pool,
             detector,
             storage.source_path(video_id),
-            storage.results_dir(video_id) / "scores.npz",
+            storage.results_dir(video_id) / SCORES_FILE,
             video_id=video_id,
             frames_per_minute=settings.pool_frames_per_minute,
             model_version=version,

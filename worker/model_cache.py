@@ -116,10 +116,9 @@ class ModelCache:
         it is not loaded (``camera=None``: the default model)."""
         ref = self.reference(camera)
         try:
-            stat = ref.checkpoint.stat()
-        except FileNotFoundError:
+            key = _file_key(ref)
+        except OSError:
             raise JobError(f"the checkpoint to serve, {ref.checkpoint}, does not exist") from None
-        key = (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
         with self._lock:
             entry = self._loaded.get(key)
             if entry is None:
@@ -144,6 +143,12 @@ class ModelCache:
         """The versions loaded now, least recently used first."""
         with self._lock:
             return [version for _, version in self._loaded.values()]
+
+
+def _file_key(ref: ModelRef) -> tuple[Any, ...]:
+    """What identifies one version of a served checkpoint file (changes when replaced)."""
+    stat = ref.checkpoint.stat()
+    return (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
 
 
 def model_reference(storage: Storage, settings: Settings, camera: str | None = None) -> ModelRef:
@@ -225,10 +230,9 @@ class ServedModels:
 
         ref = model_reference(self.storage, self.settings, camera)
         try:
-            stat = ref.checkpoint.stat()
+            key = _file_key(ref)
         except OSError:
             raise CheckpointError(f"checkpoint {ref.checkpoint} does not exist") from None
-        key = (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
         with self._lock:
             served = self._cache.get(key)
         if served is None:

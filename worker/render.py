@@ -16,12 +16,12 @@ comparison overlays (:mod:`worker.comparison`) and the API's resized heat maps
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from models.atomic import atomic_file
 
 __all__ = [
     "GUIDED_PERCENTILE",
@@ -106,13 +106,6 @@ def save_png_atomic(image: np.ndarray, path: str | Path, *, compress_level: int 
     6 for files about a third larger.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(image).save(fh, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, fsync=False) as fh:
+        Image.fromarray(image).save(fh, format="PNG", compress_level=compress_level)
     return path

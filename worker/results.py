@@ -63,7 +63,9 @@ from typing import Any
 
 import numpy as np
 
-from ._exceptions import ResultsExistError
+from models.atomic import atomic_write_text
+
+from ._exceptions import ResultsExistError, ResultsUnreadableError, SchemaVersionError
 from .render import gradcam_heat, guided_picture, heat_overlay, resize_map, save_png_atomic
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCORES_FILE",
     "read_events",
+    "read_scores",
     "safe_stem",
     "staged_directory",
     "write_event_maps",
@@ -125,29 +128,49 @@ def staged_directory(out_dir: str | Path, *, overwrite: bool = False) -> Iterato
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` as strict JSON (no NaN) via a temporary name and a rename."""
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def read_events(path: str | Path) -> dict[str, Any]:
-    """Read ``events.json`` (or the results folder holding it), checking its schema version."""
+    """Read ``events.json`` (or the results folder holding it), checking its schema version.
+
+    The one reader of the file. Raises ``FileNotFoundError`` when it is not there,
+    :class:`~worker.ResultsUnreadableError` when it is not a JSON object, and
+    :class:`~worker.SchemaVersionError` when it is of another schema version.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ResultsUnreadableError(f"{path} is unreadable: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ResultsUnreadableError(f"{path} is not a JSON object")
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has events schema version {version!r}; this code reads {SCHEMA_VERSION}"
+        raise SchemaVersionError(
+            f"{path} has events schema version {version!r}; this code reads {SCHEMA_VERSION} "
+            "(results written by another release: run the video again to rewrite them)"
         )
     return document
+
+
+def read_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """Read ``scores.npz`` (or the results folder holding it): times, pts, scores,
+    class_names; :class:`~worker.ResultsUnreadableError` when it cannot be used."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SCORES_FILE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ResultsUnreadableError(f"{path} is unreadable: {exc}") from exc
 
 
 def write_event_maps(

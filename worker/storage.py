@@ -39,7 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.atomic import atomic_write_bytes, atomic_write_json
+
 from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
+from .results import EVENTS_FILE, read_events
 
 __all__ = [
     "ModelRef",
@@ -60,7 +63,8 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
-EVENTS_NAME = "events.json"
+#: the name of a video's events file (:mod:`worker.results` owns it)
+EVENTS_NAME = EVENTS_FILE
 
 
 def new_id() -> str:
@@ -97,25 +101,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
 @dataclass
@@ -290,16 +275,12 @@ class Storage:
         return (self.results_dir(video_id) / EVENTS_NAME).is_file()
 
     def read_events(self, video_id: str) -> dict[str, Any] | None:
-        """The ``events.json`` of a video, or None while it has no results."""
+        """The ``events.json`` of a video (:func:`worker.results.read_events`, schema
+        version checked), or None while it has no results."""
         try:
-            data = json.loads((self.results_dir(video_id) / EVENTS_NAME).read_text())
+            return read_events(self.results_dir(video_id))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"results of video {video_id} are unreadable: {exc}") from exc
-        if not isinstance(data, dict):
-            raise StorageError(f"results of video {video_id} are not a JSON object")
-        return data
 
     def staging_dir(self, video_id: str) -> Path:
         """A fresh empty folder in ``tmp/`` where a job builds a video's results."""

@@ -152,6 +152,7 @@ class StandInDetector:
             progress(0.5)
             progress(1.0)
         content = {
+            "schema_version": 1,
             "video_id": video_id,
             "model": {"version": self.version},
             "sampling": {"samples": 7},
@@ -305,7 +306,7 @@ def test_reconcile_requeues_uploads_without_results(queue, storage):
     finished = add_video(storage)
     staging = storage.staging_dir(finished.video_id) / "r"
     staging.mkdir()
-    (staging / "events.json").write_text("{}")
+    (staging / "events.json").write_text('{"schema_version": 1}')
     storage.publish_results(finished.video_id, staging)
     queued = add_video(storage)
     queue.enqueue("detect", {"video_id": queued.video_id}, job_id=queued.job_id)
