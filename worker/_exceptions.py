@@ -27,7 +27,9 @@
           |    +-- JobNotFoundError            no job with that id
           +-- JobError                         a job that cannot succeed; it is not retried
           |    +-- NoModelError (LookupError)  no model to serve: no active version and no
-          |                                    ATCON_CHECKPOINT
+          |    |                               ATCON_CHECKPOINT
+          |    +-- LockLostError               the job's lock (fine-tune) expired or was
+          |                                    taken over; the job stops, registering nothing
           +-- InvalidFrameError (ValueError)   an uploaded frame that is not a usable image
           |    +-- ZipTooLargeError            a zip of frames over the entry or byte caps
           +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
@@ -57,6 +59,7 @@ __all__ = [
     "InvalidIdError",
     "JobError",
     "JobNotFoundError",
+    "LockLostError",
     "NoModelError",
     "NoResultsError",
     "NoVideoStreamError",
@@ -171,6 +174,11 @@ class JobError(WorkerError):
 
 class NoModelError(JobError, LookupError):
     """No model to serve: no version is active and ``ATCON_CHECKPOINT`` is not set."""
+
+
+class LockLostError(JobError):
+    """The lock a job holds was lost (its lease expired and another process took it,
+    or it could not be renewed); the job stops without writing its result."""
 
 
 class JobCancelledError(JobError):

@@ -50,11 +50,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from ._exceptions import JobNotFoundError, QueueError, QueueUnavailableError
 from .queue import DURATION_BUCKETS, Job, JobQueue, JobState, JobStats, Lease
+from .redis_client import connect
 from .settings import Settings
 from .storage import new_id
 
@@ -257,14 +256,7 @@ class RedisQueue(JobQueue):
         if client is None:
             if settings.redis_url is None:
                 raise ValueError("settings.redis_url must be set for a RedisQueue")
-            client = redis.Redis.from_url(
-                settings.redis_url,
-                decode_responses=True,
-                socket_connect_timeout=2.0,
-                socket_timeout=10.0,
-                health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 1),
-            )
+            client = connect(settings)
         # decode_responses=True: replies are str, which redis-py's annotations cannot express
         self.client: Any = client
         self.prefix = settings.queue_prefix

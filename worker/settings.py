@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     #: unlabeled pool frames on which a candidate without labeled validation is shown
     #: beside its parent on the models page (0: no comparison)
     finetune_compare_frames: int = Field(default=12, ge=0, le=200)
+    #: lease of the fine-tune lock in Redis, renewed every third of it; a holder that
+    #: cannot renew it for this long stops (``LockLostError``)
+    finetune_lock_ttl_s: float = Field(default=60.0, ge=0.1)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
 
