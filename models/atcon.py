@@ -62,7 +62,12 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
-from ._exceptions import LayerNotFoundError, MapTooSmallError, UnsupportedActivationError
+from ._exceptions import (
+    LayerNotFoundError,
+    MapTooSmallError,
+    ModelError,
+    UnsupportedActivationError,
+)
 from ._hooks import resolve_layer
 from .attention import check_images, grad_cam_with_targets, guided_backprop, integrated_gradients
 
@@ -99,21 +104,38 @@ _second_order_ok: dict[type[nn.Module], bool] = {}
 
 
 def _twice_differentiable(module: nn.Module) -> bool:
-    """Whether autograd can differentiate ``module``'s backward once more."""
+    """Whether autograd can differentiate ``module``'s backward once more.
+
+    The probe is a tiny float64 tensor (1, 2, 4, 4). A module that refuses it in its
+    forward (another shape, dtype or arity) is no activation this probe can judge and
+    counts as fine. In the backward passes, autograd's "derivative for ... is not
+    implemented" means no; any other failure is unexpected and raises
+    :class:`ModelError` naming the module, rather than passing as "fine".
+    """
     kind = type(module)
     if kind not in _second_order_ok:
-        ok = True
         leaf = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
         try:
             out = module(leaf * 1.0)
-            (grad,) = torch.autograd.grad(out.sum(), leaf, create_graph=True)
-            if grad.requires_grad:
-                torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            _second_order_ok[kind] = True  # the probe does not fit this module: not an activation
+            return True
+        ok = True
+        try:
+            if isinstance(out, Tensor) and out.requires_grad:
+                (grad,) = torch.autograd.grad(out.sum(), leaf, create_graph=True)
+                if grad.requires_grad:
+                    torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
         except (NotImplementedError, RuntimeError) as exc:
             message = str(exc).lower()  # autograd: "derivative for aten::X is not implemented"
-            ok = not ("derivative for" in message and "not implemented" in message)
-        except Exception:  # shape or dtype trouble: not an activation we can probe
-            ok = True
+            if isinstance(exc, NotImplementedError) or (
+                "derivative for" in message and "not implemented" in message
+            ):
+                ok = False
+            else:
+                raise ModelError(
+                    f"probing {kind.__name__} for a second derivative failed unexpectedly: {exc}"
+                ) from exc
         _second_order_ok[kind] = ok
     return _second_order_ok[kind]
 

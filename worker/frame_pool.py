@@ -13,6 +13,7 @@ labeled ``train``/``val`` folders with ``labels.csv`` when labels exist.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -22,7 +23,8 @@ import os
 import re
 import uuid
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -271,6 +273,23 @@ class FramePool:
         data = json.dumps(asdict(record), sort_keys=True).encode()
         atomic_write_bytes(self._record_path(record.frame_id), data)
 
+    @contextmanager
+    def _updating(self, frame_id: str) -> Iterator[FrameRecord]:
+        """Read, change and write one frame's record under its own lock (an ``flock``,
+        so also across processes): a clinician's labels and a worker's score written
+        at the same moment both survive."""
+        self._record_path(frame_id)  # validates the id before it becomes a path
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        fd = os.open(locks / frame_id, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            record = self.get(frame_id)
+            yield record
+            self._save_record(record)
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def get(self, frame_id: str) -> FrameRecord:
         path = self._record_path(frame_id)
         try:
@@ -357,19 +376,17 @@ class FramePool:
             raise ValueError(
                 f"labels {unknown} are not classes of the model; known: {known_classes}"
             )
-        record = self.get(frame_id)
-        record.labels = sorted(set(labels))
-        record.labeled_at = _now()
-        if record.split is None:  # stable: a relabeled frame keeps its split
-            record.split = "val" if _bucket(frame_id) < self.val_fraction else "train"
-        self._save_record(record)
+        with self._updating(frame_id) as record:
+            record.labels = sorted(set(labels))
+            record.labeled_at = _now()
+            if record.split is None:  # stable: a relabeled frame keeps its split
+                record.split = "val" if _bucket(frame_id) < self.val_fraction else "train"
         return record
 
     def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
-        record = self.get(frame_id)
-        record.consistency = float(value)
-        record.consistency_model = model_version
-        self._save_record(record)
+        with self._updating(frame_id) as record:
+            record.consistency = float(value)
+            record.consistency_model = model_version
         return record
 
     # ------------------------------------------------------------------ exporting

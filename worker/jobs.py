@@ -441,6 +441,24 @@ class Worker:
 # -- rebuilding the queue from the data directory ---------------------------------------------
 
 
+def _requeue_if_lost(storage: Storage, queue: JobQueue, video_id: str, job_id: str) -> bool:
+    """Queue ``video_id``'s job again if it has no results and no job; True if queued."""
+    if storage.has_results(video_id):
+        return False
+    try:
+        queue.get(job_id)
+        return False
+    except JobNotFoundError:
+        pass
+    try:
+        queue.enqueue(DETECT, {"video_id": video_id}, job_id=job_id)
+    except QueueUnavailableError:
+        raise
+    except QueueError:  # another API process queued it again first
+        return False
+    return True
+
+
 def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
     """Queue again every upload that has no results and no live job; return their ids.
 
@@ -449,25 +467,18 @@ def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
     job back under the same job id, so status URLs handed out before keep working.
     A failed job stays failed (an admin requeues it from the dead-letter list). Several
     API processes may run it at once: a job another one queued first is left to it.
+    A video that cannot be checked (unreadable record, a job record the queue refuses
+    to read) is logged and skipped; the others are still checked. Only an unreachable
+    queue stops it (:class:`~worker.QueueUnavailableError`).
     """
     requeued = []
     for record in storage.list_videos():
         try:
-            if storage.has_results(record.video_id):
-                continue
-            try:
-                queue.get(record.job_id)
-                continue
-            except JobNotFoundError:
-                pass
-            try:
-                queue.enqueue(DETECT, {"video_id": record.video_id}, job_id=record.job_id)
-            except QueueUnavailableError:
-                raise
-            except QueueError:  # another API process queued it again first
-                continue
-            requeued.append(record.video_id)
-        except StorageError as exc:
+            if _requeue_if_lost(storage, queue, record.video_id, record.job_id):
+                requeued.append(record.video_id)
+        except QueueUnavailableError:
+            raise  # nothing can be queued now; the caller tries again later
+        except (StorageError, QueueError, OSError) as exc:  # this one only: go on
             logger.warning("video %s not requeued: %s", record.video_id, exc)
     if requeued:
         logger.info("queued %d upload(s) without results again", len(requeued))
