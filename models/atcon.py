@@ -97,6 +97,8 @@ _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
 #: fewest pixels a Grad-CAM map needs: with 1 the correlation is 0/0, with 2 it is ±1
 MIN_MAP_PIXELS: Final = 3
+#: the soft mask's sharpness w in sigmoid(w (g - s)) (:func:`soft_mask`): the paper's 8.0
+MASK_INTENSITY: Final = 8.0
 #: a map whose spread (max - min) is at most this fraction of its largest magnitude is constant
 _CONSTANT_RTOL = 1e-6
 
@@ -404,7 +406,7 @@ def atcon_loss_parts(
     images: Tensor,
     *,
     layer: nn.Module | None = None,
-    mask_intensity: float = 8.0,
+    mask_intensity: float = MASK_INTENSITY,
     gb_normalization: str = "none",
     similarity: str = "pearson",
     method: str = "guided_backprop",
@@ -446,7 +448,7 @@ def atcon_loss(
     images: Tensor,
     *,
     layer: nn.Module | None = None,
-    mask_intensity: float = 8.0,
+    mask_intensity: float = MASK_INTENSITY,
     gb_normalization: str = "none",
     similarity: str = "pearson",
     method: str = "guided_backprop",
@@ -478,7 +480,7 @@ def attention_consistency(
     targets: Tensor | None = None,
     *,
     layer: nn.Module | None = None,
-    mask_intensity: float = 8.0,
+    mask_intensity: float = MASK_INTENSITY,
     gb_normalization: str = "none",
     similarity: str = "pearson",
     method: str = "guided_backprop",

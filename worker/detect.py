@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from models._hooks import resolve_layer
-from models.atcon import GB_NORMALIZATIONS, map_consistency, soft_mask
+from models.atcon import GB_NORMALIZATIONS, MASK_INTENSITY, map_consistency, soft_mask
 from models.attention import grad_cam, gradcam_and_guided_backprop
 from models.checkpoint import CheckpointInfo, load_checkpoint
 from models.events import Event, segment_events
@@ -130,7 +130,7 @@ class DetectionConfig:
     merge_gap_s: float = 1.0
     padding_s: float = 0.0
     maps: bool = True
-    mask_intensity: float = 8.0
+    mask_intensity: float = MASK_INTENSITY
     gb_normalization: str = "none"
     prefetch_batches: int = 4
     decode_threads: int = 0

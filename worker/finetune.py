@@ -58,7 +58,7 @@ from .locks import HeldLock, LocalLock, RedisLock, held
 from .queue import JobQueue, JobState
 from .redis_client import uses_redis
 from .settings import Settings
-from .storage import Storage, atomic_write_json
+from .storage import ID_PATTERN, Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class FinetuneRequest(BaseModel):
     since: datetime | None = Field(
         default=None, description="use unlabeled frames added at or after this time"
     )
-    video_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] | None = Field(
+    video_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
         default=None,
         max_length=10_000,
         description="use unlabeled frames from these videos only",
@@ -344,7 +344,7 @@ def finetune_job(
 ) -> JobOutcome:
     """Run one fine-tune (see the module docstring); return the new version's card summary."""
     from models.adaptation import AdaptConfig
-    from models.atcon import check_map_size
+    from models.atcon import MASK_INTENSITY, check_map_size
     from models.checkpoint import load_checkpoint
     from models.finetune import FinetuneConfig, named_layer
     from models.methods import ATCON, parse_method
@@ -436,7 +436,7 @@ def finetune_job(
                     batch_size=batch,
                     unlabeled_batch_size=batch,
                     alpha=options.alpha if options.alpha is not None else 1.0,
-                    mask_intensity=options.mask_intensity or 8.0,
+                    mask_intensity=options.mask_intensity or MASK_INTENSITY,
                     layer=options.layer,
                 )
                 try:

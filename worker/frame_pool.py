@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ._exceptions import InvalidFrameError, UnknownFrameError, ZipTooLargeError
 from .cameras import validate_camera
-from .storage import atomic_write_bytes
+from .storage import ID_PATTERN, atomic_write_bytes
 
 __all__ = [
     "NO_CAMERA",
@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_FRAME_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_FRAME_ID_RE = re.compile(ID_PATTERN)
 _MAX_ZIP_ENTRY_BYTES = 64 * 2**20
 #: default caps of one zip import: entries, and decompressed bytes of its image entries
 ZIP_MAX_ENTRIES = 5000

@@ -70,6 +70,7 @@ from .render import gradcam_heat, guided_picture, heat_overlay, resize_map, save
 
 __all__ = [
     "EVENTS_FILE",
+    "EVENT_ID_PATTERN",
     "SCHEMA_VERSION",
     "SCORES_FILE",
     "read_events",
@@ -83,6 +84,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: the form of an event id in ``events.json`` (``<label>-<k>``), checked before use
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 EVENTS_FILE = "events.json"
 SCORES_FILE = "scores.npz"
 MAPS_DIR = "maps"

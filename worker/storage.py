@@ -45,6 +45,7 @@ from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
 from .results import EVENTS_FILE, read_events
 
 __all__ = [
+    "ID_PATTERN",
     "ModelRef",
     "Storage",
     "VideoRecord",
@@ -57,7 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+#: the one form of every server-chosen id (videos, jobs, frames): a UUID4's 32 hex digits
+ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(ID_PATTERN)
 #: control characters, and the bidirectional controls that make a name display in
 #: another order than it is (U+202E shows "gnp.mp4" as "mp4.png")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

@@ -23,6 +23,7 @@ from worker.frame_pool import FramePool, FrameRecord
 from worker.frame_scoring import FRAME_MAP_KINDS, frame_map_path, request_scoring
 from worker.model_cache import ServedModel
 from worker.settings import Settings
+from worker.storage import ID_PATTERN
 
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
@@ -33,7 +34,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/frames", tags=["frames"], responses=PROBLEM_RESPONSES)
 
-FrameId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a frame id")]
+FrameId = Annotated[str, Path(pattern=ID_PATTERN, description="a frame id")]
 #: a zip's local file header, and the end record an empty zip starts with
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
