@@ -59,6 +59,7 @@ from models.inference import prepare_for_inference
 from ._exceptions import CheckpointMismatchError
 from ._memory import release_free_memory
 from ._prefetch import Prefetcher
+from .frames import normalization
 from .model_cache import checkpoint_name
 from .probe import VideoInfo, probe
 from .results import (
@@ -260,10 +261,7 @@ class Detector:
         self.scorer: Callable[[Tensor], Tensor] = self.scoring_model
         #: whether :attr:`scorer` is compiled (then it takes exactly ``batch_size`` frames)
         self.compiled = False
-        std = torch.tensor(info.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        mean = torch.tensor(info.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = mean / std
+        self._scale, self._shift = normalization(info.mean, info.std, device=self.device)
         on = dict(zip(self.class_names, info.thresholds, strict=True))
         on.update(cfg.thresholds)
         self.on_thresholds = [float(on[name]) for name in self.class_names]
