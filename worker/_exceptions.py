@@ -22,14 +22,23 @@
           |    +-- UnknownFrameError (LookupError)  no frame with that id is in the pool
           |    +-- ResultsUnreadableError      events.json or scores.npz cannot be read
           |         +-- SchemaVersionError     events.json of another schema version
+          +-- VersionError (ValueError)        a model version cannot be registered or
+          |    |                               activated as asked (rejected, ...)
+          |    +-- UnknownVersionError (LookupError)  no model version of that name
+          |    +-- NoCameraVersionError (LookupError) no version activated for that camera
+          |    +-- VersionsUnreadableError     ACTIVE or CAMERAS.json cannot be read
+          +-- LeaseLostError                   a job's lease went to another worker; the job
+          |                                    is abandoned to it (never reaches the API)
           +-- QueueError                       the job queue refused an operation
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
           +-- JobError                         a job that cannot succeed; it is not retried
+          |    +-- JobCancelledError           an admin cancelled it
           |    +-- NoModelError (LookupError)  no model to serve: no active version and no
           |    |                               ATCON_CHECKPOINT
           |    +-- LockLostError               the job's lock (fine-tune) expired or was
           |                                    taken over; the job stops, registering nothing
+          +-- UnknownLabelsError (ValueError)  labels that are not classes of the served model
           +-- InvalidFrameError (ValueError)   an uploaded frame that is not a usable image
           |    +-- ZipTooLargeError            a zip of frames over the entry or byte caps
           +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
@@ -57,9 +66,12 @@ __all__ = [
     "InvalidCameraError",
     "InvalidFrameError",
     "InvalidIdError",
+    "JobCancelledError",
     "JobError",
     "JobNotFoundError",
+    "LeaseLostError",
     "LockLostError",
+    "NoCameraVersionError",
     "NoModelError",
     "NoResultsError",
     "NoVideoStreamError",
@@ -72,6 +84,10 @@ __all__ = [
     "SettingsError",
     "StorageError",
     "UnknownFrameError",
+    "UnknownLabelsError",
+    "UnknownVersionError",
+    "VersionError",
+    "VersionsUnreadableError",
     "VideoDecodeError",
     "VideoNotFoundError",
     "WorkerError",
@@ -139,6 +155,10 @@ class UnknownFrameError(StorageError, LookupError):
     """No frame with that id is in the pool."""
 
 
+class UnknownLabelsError(WorkerError, ValueError):
+    """Labels for a pool frame that are not classes of the served model."""
+
+
 class InvalidFrameError(WorkerError, ValueError):
     """An uploaded frame is not an image this service can use."""
 
@@ -154,6 +174,26 @@ class ResultsUnreadableError(StorageError):
 
 class SchemaVersionError(ResultsUnreadableError):
     """An ``events.json`` of a schema version this code does not read."""
+
+
+class VersionError(WorkerError, ValueError):
+    """A model version cannot be registered or activated as asked."""
+
+
+class UnknownVersionError(VersionError, LookupError):
+    """No model version of that name exists."""
+
+
+class NoCameraVersionError(VersionError, LookupError):
+    """No model version is activated for that camera (it is served the default)."""
+
+
+class VersionsUnreadableError(VersionError):
+    """The versions' pointers (``ACTIVE``, ``CAMERAS.json``) cannot be read."""
+
+
+class LeaseLostError(WorkerError):
+    """Raised inside a job when its lease went to another worker; the job is abandoned."""
 
 
 class QueueError(WorkerError):

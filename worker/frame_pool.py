@@ -33,7 +33,12 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._exceptions import InvalidFrameError, UnknownFrameError, ZipTooLargeError
+from ._exceptions import (
+    InvalidFrameError,
+    UnknownFrameError,
+    UnknownLabelsError,
+    ZipTooLargeError,
+)
 from .cameras import validate_camera
 from .storage import ID_PATTERN, atomic_write_bytes
 
@@ -373,7 +378,7 @@ class FramePool:
         """Store a clinician's labels (an empty list: no event); assign train or val."""
         unknown = sorted(set(labels) - set(known_classes))
         if unknown:
-            raise ValueError(
+            raise UnknownLabelsError(
                 f"labels {unknown} are not classes of the model; known: {known_classes}"
             )
         with self._updating(frame_id) as record:

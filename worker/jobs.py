@@ -44,6 +44,7 @@ from ._exceptions import (
     JobCancelledError,
     JobError,
     JobNotFoundError,
+    LeaseLostError,
     QueueError,
     QueueUnavailableError,
     StorageError,
@@ -82,10 +83,6 @@ FRAMES = "frames"
 
 class ProgressFn(Protocol):
     def __call__(self, fraction: float, detail: Mapping[str, Any] | None = None) -> None: ...
-
-
-class LeaseLostError(Exception):
-    """Raised inside a job when its lease went to another worker; the job is abandoned."""
 
 
 @dataclass

@@ -56,7 +56,13 @@ from typing import Any
 
 from models.checkpoint_info import file_sha256
 
-from ._exceptions import InvalidCameraError
+from ._exceptions import (
+    InvalidCameraError,
+    NoCameraVersionError,
+    UnknownVersionError,
+    VersionError,
+    VersionsUnreadableError,
+)
 from .cameras import validate_camera
 from .storage import atomic_write_bytes, atomic_write_json
 
@@ -68,6 +74,7 @@ __all__ = [
     "UnknownVersionError",
     "VersionError",
     "VersionStatus",
+    "VersionsUnreadableError",
     "promotion_gate",
 ]
 
@@ -78,18 +85,6 @@ _VERSION_RE = re.compile(r"^v\d{4,9}$")
 _ATTACHMENT_RE = re.compile(
     r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$"
 )
-
-
-class VersionError(ValueError):
-    """A model version cannot be registered or activated as asked."""
-
-
-class UnknownVersionError(VersionError, LookupError):
-    """No model version of that name exists."""
-
-
-class NoCameraVersionError(VersionError, LookupError):
-    """No model version is activated for that camera (it is served the default)."""
 
 
 class VersionStatus(StrEnum):
@@ -313,17 +308,19 @@ class ModelRegistry:
         except FileNotFoundError:
             return {}
         except ValueError as exc:
-            raise VersionError(f"{path} is not valid JSON: {exc}") from exc
+            raise VersionsUnreadableError(f"{path} is not valid JSON: {exc}") from exc
         mapping = data.get("cameras") if isinstance(data, dict) else None
         if not isinstance(mapping, dict):
-            raise VersionError(f"{path} holds no 'cameras' object")
+            raise VersionsUnreadableError(f"{path} holds no 'cameras' object")
         for camera, version in mapping.items():
             try:
                 validate_camera(camera, f"{path.name} entry")
             except InvalidCameraError as exc:
-                raise VersionError(str(exc)) from exc
+                raise VersionsUnreadableError(str(exc)) from exc
             if not isinstance(version, str) or not _VERSION_RE.match(version):
-                raise VersionError(f"{path} names {version!r:.40} for {camera}, not a version")
+                raise VersionsUnreadableError(
+                    f"{path} names {version!r:.40} for {camera}, not a version"
+                )
         return dict(mapping)
 
     def cameras_of(self, version: str) -> list[str]:

@@ -26,12 +26,17 @@ from worker._exceptions import (
     InvalidFrameError,
     InvalidIdError,
     JobNotFoundError,
+    NoCameraVersionError,
     NoModelError,
     NoResultsError,
     QueueError,
     QueueUnavailableError,
     StorageError,
     UnknownFrameError,
+    UnknownLabelsError,
+    UnknownVersionError,
+    VersionError,
+    VersionsUnreadableError,
     VideoDecodeError,
     VideoNotFoundError,
     ZipTooLargeError,
@@ -173,10 +178,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         VideoDecodeError,
         InvalidCameraError,
         InvalidFrameError,
+        UnknownLabelsError,
         StorageError,
         QueueError,
         NoModelError,
         CheckpointError,
+        VersionError,
     ):
         app.add_exception_handler(kind, domain_error)
     app.add_exception_handler(Exception, unexpected)
@@ -221,12 +228,22 @@ def _sentence(exc: Exception) -> str:
 def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
     if isinstance(exc, UploadError):
         return exc.status, None
-    if isinstance(exc, VideoDecodeError | InvalidIdError | InvalidCameraError):
+    if isinstance(exc, VideoDecodeError | InvalidIdError | InvalidCameraError | UnknownLabelsError):
         return 422, None
     if isinstance(
-        exc, VideoNotFoundError | JobNotFoundError | EventNotFoundError | UnknownFrameError
+        exc,
+        VideoNotFoundError
+        | JobNotFoundError
+        | EventNotFoundError
+        | UnknownFrameError
+        | UnknownVersionError
+        | NoCameraVersionError,
     ):
         return 404, None
+    if isinstance(exc, VersionsUnreadableError):
+        return 503, {"Retry-After": "30"}
+    if isinstance(exc, VersionError):
+        return 409, None
     if isinstance(exc, ZipTooLargeError):
         return 413, None
     if isinstance(exc, InvalidFrameError):

@@ -333,3 +333,15 @@ def test_models_activated_for_cameras(app_client: TestClient, auth) -> None:
     again = app_client.post("/v1/models/v0002/activate", json=body, headers=admin)
     assert again.status_code == 200 and registry.camera_versions()["night-2"] == "v0002"
     assert registry.active_version() == "v0001"
+
+
+def test_unreadable_version_pointers_answer_503_with_a_sentence(app_client: TestClient, auth):
+    """VersionsUnreadableError is translated once, at the HTTP boundary."""
+    runtime = app_client.app.state.runtime  # type: ignore[attr-defined]
+    (runtime.storage.models / "CAMERAS.json").write_text("{not json")
+    for url in ("/v1/models", "/v1/models/cameras"):
+        answer = app_client.get(url, headers=auth(Role.viewer))
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "CAMERAS.json is not valid JSON" in answer.json()["detail"]
+        assert answer.headers["Retry-After"]

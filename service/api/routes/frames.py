@@ -308,9 +308,6 @@ def put_labels(
 ) -> FramePublic:
     pool, served = _pool(runtime)
     pool.get(frame_id)
-    try:
-        record = pool.set_labels(frame_id, body.labels, list(served.info.class_names))
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    record = pool.set_labels(frame_id, body.labels, list(served.info.class_names))
     runtime.audit.record("label_frame", principal.name, frame_ids=[frame_id])
     return FramePublic.from_record(record)
