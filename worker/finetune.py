@@ -56,7 +56,6 @@ from .frame_pool import FramePool
 from .jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
 from .locks import HeldLock, LocalLock, RedisLock, held
 from .queue import JobQueue, JobState
-from .redis_client import uses_redis
 from .settings import Settings
 from .storage import ID_PATTERN, Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
@@ -191,7 +190,7 @@ def _finetune_lock(settings: Settings, progress: ProgressFn) -> Iterator[HeldLoc
         progress(0.0, {"phase": "waiting", "message": "another fine-tune is running"})
 
     lock: RedisLock | LocalLock
-    if uses_redis(settings):
+    if not settings.embedded:
         from .redis_client import connect
 
         client = connect(settings)
@@ -766,7 +765,7 @@ def start_scheduler(
     from .scheduler import Claim, LocalClaim, NightlyScheduler, RedisClaim
 
     claim: Claim
-    if uses_redis(settings):
+    if not settings.embedded:
         from .redis_client import connect
 
         claim = RedisClaim(connect(settings), prefix=f"{settings.queue_prefix}:scheduler:")

@@ -214,9 +214,7 @@ def open_queue(settings: Settings) -> JobQueue:
     The in-memory queue lives in the calling process; whoever opens it (the embedded
     ``atcon serve``) shares it between its API and its worker threads.
     """
-    from .redis_client import uses_redis
-
-    if uses_redis(settings):
+    if not settings.embedded:
         from .redis_queue import RedisQueue
 
         return RedisQueue(settings)

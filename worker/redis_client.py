@@ -1,8 +1,9 @@
-"""The one place that opens a Redis connection, and the one "Redis or embedded?" switch.
+"""The one place that opens a Redis connection.
 
 Everything that talks to Redis (the job queue, the fine-tune lock, the scheduler's
 claims) gets its client from :func:`connect`, with the same timeouts and retry
-policy; :func:`uses_redis` is the one test of which deployment this is.
+policy. Which deployment this is (Redis or the embedded default) is
+:attr:`worker.settings.Settings.embedded`, the one switch.
 """
 
 from __future__ import annotations
@@ -15,13 +16,7 @@ from redis.retry import Retry
 
 from .settings import Settings
 
-__all__ = ["connect", "uses_redis"]
-
-
-def uses_redis(settings: Settings) -> bool:
-    """Whether this deployment has a broker (``ATCON_REDIS_URL``) or is the embedded
-    default (API and workers in one process, an in-memory queue)."""
-    return settings.redis_url is not None
+__all__ = ["connect"]
 
 
 def connect(settings: Settings, *, decode_responses: bool = True) -> Any:

@@ -53,7 +53,7 @@ def _healthcheck(kind: str) -> int:
     settings = get_settings()
     checks: dict[str, str] = {}
     try:
-        if settings.redis_url is None:
+        if settings.embedded:
             raise ValueError("ATCON_REDIS_URL is not set")
         queue = open_queue(settings)
         queue.ping()
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.healthcheck:
         return _healthcheck(args.kind)
     settings = get_settings()
-    if settings.redis_url is None:
+    if settings.embedded:
         logger.error(
             "atcon worker needs ATCON_REDIS_URL; without Redis, `atcon serve` runs the "
             "workers in its own process"
