@@ -244,6 +244,41 @@ class _Heartbeat:
         self._thread.join()
 
 
+class _Liveness:
+    """Marks the worker alive (:meth:`JobQueue.mark_alive`) every heartbeat interval
+    from a side thread, for as long as :meth:`Worker.run` runs, job or no job, so a
+    health check sees a worker that is stuck or gone, not only a missing file."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.interval_s = worker.settings.heartbeat_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"alive-{worker.name[-6:]}", daemon=True
+        )
+
+    def beat(self) -> None:
+        for kind in self.worker.kinds:
+            self.worker.queue.mark_alive(kind, self.worker.name, 3 * self.interval_s)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except QueueError as exc:  # the broker away: the mark expires, as it should
+                logger.debug("worker %s: liveness not recorded: %s", self.worker.name, exc)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> _Liveness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Worker:
     """Consumes one kind of job; see the module docstring."""
 
@@ -319,8 +354,12 @@ class Worker:
         Returns the number of jobs this worker finished (done or failed).
         """
         stop = stop or threading.Event()
-        if self._needs_detector() and not self.wait_for_model(stop):
-            return 0
+        with _Liveness(self):
+            if self._needs_detector() and not self.wait_for_model(stop):
+                return 0
+            return self._loop(stop, max_jobs, burst, poll_s)
+
+    def _loop(self, stop: threading.Event, max_jobs: int | None, burst: bool, poll_s: float) -> int:
         logger.info("worker %s takes %s jobs", self.name, ", ".join(self.kinds))
         handled = 0
         unavailable_since: float | None = None

@@ -562,5 +562,18 @@ class RedisQueue(JobQueue):
         with self._errors():
             self.client.ping()
 
+    def mark_alive(self, kind: str, consumer: str, ttl_s: float) -> None:
+        """``<prefix>:alive:<kind>:<consumer>`` set for ``ttl_s`` (see the interface)."""
+        with self._errors():
+            self.client.set(
+                self._key("alive", kind, consumer), str(time.time()), px=max(1, int(ttl_s * 1000))
+            )
+
+    def alive(self, kind: str) -> list[str]:
+        prefix = self._key("alive", kind, "")
+        with self._errors():
+            keys = list(self.client.scan_iter(match=prefix + "*", count=500))
+        return sorted(key[len(prefix) :] for key in keys)
+
     def close(self) -> None:
         self.client.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import threading
 
 logger = logging.getLogger(__name__)
@@ -37,11 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--healthcheck",
         action="store_true",
-        help="check Redis answers and (detect) the model file exists, then exit 0 or 1",
+        help="check Redis answers, a worker of KIND on this host (or --name) marked itself "
+        "alive within three heartbeats, and (detect) the model file exists; exit 0 or 1",
     )
 
 
-def _healthcheck(kind: str) -> int:
+def _healthcheck(kind: str, name: str | None = None) -> int:
     import json
 
     from worker._exceptions import AtconError
@@ -56,9 +58,21 @@ def _healthcheck(kind: str) -> int:
         if settings.embedded:
             raise ValueError("ATCON_REDIS_URL is not set")
         queue = open_queue(settings)
-        queue.ping()
-        queue.close()
-        checks["queue"] = "ok"
+        try:
+            queue.ping()
+            checks["queue"] = "ok"
+            # the worker process itself: it renews its mark every heartbeat, job or not
+            mine = [
+                c
+                for c in queue.alive(kind)
+                if (c == name if name else c.startswith(f"{socket.gethostname()}-"))
+            ]
+        finally:
+            queue.close()
+        if not mine:
+            who = name or f"on host {socket.gethostname()}"
+            raise ValueError(f"no {kind} worker {who} marked itself alive recently")
+        checks["worker"] = ", ".join(mine)
         if kind == "detect":
             ref = ModelCache(Storage(settings.data_dir), settings).reference()
             if not ref.checkpoint.is_file():
@@ -77,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.storage import Storage
 
     if args.healthcheck:
-        return _healthcheck(args.kind)
+        return _healthcheck(args.kind, args.name)
     settings = get_settings()
     if settings.embedded:
         logger.error(
