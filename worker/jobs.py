@@ -54,6 +54,7 @@ from ._exceptions import (
 from .model_cache import ModelCache
 from .queue import Job, JobQueue, JobState, Lease
 from .results import SCORES_FILE
+from .retention import archived_job
 from .settings import Settings
 from .storage import Storage
 
@@ -485,7 +486,8 @@ def _requeue_if_lost(storage: Storage, queue: JobQueue, video_id: str, job_id: s
         queue.get(job_id)
         return False
     except JobNotFoundError:
-        pass
+        if archived_job(storage, job_id) is not None:  # finished, past its retention
+            return False
     try:
         queue.enqueue(DETECT, {"video_id": video_id}, job_id=job_id)
     except QueueUnavailableError:

@@ -208,6 +208,10 @@ class JobQueue(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    @abc.abstractmethod
+    def finished(self, kind: str) -> list[Job]:
+        """Every job of ``kind`` that is done or failed (for retention; not a hot path)."""
+
     def mark_alive(self, kind: str, consumer: str, ttl_s: float) -> None:
         """Record that ``consumer`` (a worker of ``kind``) is alive for ``ttl_s`` seconds.
 

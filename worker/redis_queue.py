@@ -360,6 +360,13 @@ class RedisQueue(JobQueue):
             rows = pipe.execute()
         return {row["job_id"]: self._job_from_hash(row) for row in rows if row}
 
+    def finished(self, kind: str) -> list[Job]:
+        with self._errors():
+            ids = self.client.sunion(
+                [self._key("jobs", kind, s.value) for s in (JobState.done, JobState.failed)]
+            )
+        return list(self.get_many(sorted(ids)).values())
+
     def jobs(self, kind: str, limit: int = 50) -> list[Job]:
         """Every job of ``kind`` is in one of its per-state sets; read them all, sort by
         creation time. Fine for the tens to thousands of jobs a kind like ``finetune``

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     #: first retry delay; doubles with each attempt up to ``retry_backoff_max_s``
     retry_backoff_s: float = Field(default=10.0, ge=0)
     retry_backoff_max_s: float = Field(default=600.0, ge=0)
+    #: days a finished job's record stays in the queue (Redis or memory) after it
+    #: finished; then it is archived to ``<data_dir>/jobs/<id>.json`` and dropped from
+    #: the queue (``GET /v1/jobs/{id}`` still answers from the archive)
+    job_retention_days: float = Field(default=7.0, gt=0)
     #: key prefix of every Redis key, so several deployments can share one Redis
     queue_prefix: str = Field(default="atcon", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     #: with Redis: seconds between two checks by each API process that every upload

@@ -153,11 +153,20 @@ class Storage:
         self.models = self.root / "models"
         self.frames = self.root / "frames"
         self.tmp = self.root / "tmp"
+        #: finished jobs' records, archived when the queue drops them (worker.retention)
+        self.jobs = self.root / "jobs"
         self.audit_log = self.root / "audit.log"
 
     def ensure_layout(self) -> None:
         try:
-            for folder in (self.uploads, self.results, self.models, self.frames, self.tmp):
+            for folder in (
+                self.uploads,
+                self.results,
+                self.models,
+                self.frames,
+                self.tmp,
+                self.jobs,
+            ):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"data directory {self.root} cannot be created: {exc}") from exc

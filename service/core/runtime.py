@@ -17,6 +17,7 @@ from worker._exceptions import JobError, NoModelError, QueueError, StorageError
 from worker.jobs import DETECT, FINETUNE, JOB_KINDS, Worker, reconcile
 from worker.model_cache import ModelCache, ServedModels
 from worker.queue import JobQueue, open_queue
+from worker.retention import prune_jobs
 from worker.settings import Settings
 from worker.storage import Storage
 from worker.versions import ModelRegistry, VersionError
@@ -118,8 +119,7 @@ class Runtime:
             reconcile(storage, runtime.queue)
         except QueueError as exc:
             logger.warning("uploads without results not requeued now: %s", exc)
-        if not settings.embedded:  # an in-memory queue cannot lose jobs while it runs
-            runtime.start_reconciler()
+        runtime.start_housekeeping()
         count = (
             workers
             if workers is not None
@@ -130,16 +130,29 @@ class Runtime:
             runtime.start_finetune()
         return runtime
 
-    def start_reconciler(self) -> None:
-        """Every ``ATCON_RECONCILE_INTERVAL_S``, queue again the uploads without results
-        whose job is gone (Redis restarted without its data, or was flushed)."""
-        thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+    def start_housekeeping(self) -> None:
+        """Every ``ATCON_RECONCILE_INTERVAL_S``: archive and drop the jobs finished more
+        than ``ATCON_JOB_RETENTION_DAYS`` ago (:mod:`worker.retention`), and with Redis
+        queue again the uploads without results whose job is gone (Redis restarted
+        without its data, or was flushed; an in-memory queue cannot lose jobs)."""
+        thread = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _reconcile_loop(self) -> None:
+    def prune(self) -> list[str]:
+        """Archive and drop the jobs finished longer ago than the retention."""
+        retention_s = self.settings.job_retention_days * 86400.0
+        return prune_jobs(self.queue, self.storage, self.kinds, retention_s)
+
+    def _housekeeping_loop(self) -> None:
         failing = False
         while not self._stop.wait(self.settings.reconcile_interval_s):
+            try:
+                self.prune()
+            except (QueueError, StorageError, OSError) as exc:
+                logger.warning("finished jobs not archived now: %s", exc)
+            if self.settings.embedded:
+                continue
             try:
                 requeued = reconcile(self.storage, self.queue)
             except QueueError as exc:

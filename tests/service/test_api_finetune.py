@@ -345,3 +345,20 @@ def test_unreadable_version_pointers_answer_503_with_a_sentence(app_client: Test
         assert answer.headers["content-type"].startswith("application/problem+json")
         assert "CAMERAS.json is not valid JSON" in answer.json()["detail"]
         assert answer.headers["Retry-After"]
+
+
+def test_a_job_past_its_retention_still_answers_from_the_archive(
+    make_settings, tmp_path, auth
+) -> None:
+    settings = make_settings(job_retention_days=1e-12)
+    with TestClient(create_app(settings, workers=0)) as client:
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        job = runtime.queue.enqueue("finetune", {})
+        lease = runtime.queue.reserve("finetune", "w", timeout_s=1)
+        runtime.queue.complete(lease, {"version": "v0002"})
+        assert runtime.prune() == [job.job_id]
+        assert runtime.queue.counts("finetune")["done"] == 0
+        answer = client.get(f"/v1/jobs/{job.job_id}", headers=auth(Role.viewer))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "done" and answer.json()["kind"] == "finetune"
+        assert (runtime.storage.root / "jobs" / f"{job.job_id}.json").is_file()
