@@ -199,7 +199,12 @@ def seed_results(storage: Storage, events: int) -> str:
         }
         for i in range(events)
     ]
-    content = {"video_id": record.video_id, "model": {"version": "bench"}, "events": listed}
+    content = {
+        "schema_version": 1,
+        "video_id": record.video_id,
+        "model": {"version": "bench"},
+        "events": listed,
+    }
     (staging / "events.json").write_text(json.dumps(content))
     storage.publish_results(record.video_id, staging)
     return record.video_id

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models._hooks import capture_layer, find_target_layer, guided_relus
-from models.atcon import atcon_loss, pearson, soft_mask
+from models.atcon import MASK_INTENSITY, atcon_loss, pearson, soft_mask
 from models.backbones import build_backbone
 
 logger = logging.getLogger("bench.atcon_step")
@@ -56,7 +56,9 @@ def _published_gb(model: nn.Module, x: Tensor, c: Tensor) -> Tensor:
     return grad
 
 
-def per_image_step(model: nn.Module, images: Tensor, mask_intensity: float = 8.0) -> Tensor:
+def per_image_step(
+    model: nn.Module, images: Tensor, mask_intensity: float = MASK_INTENSITY
+) -> Tensor:
     """The per-image loop; backward after every image. Returns the mean loss."""
     layer = find_target_layer(model)
     total = torch.zeros((), device=images.device)

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._stats import paired_interval
 from models._exceptions import TrainingError
-from models.atcon import attention_consistency
+from models.atcon import MASK_INTENSITY, attention_consistency
 from models.attention import grad_cam
 from models.backbones import build_backbone
 from models.finetune import FinetuneConfig, finetune_atcon
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights": [1e-2],
             "balance_ratios": [1.0],
             "pL": 0.5,
-            "mask": 8.0,
+            "mask": MASK_INTENSITY,
             "alt_masks": [],
             "alt_pL": [],
             "preserve": 1.0,
@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights": [1e-3, 1e-2, 1e-1],
             "balance_ratios": [0.1, 1.0],
             "pL": 0.5,
-            "mask": 8.0,
+            "mask": MASK_INTENSITY,
             "alt_masks": [32.0],
             "alt_pL": [0.8],
             "preserve": 1.0,

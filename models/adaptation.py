@@ -88,7 +88,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .atcon import atcon_loss
+from .atcon import MASK_INTENSITY, atcon_loss
 from .augment import strong_view, weak_view
 from .finetune import _FirstItem as _Images
 from .finetune import named_layer
@@ -180,7 +180,7 @@ class AdaptConfig:
     anchor_weight: float = 1.0
     atcon_weight: float = 1.0
     atcon_warmup_steps: int = 20
-    mask_intensity: float = 8.0
+    mask_intensity: float = MASK_INTENSITY
     #: dotted module name of the Grad-CAM layer for ATCON; None: automatic
     layer: str | None = None
     multi_label: bool = True

@@ -62,7 +62,12 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
-from ._exceptions import LayerNotFoundError, MapTooSmallError, UnsupportedActivationError
+from ._exceptions import (
+    LayerNotFoundError,
+    MapTooSmallError,
+    ModelError,
+    UnsupportedActivationError,
+)
 from ._hooks import resolve_layer
 from .attention import check_images, grad_cam_with_targets, guided_backprop, integrated_gradients
 
@@ -92,6 +97,8 @@ _SSIM_C1 = 0.01**2
 _SSIM_C2 = 0.03**2
 #: fewest pixels a Grad-CAM map needs: with 1 the correlation is 0/0, with 2 it is ±1
 MIN_MAP_PIXELS: Final = 3
+#: the soft mask's sharpness w in sigmoid(w (g - s)) (:func:`soft_mask`): the paper's 8.0
+MASK_INTENSITY: Final = 8.0
 #: a map whose spread (max - min) is at most this fraction of its largest magnitude is constant
 _CONSTANT_RTOL = 1e-6
 
@@ -99,21 +106,38 @@ _second_order_ok: dict[type[nn.Module], bool] = {}
 
 
 def _twice_differentiable(module: nn.Module) -> bool:
-    """Whether autograd can differentiate ``module``'s backward once more."""
+    """Whether autograd can differentiate ``module``'s backward once more.
+
+    The probe is a tiny float64 tensor (1, 2, 4, 4). A module that refuses it in its
+    forward (another shape, dtype or arity) is no activation this probe can judge and
+    counts as fine. In the backward passes, autograd's "derivative for ... is not
+    implemented" means no; any other failure is unexpected and raises
+    :class:`ModelError` naming the module, rather than passing as "fine".
+    """
     kind = type(module)
     if kind not in _second_order_ok:
-        ok = True
         leaf = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
         try:
             out = module(leaf * 1.0)
-            (grad,) = torch.autograd.grad(out.sum(), leaf, create_graph=True)
-            if grad.requires_grad:
-                torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            _second_order_ok[kind] = True  # the probe does not fit this module: not an activation
+            return True
+        ok = True
+        try:
+            if isinstance(out, Tensor) and out.requires_grad:
+                (grad,) = torch.autograd.grad(out.sum(), leaf, create_graph=True)
+                if grad.requires_grad:
+                    torch.autograd.grad(grad.square().sum(), leaf, allow_unused=True)
         except (NotImplementedError, RuntimeError) as exc:
             message = str(exc).lower()  # autograd: "derivative for aten::X is not implemented"
-            ok = not ("derivative for" in message and "not implemented" in message)
-        except Exception:  # shape or dtype trouble: not an activation we can probe
-            ok = True
+            if isinstance(exc, NotImplementedError) or (
+                "derivative for" in message and "not implemented" in message
+            ):
+                ok = False
+            else:
+                raise ModelError(
+                    f"probing {kind.__name__} for a second derivative failed unexpectedly: {exc}"
+                ) from exc
         _second_order_ok[kind] = ok
     return _second_order_ok[kind]
 
@@ -382,7 +406,7 @@ def atcon_loss_parts(
     images: Tensor,
     *,
     layer: nn.Module | None = None,
-    mask_intensity: float = 8.0,
+    mask_intensity: float = MASK_INTENSITY,
     gb_normalization: str = "none",
     similarity: str = "pearson",
     method: str = "guided_backprop",
@@ -424,7 +448,7 @@ def atcon_loss(
     images: Tensor,
     *,
     layer: nn.Module | None = None,
-    mask_intensity: float = 8.0,
+    mask_intensity: float = MASK_INTENSITY,
     gb_normalization: str = "none",
     similarity: str = "pearson",
     method: str = "guided_backprop",
@@ -456,7 +480,7 @@ def attention_consistency(
     targets: Tensor | None = None,
     *,
     layer: nn.Module | None = None,
-    mask_intensity: float = 8.0,
+    mask_intensity: float = MASK_INTENSITY,
     gb_normalization: str = "none",
     similarity: str = "pearson",
     method: str = "guided_backprop",

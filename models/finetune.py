@@ -40,7 +40,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ._exceptions import TrainingError
-from .atcon import GB_NORMALIZATIONS, METHODS, SIMILARITIES, atcon_loss_parts, check_map_size
+from .atcon import (
+    GB_NORMALIZATIONS,
+    MASK_INTENSITY,
+    METHODS,
+    SIMILARITIES,
+    atcon_loss_parts,
+    check_map_size,
+)
 from .distributed import DistributedContext
 from .guards import CollapseGuard, CollapseGuardConfig, gradient_norm, preservation_kl
 from .schedules import Schedule, labeled_probability, warmup_factor
@@ -90,7 +97,7 @@ class FinetuneConfig:
     balance_ratio: float = 1.0
     #: weight of KL(starting model || current model) on unlabeled batches
     preserve_weight: float = 1.0
-    mask_intensity: float = 8.0
+    mask_intensity: float = MASK_INTENSITY
     gb_normalization: str = "none"
     similarity: str = "pearson"
     method: str = "guided_backprop"

@@ -18,11 +18,29 @@
           |    +-- VideoNotFoundError          no video with that id is stored
           |    +-- EventNotFoundError          the video's results hold no such event
           |    +-- NoResultsError              the video has no results yet (still queued,
-          |                                    running, or failed)
+          |    |                               running, or failed)
+          |    +-- UnknownFrameError (LookupError)  no frame with that id is in the pool
+          |    +-- ResultsUnreadableError      events.json or scores.npz cannot be read
+          |         +-- SchemaVersionError     events.json of another schema version
+          +-- VersionError (ValueError)        a model version cannot be registered or
+          |    |                               activated as asked (rejected, ...)
+          |    +-- UnknownVersionError (LookupError)  no model version of that name
+          |    +-- NoCameraVersionError (LookupError) no version activated for that camera
+          |    +-- VersionsUnreadableError     ACTIVE or CAMERAS.json cannot be read
+          +-- LeaseLostError                   a job's lease went to another worker; the job
+          |                                    is abandoned to it (never reaches the API)
           +-- QueueError                       the job queue refused an operation
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
           +-- JobError                         a job that cannot succeed; it is not retried
+          |    +-- JobCancelledError           an admin cancelled it
+          |    +-- NoModelError (LookupError)  no model to serve: no active version and no
+          |    |                               ATCON_CHECKPOINT
+          |    +-- LockLostError               the job's lock (fine-tune) expired or was
+          |                                    taken over; the job stops, registering nothing
+          +-- UnknownLabelsError (ValueError)  labels that are not classes of the served model
+          +-- InvalidFrameError (ValueError)   an uploaded frame that is not a usable image
+          |    +-- ZipTooLargeError            a zip of frames over the entry or byte caps
           +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
                |                               boxes.csv that cannot be used as it is
                +-- ClassMismatchError          labels or classes.txt that differ from the
@@ -43,23 +61,38 @@ __all__ = [
     "CheckpointMismatchError",
     "ClassMismatchError",
     "EmptyVideoError",
+    "EmptyZipError",
     "EventNotFoundError",
     "FrameDataError",
     "InvalidCameraError",
+    "InvalidFrameError",
     "InvalidIdError",
+    "JobCancelledError",
     "JobError",
     "JobNotFoundError",
+    "LeaseLostError",
+    "LockLostError",
+    "NoCameraVersionError",
+    "NoModelError",
     "NoResultsError",
     "NoVideoStreamError",
     "NotAVideoError",
     "QueueError",
     "QueueUnavailableError",
     "ResultsExistError",
+    "ResultsUnreadableError",
+    "SchemaVersionError",
     "SettingsError",
     "StorageError",
+    "UnknownFrameError",
+    "UnknownLabelsError",
+    "UnknownVersionError",
+    "VersionError",
+    "VersionsUnreadableError",
     "VideoDecodeError",
     "VideoNotFoundError",
     "WorkerError",
+    "ZipTooLargeError",
 ]
 
 
@@ -119,6 +152,55 @@ class NoResultsError(StorageError):
     """The video has no results yet: its job is queued, running, or failed."""
 
 
+class UnknownFrameError(StorageError, LookupError):
+    """No frame with that id is in the pool."""
+
+
+class UnknownLabelsError(WorkerError, ValueError):
+    """Labels for a pool frame that are not classes of the served model."""
+
+
+class InvalidFrameError(WorkerError, ValueError):
+    """An uploaded frame is not an image this service can use."""
+
+
+class ZipTooLargeError(InvalidFrameError):
+    """A zip archive with more entries or more decompressed bytes than allowed."""
+
+
+class EmptyZipError(InvalidFrameError):
+    """A zip archive without a single file in it."""
+
+
+class ResultsUnreadableError(StorageError):
+    """A video's ``events.json`` or ``scores.npz`` cannot be read or is not what it
+    should be."""
+
+
+class SchemaVersionError(ResultsUnreadableError):
+    """An ``events.json`` of a schema version this code does not read."""
+
+
+class VersionError(WorkerError, ValueError):
+    """A model version cannot be registered or activated as asked."""
+
+
+class UnknownVersionError(VersionError, LookupError):
+    """No model version of that name exists."""
+
+
+class NoCameraVersionError(VersionError, LookupError):
+    """No model version is activated for that camera (it is served the default)."""
+
+
+class VersionsUnreadableError(VersionError):
+    """The versions' pointers (``ACTIVE``, ``CAMERAS.json``) cannot be read."""
+
+
+class LeaseLostError(WorkerError):
+    """Raised inside a job when its lease went to another worker; the job is abandoned."""
+
+
 class QueueError(WorkerError):
     """The job queue refused an operation."""
 
@@ -133,6 +215,15 @@ class JobNotFoundError(QueueError):
 
 class JobError(WorkerError):
     """A job that cannot succeed whatever the number of attempts; it is failed at once."""
+
+
+class NoModelError(JobError, LookupError):
+    """No model to serve: no version is active and ``ATCON_CHECKPOINT`` is not set."""
+
+
+class LockLostError(JobError):
+    """The lock a job holds was lost (its lease expired and another process took it,
+    or it could not be renewed); the job stops without writing its result."""
 
 
 class JobCancelledError(JobError):

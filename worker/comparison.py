@@ -99,12 +99,9 @@ def _predict(
 
 
 def _overlay(frame: np.ndarray, cam: torch.Tensor, path: Path) -> None:
-    from models.maps import normalize_maps, upsample_maps
+    from .render import gradcam_heat, heat_overlay, save_png_atomic
 
-    from .render import heat_overlay, save_png_atomic
-
-    size = (frame.shape[0], frame.shape[1])
-    heat = normalize_maps(upsample_maps(cam.unsqueeze(0), size))[0].numpy()
+    heat = gradcam_heat(cam.float().cpu().numpy(), (frame.shape[0], frame.shape[1]))
     save_png_atomic(heat_overlay(frame, heat), path)
 
 

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from models._hooks import resolve_layer
-from models.atcon import GB_NORMALIZATIONS, map_consistency, soft_mask
+from models.atcon import GB_NORMALIZATIONS, MASK_INTENSITY, map_consistency, soft_mask
 from models.attention import grad_cam, gradcam_and_guided_backprop
 from models.checkpoint import CheckpointInfo, load_checkpoint
 from models.events import Event, segment_events
@@ -59,6 +59,8 @@ from models.inference import prepare_for_inference
 from ._exceptions import CheckpointMismatchError
 from ._memory import release_free_memory
 from ._prefetch import Prefetcher
+from .frames import normalization
+from .model_cache import checkpoint_name
 from .probe import VideoInfo, probe
 from .results import (
     EVENTS_FILE,
@@ -129,7 +131,7 @@ class DetectionConfig:
     merge_gap_s: float = 1.0
     padding_s: float = 0.0
     maps: bool = True
-    mask_intensity: float = 8.0
+    mask_intensity: float = MASK_INTENSITY
     gb_normalization: str = "none"
     prefetch_batches: int = 4
     decode_threads: int = 0
@@ -230,7 +232,7 @@ class Detector:
         self.checkpoint = Path(checkpoint)
         self.info: CheckpointInfo = info
         self.class_names = list(info.class_names)
-        self.model_version = model_version or f"sha256:{(info.sha256 or '')[:12]}"
+        self.model_version = model_version or checkpoint_name(self.checkpoint, info.sha256)
         self.layer = resolve_layer(model, None)
         self._check_fit(model, info)
         self.precision = self._resolve_precision()
@@ -259,10 +261,7 @@ class Detector:
         self.scorer: Callable[[Tensor], Tensor] = self.scoring_model
         #: whether :attr:`scorer` is compiled (then it takes exactly ``batch_size`` frames)
         self.compiled = False
-        std = torch.tensor(info.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        mean = torch.tensor(info.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = mean / std
+        self._scale, self._shift = normalization(info.mean, info.std, device=self.device)
         on = dict(zip(self.class_names, info.thresholds, strict=True))
         on.update(cfg.thresholds)
         self.on_thresholds = [float(on[name]) for name in self.class_names]
@@ -286,6 +285,13 @@ class Detector:
             gb_normalization=self.config.gb_normalization,
         )
         return np.asarray(scores.float().cpu().numpy(), dtype=np.float64)
+
+    def frame_maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw Grad-CAM (B, h, w) and Guided Backprop (B, 3, S, S) of uint8 (B, S, S, 3)
+        frames, for each frame's top class."""
+        x = self._preprocess(np.ascontiguousarray(frames))
+        cam, guided, _ = gradcam_and_guided_backprop(self.model, x, layer=self.layer)
+        return cam.float().cpu().numpy(), guided.float().cpu().numpy()
 
     # -- setup -----------------------------------------------------------------------
     def _check_fit(self, model: nn.Module, info: CheckpointInfo) -> None:

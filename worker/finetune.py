@@ -35,12 +35,11 @@ written: the new checkpoint is built under ``tmp/`` and copied into a new versio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
 import threading
-import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -55,9 +54,10 @@ from ._exceptions import JobError
 from .cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN
 from .frame_pool import FramePool
 from .jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
+from .locks import HeldLock, LocalLock, RedisLock, held
 from .queue import JobQueue, JobState
 from .settings import Settings
-from .storage import Storage, atomic_write_json
+from .storage import ID_PATTERN, Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
 
 if TYPE_CHECKING:
@@ -76,7 +76,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _LAST = "last_finetune.json"
-_LOCK_TTL_MS = 60_000
 _local_lock = threading.Lock()
 
 
@@ -97,7 +96,7 @@ class FinetuneRequest(BaseModel):
     since: datetime | None = Field(
         default=None, description="use unlabeled frames added at or after this time"
     )
-    video_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] | None = Field(
+    video_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
         default=None,
         max_length=10_000,
         description="use unlabeled frames from these videos only",
@@ -180,42 +179,41 @@ def queue_finetune(
 
 
 @contextmanager
-def _finetune_lock(settings: Settings, progress: ProgressFn) -> Iterator[None]:
-    """One fine-tune at a time per deployment; waits (reporting so) while another runs."""
-    if settings.redis_url is None:
-        while not _local_lock.acquire(timeout=2.0):
-            progress(0.0, {"phase": "waiting", "message": "another fine-tune is running"})
-        try:
-            yield
-        finally:
-            _local_lock.release()
-        return
+def _finetune_lock(settings: Settings, progress: ProgressFn) -> Iterator[HeldLock]:
+    """One fine-tune at a time per deployment; waits (reporting so) while another runs.
 
-    import redis
+    With Redis the lock is a lease renewed by compare-and-extend (:mod:`worker.locks`);
+    the holder checks it with ``check()``, which raises :class:`~worker.LockLostError`
+    once it is lost."""
 
-    client = redis.Redis.from_url(settings.redis_url)
-    key = f"{settings.queue_prefix}:finetune:lock"
-    token = uuid.uuid4().hex
-    while not client.set(key, token, nx=True, px=_LOCK_TTL_MS):
+    def waiting() -> None:
         progress(0.0, {"phase": "waiting", "message": "another fine-tune is running"})
-        time.sleep(2.0)
-    stop = threading.Event()
 
-    def renew() -> None:
-        while not stop.wait(_LOCK_TTL_MS / 3000):
-            if client.get(key) == token.encode():
-                client.pexpire(key, _LOCK_TTL_MS)
+    lock: RedisLock | LocalLock
+    if not settings.embedded:
+        from .redis_client import connect
 
-    renewer = threading.Thread(target=renew, name="finetune-lock", daemon=True)
-    renewer.start()
+        client = connect(settings)
+        key = f"{settings.queue_prefix}:finetune:lock"
+        lock = RedisLock(client, key, round(settings.finetune_lock_ttl_s * 1000))
+    else:
+        client, lock = None, LocalLock(_local_lock)
     try:
-        yield
+        with held(lock, waiting) as holding:
+            yield holding
     finally:
-        stop.set()
-        renewer.join()
-        release = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
-        client.eval(release, 1, key, token)
-        client.close()
+        if client is not None:
+            client.close()
+
+
+def _guarded(progress: ProgressFn, lock: HeldLock) -> ProgressFn:
+    """``progress`` that first checks the lock is still held (LockLostError if not)."""
+
+    def report(fraction: float, detail: Mapping[str, Any] | None = None) -> None:
+        lock.check()
+        progress(fraction, detail)
+
+    return report
 
 
 # -- bookkeeping -----------------------------------------------------------------------------
@@ -345,7 +343,7 @@ def finetune_job(
 ) -> JobOutcome:
     """Run one fine-tune (see the module docstring); return the new version's card summary."""
     from models.adaptation import AdaptConfig
-    from models.atcon import check_map_size
+    from models.atcon import MASK_INTENSITY, check_map_size
     from models.checkpoint import load_checkpoint
     from models.finetune import FinetuneConfig, named_layer
     from models.methods import ATCON, parse_method
@@ -365,7 +363,9 @@ def finetune_job(
     settings, storage = ctx.settings, ctx.storage
     registry = ModelRegistry(storage.models)
     started = datetime.now(UTC)
-    with _finetune_lock(settings, ctx.progress):
+    with _finetune_lock(settings, ctx.progress) as lock:
+        # a lost lock stops the job at its next progress report, and before registering
+        ctx = dataclasses.replace(ctx, progress=_guarded(ctx.progress, lock))
         registry.cleanup()
         parent_version, parent_checkpoint = _starting_version(registry, settings, options.camera)
         parent_model, info = load_checkpoint(parent_checkpoint)
@@ -435,7 +435,7 @@ def finetune_job(
                     batch_size=batch,
                     unlabeled_batch_size=batch,
                     alpha=options.alpha if options.alpha is not None else 1.0,
-                    mask_intensity=options.mask_intensity or 8.0,
+                    mask_intensity=options.mask_intensity or MASK_INTENSITY,
                     layer=options.layer,
                 )
                 try:
@@ -511,6 +511,7 @@ def finetune_job(
                     seed=ctx.job.job_id,
                     layer=options.layer,
                 )
+            lock.check()  # never register a version after another fine-tune took over
             card = registry.register(
                 candidate,
                 status=decision.status,
@@ -781,12 +782,10 @@ def start_scheduler(
     from .scheduler import Claim, LocalClaim, NightlyScheduler, RedisClaim
 
     claim: Claim
-    if settings.redis_url is not None:
-        import redis
+    if not settings.embedded:
+        from .redis_client import connect
 
-        claim = RedisClaim(
-            redis.Redis.from_url(settings.redis_url), prefix=f"{settings.queue_prefix}:scheduler:"
-        )
+        claim = RedisClaim(connect(settings), prefix=f"{settings.queue_prefix}:scheduler:")
     else:
         claim = LocalClaim()
     scheduler = NightlyScheduler(

@@ -13,6 +13,7 @@ labeled ``train``/``val`` folders with ``labels.csv`` when labels exist.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -22,7 +23,8 @@ import os
 import re
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -31,8 +33,15 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ._exceptions import (
+    EmptyZipError,
+    InvalidFrameError,
+    UnknownFrameError,
+    UnknownLabelsError,
+    ZipTooLargeError,
+)
 from .cameras import validate_camera
-from .storage import atomic_write_bytes
+from .storage import ID_PATTERN, atomic_write_bytes
 
 __all__ = [
     "NO_CAMERA",
@@ -49,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_FRAME_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_FRAME_ID_RE = re.compile(ID_PATTERN)
 _MAX_ZIP_ENTRY_BYTES = 64 * 2**20
 #: default caps of one zip import: entries, and decompressed bytes of its image entries
 ZIP_MAX_ENTRIES = 5000
@@ -60,22 +69,6 @@ _MAX_PIXELS = 80_000_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 #: the key of frames without a camera in per-camera counts (not a valid camera name)
 NO_CAMERA = "(no camera)"
-
-
-class InvalidFrameError(ValueError):
-    """An uploaded frame is not an image this service can use."""
-
-
-class ZipTooLargeError(InvalidFrameError):
-    """A zip archive with more entries or more decompressed bytes than allowed."""
-
-
-class EmptyZipError(InvalidFrameError):
-    """A zip archive without a single file in it."""
-
-
-class UnknownFrameError(LookupError):
-    """No frame with that id is in the pool."""
 
 
 @dataclass
@@ -290,6 +283,23 @@ class FramePool:
         data = json.dumps(asdict(record), sort_keys=True).encode()
         atomic_write_bytes(self._record_path(record.frame_id), data)
 
+    @contextmanager
+    def _updating(self, frame_id: str) -> Iterator[FrameRecord]:
+        """Read, change and write one frame's record under its own lock (an ``flock``,
+        so also across processes): a clinician's labels and a worker's score written
+        at the same moment both survive."""
+        self._record_path(frame_id)  # validates the id before it becomes a path
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        fd = os.open(locks / frame_id, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            record = self.get(frame_id)
+            yield record
+            self._save_record(record)
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def get(self, frame_id: str) -> FrameRecord:
         path = self._record_path(frame_id)
         try:
@@ -373,15 +383,14 @@ class FramePool:
         """Store a clinician's labels (an empty list: no event); assign train or val."""
         unknown = sorted(set(labels) - set(known_classes))
         if unknown:
-            raise ValueError(
+            raise UnknownLabelsError(
                 f"labels {unknown} are not classes of the model; known: {known_classes}"
             )
-        record = self.get(frame_id)
-        record.labels = sorted(set(labels))
-        record.labeled_at = _now()
-        if record.split is None:  # stable: a relabeled frame keeps its split
-            record.split = "val" if _bucket(frame_id) < self.val_fraction else "train"
-        self._save_record(record)
+        with self._updating(frame_id) as record:
+            record.labels = sorted(set(labels))
+            record.labeled_at = _now()
+            if record.split is None:  # stable: a relabeled frame keeps its split
+                record.split = "val" if _bucket(frame_id) < self.val_fraction else "train"
         return record
 
     def remove(self, frame_id: str) -> bool:
@@ -409,10 +418,9 @@ class FramePool:
         return sorted(found)
 
     def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
-        record = self.get(frame_id)
-        record.consistency = float(value)
-        record.consistency_model = model_version
-        self._save_record(record)
+        with self._updating(frame_id) as record:
+            record.consistency = float(value)
+            record.consistency_model = model_version
         return record
 
     # ------------------------------------------------------------------ exporting
@@ -592,12 +600,13 @@ def collect_from_detection(
     ``frames_per_minute`` frames per minute of video are taken, at least one; each
     carries the video's ``camera``.
     """
+    from .results import read_scores
     from .video import extract_frames
 
     if frames_per_minute <= 0:
         return []
-    with np.load(scores_npz) as scores:
-        times, pts = scores["times"], scores["pts"]
+    scores = read_scores(scores_npz)
+    times, pts = scores["times"], scores["pts"]
     if len(times) == 0:
         return []
     duration_min = max(float(times[-1]) - float(times[0]), 1e-9) / 60.0

@@ -44,6 +44,7 @@ __all__ = [
     "UnlabeledFrameDataset",
     "UnlabeledFrames",
     "find_unlabeled_frames",
+    "normalization",
     "read_boxes",
     "read_class_names",
     "read_labeled_frames",
@@ -316,6 +317,17 @@ def split_indices(count: int, fraction: float, *, seed: int) -> tuple[list[int],
     return sorted(order[held:]), sorted(order[:held])
 
 
+def normalization(
+    mean: Sequence[float], std: Sequence[float], *, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)``, each (1, 3, 1, 1), such that ``x * scale - shift`` equals
+    ``(x / 255 - mean) / std`` for 0-255 pixel values ``x``: the one input
+    normalisation of training, detection and frame scoring (fused in one multiply-add)."""
+    std_t = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    mean_t = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std_t), mean_t / std_t
+
+
 class FrameTransform:
     """Decode an image file to a normalised float tensor (3, size, size).
 
@@ -335,8 +347,8 @@ class FrameTransform:
         if size < 8:
             raise ValueError(f"size must be at least 8 px, got {size}")
         self.size = size
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        scale, shift = normalization(mean, std)
+        self._scale, self._shift = scale[0], shift[0]
         self.augment = augment
 
     def load(self, path: Path) -> Image.Image:
@@ -357,9 +369,9 @@ class FrameTransform:
             if bool(torch.rand(()) < 0.5):
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = np.asarray(image, dtype=np.float32)
         tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-        return (tensor - self.mean) / self.std
+        return tensor * self._scale - self._shift
 
 
 class LabeledFrameDataset(Dataset[tuple[Tensor, Tensor]]):

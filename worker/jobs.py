@@ -45,6 +45,7 @@ from ._exceptions import (
     JobCancelledError,
     JobError,
     JobNotFoundError,
+    LeaseLostError,
     QueueError,
     QueueUnavailableError,
     StorageError,
@@ -53,6 +54,8 @@ from ._exceptions import (
 )
 from .model_cache import ModelCache
 from .queue import Job, JobQueue, JobState, Lease
+from .results import SCORES_FILE
+from .retention import archived_job
 from .settings import Settings
 from .storage import Storage
 
@@ -60,6 +63,7 @@ __all__ = [
     "DETECT",
     "FINETUNE",
     "IMPORT",
+    "FRAMES",
     "JOB_KINDS",
     "JobContext",
     "JobKind",
@@ -76,14 +80,13 @@ logger = logging.getLogger(__name__)
 DETECT = "detect"
 FINETUNE = "finetune"
 IMPORT = "import"
+#: scoring pool frames and drawing their maps (:mod:`worker.frame_scoring`); detect
+#: workers take these jobs too, with the model they hold
+FRAMES = "frames"
 
 
 class ProgressFn(Protocol):
     def __call__(self, fraction: float, detail: Mapping[str, Any] | None = None) -> None: ...
-
-
-class LeaseLostError(Exception):
-    """Raised inside a job when its lease went to another worker; the job is abandoned."""
 
 
 @dataclass
@@ -130,7 +133,11 @@ JOB_KINDS: dict[str, JobKind] = {
     DETECT: JobKind("worker.jobs:detect_video", needs_detector=True),
     FINETUNE: JobKind("worker.finetune:finetune_job"),
     IMPORT: JobKind("worker.frame_import:import_frames"),
+    FRAMES: JobKind("worker.frame_scoring:score_frames", needs_detector=True),
 }
+
+#: kinds a worker of a kind takes besides its own, served by the same loaded model
+COMPANION_KINDS: dict[str, tuple[str, ...]] = {DETECT: (FRAMES,)}
 
 
 def worker_name() -> str:
@@ -204,7 +211,7 @@ def _collect_frames(
             pool,
             detector,
             storage.source_path(video_id),
-            storage.results_dir(video_id) / "scores.npz",
+            storage.results_dir(video_id) / SCORES_FILE,
             video_id=video_id,
             frames_per_minute=settings.pool_frames_per_minute,
             model_version=version,
@@ -250,6 +257,41 @@ class _Heartbeat:
         self._thread.join()
 
 
+class _Liveness:
+    """Marks the worker alive (:meth:`JobQueue.mark_alive`) every heartbeat interval
+    from a side thread, for as long as :meth:`Worker.run` runs, job or no job, so a
+    health check sees a worker that is stuck or gone, not only a missing file."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.interval_s = worker.settings.heartbeat_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"alive-{worker.name[-6:]}", daemon=True
+        )
+
+    def beat(self) -> None:
+        for kind in self.worker.kinds:
+            self.worker.queue.mark_alive(kind, self.worker.name, 3 * self.interval_s)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except QueueError as exc:  # the broker away: the mark expires, as it should
+                logger.debug("worker %s: liveness not recorded: %s", self.worker.name, exc)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> _Liveness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Worker:
     """Consumes one kind of job; see the module docstring."""
 
@@ -273,13 +315,26 @@ class Worker:
         self.name = name or worker_name()
         self.models = models or ModelCache(storage, settings)
         self._function = function
+        #: the kinds this worker takes: its own, then (unless its function was given)
+        #: its companions, which need the same model (:data:`COMPANION_KINDS`)
+        self.kinds: tuple[str, ...] = (kind,) + (
+            () if function is not None else COMPANION_KINDS.get(kind, ())
+        )
+        self._functions: dict[str, Callable[..., JobOutcome]] = {}
         self.jobs_done = 0
 
     @property
     def function(self) -> Callable[..., JobOutcome]:
-        if self._function is None:
-            self._function = JOB_KINDS[self.kind].load()
-        return self._function
+        """The function that runs this worker's own kind of job."""
+        return self.function_for(self.kind)
+
+    def function_for(self, kind: str) -> Callable[..., JobOutcome]:
+        """The function that runs jobs of ``kind``."""
+        if kind == self.kind and self._function is not None:
+            return self._function
+        if kind not in self._functions:
+            self._functions[kind] = JOB_KINDS[kind].load()
+        return self._functions[kind]
 
     def _needs_detector(self) -> bool:
         kind = JOB_KINDS.get(self.kind)
@@ -312,14 +367,26 @@ class Worker:
         Returns the number of jobs this worker finished (done or failed).
         """
         stop = stop or threading.Event()
-        if self._needs_detector() and not self.wait_for_model(stop):
-            return 0
-        logger.info("worker %s takes %s jobs", self.name, self.kind)
+        with _Liveness(self):
+            if self._needs_detector() and not self.wait_for_model(stop):
+                return 0
+            return self._loop(stop, max_jobs, burst, poll_s)
+
+    def _loop(self, stop: threading.Event, max_jobs: int | None, burst: bool, poll_s: float) -> int:
+        logger.info("worker %s takes %s jobs", self.name, ", ".join(self.kinds))
         handled = 0
         unavailable_since: float | None = None
+        turn = 0
         while not stop.is_set() and (max_jobs is None or handled < max_jobs):
+            lease = None
             try:
-                lease = self.queue.reserve(self.kind, self.name, timeout_s=poll_s)
+                # each kind in turn; an empty queue waits its share of poll_s
+                for offset in range(len(self.kinds)):
+                    kind = self.kinds[(turn + offset) % len(self.kinds)]
+                    lease = self.queue.reserve(kind, self.name, timeout_s=poll_s / len(self.kinds))
+                    if lease is not None:
+                        break
+                turn += 1
             except QueueUnavailableError as exc:
                 if unavailable_since is None:
                     logger.error("worker %s: %s; retrying", self.name, exc)
@@ -351,7 +418,7 @@ class Worker:
                 progress=self._progress_reporter(lease, heartbeat),
             )
             try:
-                function = self.function
+                function = self.function_for(job.kind)
                 try:
                     inspect.signature(function).bind(ctx, **job.payload)
                 except TypeError as exc:
@@ -423,6 +490,25 @@ class Worker:
 # -- rebuilding the queue from the data directory ---------------------------------------------
 
 
+def _requeue_if_lost(storage: Storage, queue: JobQueue, video_id: str, job_id: str) -> bool:
+    """Queue ``video_id``'s job again if it has no results and no job; True if queued."""
+    if storage.has_results(video_id):
+        return False
+    try:
+        queue.get(job_id)
+        return False
+    except JobNotFoundError:
+        if archived_job(storage, job_id) is not None:  # finished, past its retention
+            return False
+    try:
+        queue.enqueue(DETECT, {"video_id": video_id}, job_id=job_id)
+    except QueueUnavailableError:
+        raise
+    except QueueError:  # another API process queued it again first
+        return False
+    return True
+
+
 def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
     """Queue again every upload that has no results and no live job; return their ids.
 
@@ -431,25 +517,18 @@ def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
     job back under the same job id, so status URLs handed out before keep working.
     A failed job stays failed (an admin requeues it from the dead-letter list). Several
     API processes may run it at once: a job another one queued first is left to it.
+    A video that cannot be checked (unreadable record, a job record the queue refuses
+    to read) is logged and skipped; the others are still checked. Only an unreachable
+    queue stops it (:class:`~worker.QueueUnavailableError`).
     """
     requeued = []
     for record in storage.list_videos():
         try:
-            if storage.has_results(record.video_id):
-                continue
-            try:
-                queue.get(record.job_id)
-                continue
-            except JobNotFoundError:
-                pass
-            try:
-                queue.enqueue(DETECT, {"video_id": record.video_id}, job_id=record.job_id)
-            except QueueUnavailableError:
-                raise
-            except QueueError:  # another API process queued it again first
-                continue
-            requeued.append(record.video_id)
-        except StorageError as exc:
+            if _requeue_if_lost(storage, queue, record.video_id, record.job_id):
+                requeued.append(record.video_id)
+        except QueueUnavailableError:
+            raise  # nothing can be queued now; the caller tries again later
+        except (StorageError, QueueError, OSError) as exc:  # this one only: go on
             logger.warning("video %s not requeued: %s", record.video_id, exc)
     if requeued:
         logger.info("queued %d upload(s) without results again", len(requeued))

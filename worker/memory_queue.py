@@ -70,6 +70,15 @@ class MemoryQueue(JobQueue):
                 raise JobNotFoundError(f"no job {job_id}")
             return self._copy(job)
 
+    def finished(self, kind: str) -> list[Job]:
+        ended = (JobState.done, JobState.failed)
+        with self._lock:
+            return [
+                self._copy(job)
+                for job in self._jobs.values()
+                if job.kind == kind and job.status in ended
+            ]
+
     def jobs(self, kind: str, limit: int = 50) -> list[Job]:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")

@@ -6,6 +6,12 @@ A worker asks :meth:`ModelCache.current` at the start of every job, so activatin
 version is picked up between jobs, never during one. Loaded detectors are kept by
 model (up to ``ATCON_MODEL_CACHE_SIZE``, least recently used out first), so videos of
 cameras served by different versions do not reload a model for each job.
+
+:class:`ServedModels` is the torch-free half, for the API: the served model's name
+(:func:`model_name`, the one scheme used in ``events.json``, the frame pool and the
+API) and its checkpoint's description, read without loading a weight
+(:func:`models.checkpoint_info.read_checkpoint_info`), cached per checkpoint file
+version.
 """
 
 from __future__ import annotations
@@ -14,20 +20,40 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._exceptions import JobError
+from models.checkpoint_info import CheckpointInfo, file_sha256, read_checkpoint_info
+
+from ._exceptions import JobError, NoModelError
+
+if TYPE_CHECKING:
+    import numpy as np
 from .settings import Settings
 from .storage import ModelRef, Storage
 
-__all__ = ["Detecting", "DetectorLoader", "ModelCache", "model_version"]
+__all__ = [
+    "Detecting",
+    "DetectorLoader",
+    "ModelCache",
+    "ServedModel",
+    "ServedModels",
+    "model_name",
+    "model_version",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class Detecting(Protocol):
     """What the worker needs of ``worker.detect.Detector``."""
+
+    info: CheckpointInfo
+
+    def frame_consistency(self, frames: np.ndarray) -> np.ndarray: ...
+
+    def frame_maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def detect(
         self,
@@ -83,27 +109,20 @@ class ModelCache:
         self._version: str | None = None
 
     def reference(self, camera: str | None = None) -> ModelRef:
-        ref = self.storage.model_to_serve(self.settings.checkpoint, camera)
-        if ref is None:
-            raise JobError(
-                "no model to serve: set ATCON_CHECKPOINT to a checkpoint file, or activate "
-                "a model version"
-            )
-        return ref
+        return model_reference(self.storage, self.settings, camera)
 
     def current(self, camera: str | None = None) -> tuple[Detecting, str]:
         """The detector for a video of ``camera`` now and its model version, loading it if
         it is not loaded (``camera=None``: the default model)."""
         ref = self.reference(camera)
         try:
-            stat = ref.checkpoint.stat()
-        except FileNotFoundError:
+            key = _file_key(ref)
+        except OSError:
             raise JobError(f"the checkpoint to serve, {ref.checkpoint}, does not exist") from None
-        key = (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
         with self._lock:
             entry = self._loaded.get(key)
             if entry is None:
-                version = model_version(ref)
+                version = model_name(ref)
                 logger.info("loading model %s from %s", version, ref.checkpoint)
                 entry = (self._loader(ref, version, self.settings), version)
                 self._loaded[key] = entry
@@ -126,14 +145,102 @@ class ModelCache:
             return [version for _, version in self._loaded.values()]
 
 
-def model_version(ref: ModelRef) -> str:
-    """The version name of a model to serve.
+def _file_key(ref: ModelRef) -> tuple[Any, ...]:
+    """What identifies one version of a served checkpoint file (changes when replaced)."""
+    stat = ref.checkpoint.stat()
+    return (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
 
-    An active version is named by the data directory; the ``ATCON_CHECKPOINT`` fallback
-    by its file stem and the first 12 hex digits of its SHA-256.
+
+def model_reference(storage: Storage, settings: Settings, camera: str | None = None) -> ModelRef:
+    """The model serving ``camera`` (see :meth:`worker.storage.Storage.model_to_serve`);
+    :class:`~worker.NoModelError` when there is none."""
+    ref = storage.model_to_serve(settings.checkpoint, camera)
+    if ref is None:
+        raise NoModelError(
+            "no model to serve: set ATCON_CHECKPOINT to a checkpoint file, or activate "
+            "a model version"
+        )
+    return ref
+
+
+_NAMES: dict[tuple[Any, ...], str] = {}
+_NAMES_LOCK = threading.Lock()
+
+
+def model_name(ref: ModelRef) -> str:
+    """The display name of a model to serve: the one scheme, everywhere.
+
+    An active version is named by the data directory (``v0003``); the
+    ``ATCON_CHECKPOINT`` fallback ``<stem>-<sha12>``: its file stem and the first 12
+    hex digits of its SHA-256 (hashed once per file version).
     """
     if ref.version is not None:
         return ref.version
-    from models.checkpoint import file_sha256
+    return checkpoint_name(ref.checkpoint)
 
-    return f"{ref.checkpoint.stem}-{file_sha256(ref.checkpoint)[:12]}"
+
+def checkpoint_name(path: Path, sha256: str | None = None) -> str:
+    """``<stem>-<sha12>`` of a checkpoint file (``sha256``: its hash, if known)."""
+    if sha256 is not None:
+        return f"{path.stem}-{sha256[:12]}"
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _NAMES_LOCK:
+        name = _NAMES.get(key)
+    if name is None:
+        name = f"{path.stem}-{file_sha256(path)[:12]}"
+        with _NAMES_LOCK:
+            _NAMES[key] = name
+    return name
+
+
+#: the former name of :func:`model_name`
+model_version = model_name
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model to serve as the API sees it: where, its name, its description."""
+
+    ref: ModelRef
+    name: str
+    info: CheckpointInfo
+
+
+class ServedModels:
+    """The served models' descriptions, read without torch and cached per file version.
+
+    The API's view of :class:`ModelCache`: it names the model and knows its classes
+    and input size, and never loads weights.
+    """
+
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[Any, ...], ServedModel] = {}
+
+    def current(self, camera: str | None = None) -> ServedModel:
+        """The model serving ``camera`` now (``None``: the default).
+
+        Raises :class:`~worker.NoModelError` when none is configured and
+        :class:`~models.CheckpointError` when its checkpoint is missing or unreadable.
+        """
+        from models._exceptions import CheckpointError
+
+        ref = model_reference(self.storage, self.settings, camera)
+        try:
+            key = _file_key(ref)
+        except OSError:
+            raise CheckpointError(f"checkpoint {ref.checkpoint} does not exist") from None
+        with self._lock:
+            served = self._cache.get(key)
+        if served is None:
+            info = read_checkpoint_info(ref.checkpoint)
+            name = ref.version or checkpoint_name(ref.checkpoint, info.sha256)
+            served = ServedModel(ref, name, info)
+            with self._lock:
+                if len(self._cache) > 16:
+                    self._cache.clear()
+                self._cache[key] = served
+        return served

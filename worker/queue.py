@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +115,8 @@ class JobQueue(abc.ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._alive: dict[tuple[str, str], float] = {}
+        self._alive_lock = threading.Lock()
 
     @abc.abstractmethod
     def enqueue(self, kind: str, payload: Mapping[str, Any], *, job_id: str | None = None) -> Job:
@@ -204,6 +208,25 @@ class JobQueue(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    @abc.abstractmethod
+    def finished(self, kind: str) -> list[Job]:
+        """Every job of ``kind`` that is done or failed (for retention; not a hot path)."""
+
+    def mark_alive(self, kind: str, consumer: str, ttl_s: float) -> None:
+        """Record that ``consumer`` (a worker of ``kind``) is alive for ``ttl_s`` seconds.
+
+        A worker renews it while it runs, job or no job; a health check reads it with
+        :meth:`alive`. The in-memory queue keeps it in memory (its workers are threads
+        of the process that asks)."""
+        with self._alive_lock:
+            self._alive[(kind, consumer)] = time.monotonic() + ttl_s
+
+    def alive(self, kind: str) -> list[str]:
+        """The consumers of ``kind`` whose liveness mark has not expired."""
+        now = time.monotonic()
+        with self._alive_lock:
+            return sorted(c for (k, c), until in self._alive.items() if k == kind and until > now)
+
     def retry_delay(self, attempts: int) -> float:
         return self.settings.retry_delay(max(1, attempts))
 
@@ -214,7 +237,7 @@ def open_queue(settings: Settings) -> JobQueue:
     The in-memory queue lives in the calling process; whoever opens it (the embedded
     ``atcon serve``) shares it between its API and its worker threads.
     """
-    if settings.redis_url is not None:
+    if not settings.embedded:
         from .redis_queue import RedisQueue
 
         return RedisQueue(settings)

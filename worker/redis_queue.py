@@ -50,11 +50,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from ._exceptions import JobNotFoundError, QueueError, QueueUnavailableError
 from .queue import DURATION_BUCKETS, Job, JobQueue, JobState, JobStats, Lease
+from .redis_client import connect
 from .settings import Settings
 from .storage import new_id
 
@@ -257,14 +256,7 @@ class RedisQueue(JobQueue):
         if client is None:
             if settings.redis_url is None:
                 raise ValueError("settings.redis_url must be set for a RedisQueue")
-            client = redis.Redis.from_url(
-                settings.redis_url,
-                decode_responses=True,
-                socket_connect_timeout=2.0,
-                socket_timeout=10.0,
-                health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 1),
-            )
+            client = connect(settings)
         # decode_responses=True: replies are str, which redis-py's annotations cannot express
         self.client: Any = client
         self.prefix = settings.queue_prefix
@@ -367,6 +359,13 @@ class RedisQueue(JobQueue):
                 pipe.hgetall(self._key("job", job_id))
             rows = pipe.execute()
         return {row["job_id"]: self._job_from_hash(row) for row in rows if row}
+
+    def finished(self, kind: str) -> list[Job]:
+        with self._errors():
+            ids = self.client.sunion(
+                [self._key("jobs", kind, s.value) for s in (JobState.done, JobState.failed)]
+            )
+        return list(self.get_many(sorted(ids)).values())
 
     def jobs(self, kind: str, limit: int = 50) -> list[Job]:
         """Every job of ``kind`` is in one of its per-state sets; read them all, sort by
@@ -569,6 +568,19 @@ class RedisQueue(JobQueue):
     def ping(self) -> None:
         with self._errors():
             self.client.ping()
+
+    def mark_alive(self, kind: str, consumer: str, ttl_s: float) -> None:
+        """``<prefix>:alive:<kind>:<consumer>`` set for ``ttl_s`` (see the interface)."""
+        with self._errors():
+            self.client.set(
+                self._key("alive", kind, consumer), str(time.time()), px=max(1, int(ttl_s * 1000))
+            )
+
+    def alive(self, kind: str) -> list[str]:
+        prefix = self._key("alive", kind, "")
+        with self._errors():
+            keys = list(self.client.scan_iter(match=prefix + "*", count=500))
+        return sorted(key[len(prefix) :] for key in keys)
 
     def close(self) -> None:
         self.client.close()

@@ -63,14 +63,18 @@ from typing import Any
 
 import numpy as np
 
-from ._exceptions import ResultsExistError
-from .render import heat_overlay, save_png_atomic
+from models.atomic import atomic_write_text
+
+from ._exceptions import ResultsExistError, ResultsUnreadableError, SchemaVersionError
+from .render import gradcam_heat, guided_picture, heat_overlay, resize_map, save_png_atomic
 
 __all__ = [
     "EVENTS_FILE",
+    "EVENT_ID_PATTERN",
     "SCHEMA_VERSION",
     "SCORES_FILE",
     "read_events",
+    "read_scores",
     "safe_stem",
     "staged_directory",
     "write_event_maps",
@@ -80,6 +84,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: the form of an event id in ``events.json`` (``<label>-<k>``), checked before use
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 EVENTS_FILE = "events.json"
 SCORES_FILE = "scores.npz"
 MAPS_DIR = "maps"
@@ -125,45 +131,49 @@ def staged_directory(out_dir: str | Path, *, overwrite: bool = False) -> Iterato
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` as strict JSON (no NaN) via a temporary name and a rename."""
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def read_events(path: str | Path) -> dict[str, Any]:
-    """Read ``events.json`` (or the results folder holding it), checking its schema version."""
+    """Read ``events.json`` (or the results folder holding it), checking its schema version.
+
+    The one reader of the file. Raises ``FileNotFoundError`` when it is not there,
+    :class:`~worker.ResultsUnreadableError` when it is not a JSON object, and
+    :class:`~worker.SchemaVersionError` when it is of another schema version.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ResultsUnreadableError(f"{path} is unreadable: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ResultsUnreadableError(f"{path} is not a JSON object")
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has events schema version {version!r}; this code reads {SCHEMA_VERSION}"
+        raise SchemaVersionError(
+            f"{path} has events schema version {version!r}; this code reads {SCHEMA_VERSION} "
+            "(results written by another release: run the video again to rewrite them)"
         )
     return document
 
 
-def _resize(map2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map (h, w) to ``size`` (H, W)."""
-    import torch
-    import torch.nn.functional as F
-
-    tensor = torch.from_numpy(np.ascontiguousarray(map2d, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def _unit(values: np.ndarray, percentile: float = 100.0) -> np.ndarray:
-    """Scale to [0, 1] between the minimum and the given percentile (then clipped)."""
-    low = float(values.min())
-    high = float(np.percentile(values, percentile)) if percentile < 100 else float(values.max())
-    return np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+def read_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """Read ``scores.npz`` (or the results folder holding it): times, pts, scores,
+    class_names; :class:`~worker.ResultsUnreadableError` when it cannot be used."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SCORES_FILE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ResultsUnreadableError(f"{path} is unreadable: {exc}") from exc
 
 
 def write_event_maps(
@@ -182,10 +192,8 @@ def write_event_maps(
     """
     maps_dir.mkdir(parents=True, exist_ok=True)
     size = frame.shape[:2]
-    heat = _unit(_resize(np.maximum(cam, 0.0), size))
-    # a few pixels dominate Guided Backprop; the 99.5th percentile keeps the rest visible
-    magnitude = _unit(_resize(np.abs(guided).sum(axis=0), size), 99.5)
-    soft = np.clip(_resize(mask, size), 0.0, 1.0)
+    heat = gradcam_heat(cam, size)
+    soft = np.clip(resize_map(mask, size), 0.0, 1.0)
     names = {
         "frame": f"{stem}_frame.png",
         "gradcam_overlay": f"{stem}_gradcam.png",
@@ -195,7 +203,7 @@ def write_event_maps(
         "guided_backprop_raw": f"{stem}_guided_backprop.npy",
         "mask_raw": f"{stem}_mask.npy",
     }
-    grey = (magnitude * 255).round().astype(np.uint8)
+    grey = guided_picture(guided, size)
     masked = (frame.astype(np.float32) * soft[..., None]).round().astype(np.uint8)
     for key, image in (
         ("frame", frame),

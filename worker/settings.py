@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     #: first retry delay; doubles with each attempt up to ``retry_backoff_max_s``
     retry_backoff_s: float = Field(default=10.0, ge=0)
     retry_backoff_max_s: float = Field(default=600.0, ge=0)
+    #: days a finished job's record stays in the queue (Redis or memory) after it
+    #: finished; then it is archived to ``<data_dir>/jobs/<id>.json`` and dropped from
+    #: the queue (``GET /v1/jobs/{id}`` still answers from the archive)
+    job_retention_days: float = Field(default=7.0, gt=0)
     #: key prefix of every Redis key, so several deployments can share one Redis
     queue_prefix: str = Field(default="atcon", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     #: with Redis: seconds between two checks by each API process that every upload
@@ -203,6 +207,9 @@ class Settings(BaseSettings):
     #: unlabeled pool frames on which a candidate without labeled validation is shown
     #: beside its parent on the models page (0: no comparison)
     finetune_compare_frames: int = Field(default=12, ge=0, le=200)
+    #: lease of the fine-tune lock in Redis, renewed every third of it; a holder that
+    #: cannot renew it for this long stops (``LockLostError``)
+    finetune_lock_ttl_s: float = Field(default=60.0, ge=0.1)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
     #: promotion gate: attention consistency may never fall, even when validation

@@ -40,9 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.atomic import atomic_write_bytes, atomic_write_json
+
 from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
+from .results import EVENTS_FILE, read_events
 
 __all__ = [
+    "ID_PATTERN",
     "ModelRef",
     "Storage",
     "VideoRecord",
@@ -55,13 +59,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+#: the one form of every server-chosen id (videos, jobs, frames): a UUID4's 32 hex digits
+ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(ID_PATTERN)
 #: control characters, and the bidirectional controls that make a name display in
 #: another order than it is (U+202E shows "gnp.mp4" as "mp4.png")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
-EVENTS_NAME = "events.json"
+#: the name of a video's events file (:mod:`worker.results` owns it)
+EVENTS_NAME = EVENTS_FILE
 
 
 def new_id() -> str:
@@ -112,25 +119,6 @@ def _newest_mtime(entry: Path) -> float:
     return newest
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
-
-
 @dataclass
 class VideoRecord:
     """What the service knows about an upload (``uploads/<video_id>/video.json``)."""
@@ -178,11 +166,20 @@ class Storage:
         self.models = self.root / "models"
         self.frames = self.root / "frames"
         self.tmp = self.root / "tmp"
+        #: finished jobs' records, archived when the queue drops them (worker.retention)
+        self.jobs = self.root / "jobs"
         self.audit_log = self.root / "audit.log"
 
     def ensure_layout(self) -> None:
         try:
-            for folder in (self.uploads, self.results, self.models, self.frames, self.tmp):
+            for folder in (
+                self.uploads,
+                self.results,
+                self.models,
+                self.frames,
+                self.tmp,
+                self.jobs,
+            ):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"data directory {self.root} cannot be created: {exc}") from exc
@@ -303,16 +300,12 @@ class Storage:
         return (self.results_dir(video_id) / EVENTS_NAME).is_file()
 
     def read_events(self, video_id: str) -> dict[str, Any] | None:
-        """The ``events.json`` of a video, or None while it has no results."""
+        """The ``events.json`` of a video (:func:`worker.results.read_events`, schema
+        version checked), or None while it has no results."""
         try:
-            data = json.loads((self.results_dir(video_id) / EVENTS_NAME).read_text())
+            return read_events(self.results_dir(video_id))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"results of video {video_id} are unreadable: {exc}") from exc
-        if not isinstance(data, dict):
-            raise StorageError(f"results of video {video_id} are not a JSON object")
-        return data
 
     def staging_dir(self, video_id: str) -> Path:
         """A fresh empty folder in ``tmp/`` where a job builds a video's results."""

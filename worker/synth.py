@@ -37,8 +37,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -48,6 +46,8 @@ from typing import Any
 import av
 import numpy as np
 from PIL import Image
+
+from models.atomic import atomic_path, atomic_write_text
 
 from .shifts import (
     CameraWarp,
@@ -416,54 +416,36 @@ class WardScene:
         return image, np.ascontiguousarray(mask)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _encode(
     path: Path, scene: WardScene, config: SynthConfig, progress: Callable[[float], None] | None
 ) -> None:
     """Render every frame and encode H.264/MP4 to a temporary name, then rename."""
     rate = Fraction(config.fps).limit_denominator(1001)
     count = max(1, math.floor(config.seconds * config.fps))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height = config.width, config.height
-            stream.pix_fmt = "yuv420p"
-            severity = shift_severity(config.shifts, "compression")
-            stream.options = {
-                "crf": str(compression_crf(config.crf, severity)),
-                "preset": "veryfast",
-                "g": str(max(1, round(2 * config.fps))),
-                # x264's macroblock-tree rate control gave a different stream for the
-                # same frames in about one encode in four here (the first GOPs
-                # differ, as if it read memory it had not written); without it the
-                # same seed writes the same bytes, which the benchmarks and tests need
-                "x264-params": "mbtree=0",
-            }
-            for index in range(count):
-                image = degrade(scene.render(index / config.fps, index), severity)
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts = index
-                frame.time_base = 1 / rate
-                container.mux(stream.encode(frame))
-                if progress is not None and index % 64 == 0:
-                    progress(0.8 * index / count)
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", "mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = config.width, config.height
+        stream.pix_fmt = "yuv420p"
+        severity = shift_severity(config.shifts, "compression")
+        stream.options = {
+            "crf": str(compression_crf(config.crf, severity)),
+            "preset": "veryfast",
+            "g": str(max(1, round(2 * config.fps))),
+            # x264's macroblock-tree rate control gave a different stream for the
+            # same frames in about one encode in four here (the first GOPs
+            # differ, as if it read memory it had not written); without it the
+            # same seed writes the same bytes, which the benchmarks and tests need
+            "x264-params": "mbtree=0",
+        }
+        for index in range(count):
+            image = degrade(scene.render(index / config.fps, index), severity)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            frame.time_base = 1 / rate
+            container.mux(stream.encode(frame))
+            if progress is not None and index % 64 == 0:
+                progress(0.8 * index / count)
+        container.mux(stream.encode(None))
 
 
 def degrade(image: np.ndarray, severity: int) -> np.ndarray:
@@ -482,14 +464,8 @@ def write_masks(path: Path, scene: WardScene, seconds: float, fps: float) -> int
     """Write ``scene``'s object masks at ``fps`` (times ``k / fps``) to a ``.npz``; return T."""
     times = np.arange(0.0, seconds - 1e-9, 1.0 / fps)
     masks = np.stack([scene.render_with_masks(float(t))[1] for t in times])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, times=times, masks=masks, classes=np.array(CLASSES))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return len(times)
 
 
@@ -528,8 +504,8 @@ def write_labeled_frames(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "labels"))
     writer.writerows(rows)
-    _atomic_write_text(frames_dir / "labels.csv", buffer.getvalue())
-    _atomic_write_text(frames_dir / "classes.txt", "".join(f"{c}\n" for c in classes))
+    atomic_write_text(frames_dir / "labels.csv", buffer.getvalue())
+    atomic_write_text(frames_dir / "classes.txt", "".join(f"{c}\n" for c in classes))
     return len(rows)
 
 
@@ -578,7 +554,7 @@ def synthesize(
     _encode(video, scene, config, progress)
     truth = out / f"{name}.events.json"
     document = ground_truth_document(video.name, config, events)
-    _atomic_write_text(truth, json.dumps(document, indent=2) + "\n")
+    atomic_write_text(truth, json.dumps(document, indent=2) + "\n")
     frames_dir: Path | None = None
     count = 0
     if frames and config.frames_fps > 0:

@@ -25,6 +25,12 @@ writes the active version's files; cards change only through atomic rewrites.
 Statuses: ``active`` (the one served), ``candidate`` (registered, not promoted; an
 admin may activate it), ``rejected`` (failed the promotion gate; cannot be
 activated), ``retired`` (was active once; activating it again is a roll-back).
+
+``ACTIVE`` is the one source of truth for which version is the default: a card read
+through :meth:`ModelRegistry.get` says ``active`` exactly when ``ACTIVE`` names it,
+and a card stored as ``active`` that ``ACTIVE`` does not name reads as ``retired``.
+An activation writes the pointer first and the cards' history after, all under the
+lock, so a process killed between the two leaves one active version, never two.
 The status speaks of the default only; the cameras a version serves are in
 ``CAMERAS.json`` (:meth:`ModelRegistry.cameras_of`), and the cameras it was adapted on
 in its card (``cameras``).
@@ -48,9 +54,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from models.checkpoint import file_sha256
+from models.checkpoint_info import file_sha256
 
-from ._exceptions import InvalidCameraError
+from ._exceptions import (
+    InvalidCameraError,
+    NoCameraVersionError,
+    UnknownVersionError,
+    VersionError,
+    VersionsUnreadableError,
+)
 from .cameras import validate_camera
 from .storage import atomic_write_bytes, atomic_write_json
 
@@ -62,6 +74,7 @@ __all__ = [
     "UnknownVersionError",
     "VersionError",
     "VersionStatus",
+    "VersionsUnreadableError",
     "promotion_gate",
 ]
 
@@ -72,18 +85,6 @@ _VERSION_RE = re.compile(r"^v\d{4,9}$")
 _ATTACHMENT_RE = re.compile(
     r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$"
 )
-
-
-class VersionError(ValueError):
-    """A model version cannot be registered or activated as asked."""
-
-
-class UnknownVersionError(VersionError, LookupError):
-    """No model version of that name exists."""
-
-
-class NoCameraVersionError(VersionError, LookupError):
-    """No model version is activated for that camera (it is served the default)."""
 
 
 class VersionStatus(StrEnum):
@@ -254,8 +255,22 @@ class ModelRegistry:
         return path
 
     def get(self, version: str) -> ModelCard:
+        """The card of ``version``, its status as the ``ACTIVE`` pointer makes it."""
+        return self._resolved(self._stored(version), self.active_version())
+
+    def _stored(self, version: str) -> ModelCard:
         card = json.loads((self._dir(version) / self.CARD).read_text(encoding="utf-8"))
         return ModelCard.from_dict(card)
+
+    @staticmethod
+    def _resolved(card: ModelCard, active: str | None) -> ModelCard:
+        """``card`` with the status the pointer gives it (the pointer wins)."""
+        if card.version == active:
+            card.status = VersionStatus.ACTIVE
+        elif card.status is VersionStatus.ACTIVE:
+            card.status = VersionStatus.RETIRED
+            card.reason = f"no longer the active version ({active or 'none is'} now)"
+        return card
 
     def checkpoint_path(self, version: str) -> Path:
         return self._dir(version) / self.CHECKPOINT
@@ -288,7 +303,12 @@ class ModelRegistry:
             (p.name for p in self.root.iterdir() if _VERSION_RE.match(p.name)),
             key=lambda name: int(name[1:]),
         )
-        return [self.get(name) for name in names if (self.root / name / self.CARD).is_file()]
+        active = self.active_version()
+        return [
+            self._resolved(self._stored(name), active)
+            for name in names
+            if (self.root / name / self.CARD).is_file()
+        ]
 
     def active_version(self, camera: str | None = None) -> str | None:
         """The version serving videos of ``camera``: its own, else the default (``ACTIVE``).
@@ -321,17 +341,19 @@ class ModelRegistry:
         except FileNotFoundError:
             return {}
         except ValueError as exc:
-            raise VersionError(f"{path} is not valid JSON: {exc}") from exc
+            raise VersionsUnreadableError(f"{path} is not valid JSON: {exc}") from exc
         mapping = data.get("cameras") if isinstance(data, dict) else None
         if not isinstance(mapping, dict):
-            raise VersionError(f"{path} holds no 'cameras' object")
+            raise VersionsUnreadableError(f"{path} holds no 'cameras' object")
         for camera, version in mapping.items():
             try:
                 validate_camera(camera, f"{path.name} entry")
             except InvalidCameraError as exc:
-                raise VersionError(str(exc)) from exc
+                raise VersionsUnreadableError(str(exc)) from exc
             if not isinstance(version, str) or not _VERSION_RE.match(version):
-                raise VersionError(f"{path} names {version!r:.40} for {camera}, not a version")
+                raise VersionsUnreadableError(
+                    f"{path} names {version!r:.40} for {camera}, not a version"
+                )
         return dict(mapping)
 
     def cameras_of(self, version: str) -> list[str]:
@@ -478,13 +500,17 @@ class ModelRegistry:
             if scope:
                 return self._activate_for(card, scope, reason)
             previous = self.active_version()
-            atomic_write_bytes(self.root / self.POINTER, (version + "\n").encode())
-            if previous and previous != version:
-                self._rewrite(self.get(previous), VersionStatus.RETIRED, f"replaced by {version}")
-            logger.info("model version %s is now active (was %s)", version, previous)
-            if card.status is VersionStatus.ACTIVE:
+            if previous == version:
                 return card
-            return self._rewrite(card, VersionStatus.ACTIVE, reason)
+            # the pointer is the truth: written first, the cards' history after
+            atomic_write_bytes(self.root / self.POINTER, (version + "\n").encode())
+            if previous:
+                with contextlib.suppress(UnknownVersionError):  # a pointer to a removed one
+                    self._rewrite(
+                        self.get(previous), VersionStatus.RETIRED, f"replaced by {version}"
+                    )
+            logger.info("model version %s is now active (was %s)", version, previous)
+            return self._rewrite(self.get(version), VersionStatus.ACTIVE, reason)
 
     def _activate_for(self, card: ModelCard, cameras: list[str], reason: str) -> ModelCard:
         """Point ``cameras`` at ``card``'s version; the caller holds the lock."""

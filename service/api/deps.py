@@ -17,7 +17,8 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from worker.queue import JobQueue
-from worker.storage import Storage
+from worker.results import EVENT_ID_PATTERN
+from worker.storage import ID_PATTERN, Storage
 
 from ..core.config import Role, Settings
 from ..core.runtime import Runtime
@@ -41,8 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ID_PATTERN = r"^[0-9a-f]{32}$"
-EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 # Dependencies are ``async def`` although they never wait: FastAPI runs a plain ``def``
 # dependency in the thread pool, one thread hop per dependency and request.

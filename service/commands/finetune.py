@@ -119,7 +119,7 @@ def _nightly(camera: str | None) -> int:
             logger.error("%s", exc)
             return 2
     settings = get_settings()
-    if settings.redis_url is None:
+    if settings.embedded:
         logger.error(
             "atcon finetune --nightly queues work for `atcon worker finetune` and so needs "
             "ATCON_REDIS_URL; the embedded default (`atcon serve`) schedules by itself"

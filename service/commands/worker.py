@@ -12,15 +12,20 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import threading
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("detect", "finetune", "import")
+KINDS = ("detect", "finetune", "frames", "import")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=KINDS, help="which queue to consume")
+    parser.add_argument(
+        "kind",
+        choices=KINDS,
+        help="which queue to consume (a detect worker also takes frames jobs)",
+    )
     parser.add_argument("--name", help="consumer name (default: host-pid-random)")
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
     parser.add_argument(
@@ -34,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--healthcheck",
         action="store_true",
-        help="check Redis answers and (detect) the model file exists, then exit 0 or 1",
+        help="check Redis answers, a worker of KIND on this host (or --name) marked itself "
+        "alive within three heartbeats, and (detect) the model file exists; exit 0 or 1",
     )
 
 
-def _healthcheck(kind: str) -> int:
+def _healthcheck(kind: str, name: str | None = None) -> int:
     import json
 
     from worker._exceptions import AtconError
@@ -50,12 +56,24 @@ def _healthcheck(kind: str) -> int:
     settings = get_settings()
     checks: dict[str, str] = {}
     try:
-        if settings.redis_url is None:
+        if settings.embedded:
             raise ValueError("ATCON_REDIS_URL is not set")
         queue = open_queue(settings)
-        queue.ping()
-        queue.close()
-        checks["queue"] = "ok"
+        try:
+            queue.ping()
+            checks["queue"] = "ok"
+            # the worker process itself: it renews its mark every heartbeat, job or not
+            mine = [
+                c
+                for c in queue.alive(kind)
+                if (c == name if name else c.startswith(f"{socket.gethostname()}-"))
+            ]
+        finally:
+            queue.close()
+        if not mine:
+            who = name or f"on host {socket.gethostname()}"
+            raise ValueError(f"no {kind} worker {who} marked itself alive recently")
+        checks["worker"] = ", ".join(mine)
         if kind == "detect":
             ref = ModelCache(Storage(settings.data_dir), settings).reference()
             if not ref.checkpoint.is_file():
@@ -75,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from worker.tmp_sweep import start_tmp_sweeper
 
     if args.healthcheck:
-        return _healthcheck(args.kind)
+        return _healthcheck(args.kind, args.name)
     settings = get_settings()
-    if settings.redis_url is None:
+    if settings.embedded:
         logger.error(
             "atcon worker needs ATCON_REDIS_URL; without Redis, `atcon serve` runs the "
             "workers in its own process"

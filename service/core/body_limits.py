@@ -20,28 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._exceptions import BodyTooLargeError
 from .problems import problem_response
 
 __all__ = ["BodyLimitMiddleware", "BodyTooLargeError"]
 
 #: room for the multipart framing and small extra fields around an upload's file
 MULTIPART_SLACK = 64 * 1024
-
-
-class BodyTooLargeError(HTTPException):
-    """The request body is larger than its route accepts (413)."""
-
-    def __init__(self, limit: int, setting: str) -> None:
-        super().__init__(
-            413,
-            f"the request body is larger than this endpoint accepts ({limit} bytes, "
-            f"{setting}); send a smaller body",
-            headers={"Connection": "close"},
-        )
-        self.limit = limit
 
 
 class BodyLimitMiddleware:

@@ -63,18 +63,14 @@ def available_kinds(event: dict[str, Any]) -> list[MapKind]:
 def render_heat_png(raw: Path, size: tuple[int, int] | None) -> bytes:
     """A raw Grad-CAM array (h, w) as a colour-mapped PNG of ``size`` = (width, height).
 
-    Negative evidence is cut (ReLU, as Grad-CAM does) and the map scaled by its maximum
-    to [0, 1]; an all-zero map stays black.
+    Normalised as every Grad-CAM picture is (:func:`worker.render.gradcam_heat`).
     """
-    from worker.render import map_to_rgb
+    from worker.render import gradcam_heat, map_to_rgb
 
     cam = np.load(raw, allow_pickle=False).astype(np.float32)
     if cam.ndim != 2:
         raise ValueError(f"{raw.name} holds a {cam.ndim}-D array, not a 2-D map")
-    cam = np.maximum(cam, 0.0)
-    peak = float(cam.max())
-    unit = cam / peak if peak > 0 else cam
-    image = Image.fromarray(map_to_rgb(unit))
+    image = Image.fromarray(map_to_rgb(gradcam_heat(cam, cam.shape)))
     if size is not None and size[0] > 0 and size[1] > 0:
         image = image.resize(size, Image.Resampling.BILINEAR)
     buffer = io.BytesIO()

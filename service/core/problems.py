@@ -19,17 +19,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models._exceptions import CheckpointError
 from worker._exceptions import (
     EventNotFoundError,
     InvalidCameraError,
+    InvalidFrameError,
     InvalidIdError,
     JobNotFoundError,
+    NoCameraVersionError,
+    NoModelError,
     NoResultsError,
     QueueError,
     QueueUnavailableError,
     StorageError,
+    UnknownFrameError,
+    UnknownLabelsError,
+    UnknownVersionError,
+    VersionError,
+    VersionsUnreadableError,
     VideoDecodeError,
     VideoNotFoundError,
+    ZipTooLargeError,
 )
 from worker.cameras import CAMERA_RULE
 
@@ -163,7 +173,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(RequestValidationError, validation_error)
-    for kind in (UploadError, VideoDecodeError, InvalidCameraError, StorageError, QueueError):
+    for kind in (
+        UploadError,
+        VideoDecodeError,
+        InvalidCameraError,
+        InvalidFrameError,
+        UnknownLabelsError,
+        StorageError,
+        QueueError,
+        NoModelError,
+        CheckpointError,
+        VersionError,
+    ):
         app.add_exception_handler(kind, domain_error)
     app.add_exception_handler(Exception, unexpected)
 
@@ -197,16 +218,38 @@ def _sentence(exc: Exception) -> str:
             "the job queue cannot be reached, so nothing was accepted or changed; try again "
             "in a minute (an operator should check Redis)"
         )
+    if isinstance(exc, NoModelError | CheckpointError):
+        return f"the frame pool and the model pages need a model to serve: {exc}"
+    if isinstance(exc, InvalidFrameError) and not isinstance(exc, ZipTooLargeError):
+        return f"{exc}; send a PNG or JPEG image, or a zip of them"
     return str(exc) or type(exc).__name__
 
 
 def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
     if isinstance(exc, UploadError):
         return exc.status, None
-    if isinstance(exc, VideoDecodeError | InvalidIdError | InvalidCameraError):
+    if isinstance(exc, VideoDecodeError | InvalidIdError | InvalidCameraError | UnknownLabelsError):
         return 422, None
-    if isinstance(exc, VideoNotFoundError | JobNotFoundError | EventNotFoundError):
+    if isinstance(
+        exc,
+        VideoNotFoundError
+        | JobNotFoundError
+        | EventNotFoundError
+        | UnknownFrameError
+        | UnknownVersionError
+        | NoCameraVersionError,
+    ):
         return 404, None
+    if isinstance(exc, VersionsUnreadableError):
+        return 503, {"Retry-After": "30"}
+    if isinstance(exc, VersionError):
+        return 409, None
+    if isinstance(exc, ZipTooLargeError):
+        return 413, None
+    if isinstance(exc, InvalidFrameError):
+        return 415, None
+    if isinstance(exc, NoModelError | CheckpointError):
+        return 503, {"Retry-After": "30"}
     if isinstance(exc, NoResultsError):
         return 409, None
     if isinstance(exc, QueueUnavailableError):

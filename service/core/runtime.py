@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from models._exceptions import CheckpointError
-from worker._exceptions import JobError, QueueError, StorageError
+from worker._exceptions import JobError, NoModelError, QueueError, StorageError
 from worker.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
-from worker.model_cache import ModelCache, model_version
+from worker.model_cache import ModelCache, ServedModels
 from worker.queue import JobQueue, open_queue
+from worker.retention import prune_jobs
 from worker.settings import Settings
-from worker.storage import ModelRef, Storage
+from worker.storage import Storage
 from worker.tmp_sweep import start_tmp_sweeper
+from worker.versions import ModelRegistry, VersionError
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -42,49 +43,37 @@ class ModelStatus:
 
 
 class ModelCheck:
-    """Can the model to serve be loaded? Checked once per checkpoint file version."""
+    """Can the model to serve be served? Its checkpoint is read without torch: the
+    file must exist and describe a model (:func:`models.checkpoint_info.read_checkpoint_info`);
+    an active version must also match the hash on its card."""
 
-    def __init__(self, storage: Storage, settings: Settings) -> None:
-        self.storage = storage
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._key: tuple[Any, ...] | None = None
-        self._status = ModelStatus(False, None, "not checked yet")
+    def __init__(self, served: ServedModels) -> None:
+        self.served = served
+        self._version: str | None = None
 
     def check(self) -> ModelStatus:
         try:
-            ref = self.storage.model_to_serve(self.settings.checkpoint)
-        except StorageError as exc:
+            model = self.served.current()
+        except (StorageError, NoModelError, CheckpointError) as exc:
             return ModelStatus(False, None, str(exc))
-        if ref is None:
-            return ModelStatus(
-                False,
-                None,
-                "no model to serve: set ATCON_CHECKPOINT or activate a model version",
-            )
-        try:
-            stat = ref.checkpoint.stat()
-        except OSError:
-            return ModelStatus(False, ref.version, f"checkpoint {ref.checkpoint} does not exist")
-        key = (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key != self._key:
-                self._status = self._load(ref)
-                self._key = key
-            return self._status
-
-    def _load(self, ref: ModelRef) -> ModelStatus:
-        from models.checkpoint import load_checkpoint
-
-        try:
-            load_checkpoint(ref.checkpoint)
-        except CheckpointError as exc:
-            return ModelStatus(False, ref.version, str(exc))
-        return ModelStatus(True, model_version(ref), "loadable")
+        self._version = model.name
+        if model.ref.version is not None:
+            try:
+                card = ModelRegistry(self.served.storage.models).get(model.ref.version)
+            except (VersionError, OSError, ValueError) as exc:
+                return ModelStatus(False, model.name, f"the card cannot be read: {exc}")
+            if card.checkpoint_sha256 != model.info.sha256:
+                return ModelStatus(
+                    False,
+                    model.name,
+                    f"the checkpoint of {model.name} differs from its card (sha256 "
+                    f"{(model.info.sha256 or '')[:12]}, card {card.checkpoint_sha256[:12]})",
+                )
+        return ModelStatus(True, model.name, "loadable")
 
     @property
     def version(self) -> str | None:
-        return self._status.version
+        return self._version
 
 
 @dataclass
@@ -94,6 +83,8 @@ class Runtime:
     queue: JobQueue
     audit: AuditLog
     model_check: ModelCheck
+    #: the served models' descriptions (names, classes, input size), read without torch
+    served: ServedModels
     #: signs the browser pages' session cookies (secret: <data_dir>/session.key)
     sessions: SessionCodec
     #: counts failed authentications per client address (429 over the limit)
@@ -112,12 +103,14 @@ class Runtime:
         storage.ensure_layout()
         # embedded: this process is the only one using tmp/; shared: leave others' work
         storage.clean_tmp(older_than_s=0.0 if settings.embedded else 24 * 3600.0)
+        served = ServedModels(storage, settings)
         runtime = cls(
             settings=settings,
             storage=storage,
             queue=queue or open_queue(settings),
             audit=AuditLog(storage.audit_log),
-            model_check=ModelCheck(storage, settings),
+            model_check=ModelCheck(served),
+            served=served,
             sessions=SessionCodec(
                 load_secret(storage.root / "session.key"),
                 store=SessionStore(storage.root / "sessions"),
@@ -128,8 +121,7 @@ class Runtime:
             reconcile(storage, runtime.queue)
         except QueueError as exc:
             logger.warning("uploads without results not requeued now: %s", exc)
-        if not settings.embedded:  # an in-memory queue cannot lose jobs while it runs
-            runtime.start_reconciler()
+        runtime.start_housekeeping()
         count = (
             workers
             if workers is not None
@@ -143,16 +135,29 @@ class Runtime:
             runtime.start_import()
         return runtime
 
-    def start_reconciler(self) -> None:
-        """Every ``ATCON_RECONCILE_INTERVAL_S``, queue again the uploads without results
-        whose job is gone (Redis restarted without its data, or was flushed)."""
-        thread = threading.Thread(target=self._reconcile_loop, name="reconciler", daemon=True)
+    def start_housekeeping(self) -> None:
+        """Every ``ATCON_RECONCILE_INTERVAL_S``: archive and drop the jobs finished more
+        than ``ATCON_JOB_RETENTION_DAYS`` ago (:mod:`worker.retention`), and with Redis
+        queue again the uploads without results whose job is gone (Redis restarted
+        without its data, or was flushed; an in-memory queue cannot lose jobs)."""
+        thread = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _reconcile_loop(self) -> None:
+    def prune(self) -> list[str]:
+        """Archive and drop the jobs finished longer ago than the retention."""
+        retention_s = self.settings.job_retention_days * 86400.0
+        return prune_jobs(self.queue, self.storage, self.kinds, retention_s)
+
+    def _housekeeping_loop(self) -> None:
         failing = False
         while not self._stop.wait(self.settings.reconcile_interval_s):
+            try:
+                self.prune()
+            except (QueueError, StorageError, OSError) as exc:
+                logger.warning("finished jobs not archived now: %s", exc)
+            if self.settings.embedded:
+                continue
             try:
                 requeued = reconcile(self.storage, self.queue)
             except QueueError as exc:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import time
 from pathlib import Path
 
+from models.atomic import atomic_write_bytes
 from worker._exceptions import StorageError
 
 __all__ = ["SessionStore"]
@@ -49,16 +49,9 @@ class SessionStore:
         session_id = secrets.token_urlsafe(24)
         record = json.dumps({"name": name, "expires": int(expires)}).encode()
         path = self.root / f"{session_id}.json"
-        staging = self.root / f".{session_id}.tmp"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(record)
-            os.replace(staging, path)
+            atomic_write_bytes(path, record)  # 0600, as every atomic write
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                staging.unlink()
             raise StorageError(f"a session cannot be recorded in {self.root}: {exc}") from exc
         self._maybe_sweep()
         return session_id

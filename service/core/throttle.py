@@ -60,7 +60,7 @@ class AuthThrottle:
         if storage is None:
             storage = (
                 MemoryStorage()
-                if settings.redis_url is None
+                if settings.redis_url is None  # embedded (narrows the type for mypy)
                 else RedisStorage(
                     settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
                 )

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import anyio
 from fastapi import Request
@@ -27,9 +27,11 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 
 from worker._exceptions import InvalidCameraError, VideoDecodeError
 from worker.cameras import CAMERA_MAX_LENGTH, validate_camera
-from worker.probe import VideoInfo, probe
 
 from .._exceptions import UploadError, UploadTooLargeError
+
+if TYPE_CHECKING:
+    from worker.probe import VideoInfo
 
 __all__ = ["CAMERA_FIELD", "FILE_FIELD", "ReceivedFile", "probe_upload", "receive_upload"]
 
@@ -248,7 +250,10 @@ def probe_upload(path: Path) -> VideoInfo:
 
     The probe's messages name the file, here a server-chosen temporary name that means
     nothing to the client (and is not for it to see): it becomes "the file".
+    PyAV is imported here, at the first upload, not when the API starts.
     """
+    from worker.probe import probe
+
     try:
         return probe(path)
     except VideoDecodeError as exc:

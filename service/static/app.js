@@ -157,4 +157,23 @@
     setupUpload();
     if (busy()) pollLive();
   });
+  // -- maps a worker draws on demand: [data-drawn-map] images answer 202 until drawn --
+  const MAP_RETRY_MS = 2000;
+  const MAP_TRIES = 60;
+  document.querySelectorAll("img[data-drawn-map]").forEach((img) => {
+    let tries = 0;
+    const caption = img.parentElement && img.parentElement.querySelector("figcaption");
+    const label = caption ? caption.textContent : "";
+    img.addEventListener("error", () => {
+      if (tries >= MAP_TRIES) return;
+      tries += 1;
+      if (caption) caption.textContent = `${label} (drawing…)`;
+      setTimeout(() => {
+        img.src = `${img.dataset.drawnMap}?try=${tries}`;
+      }, MAP_RETRY_MS);
+    });
+    img.addEventListener("load", () => {
+      if (caption) caption.textContent = label;
+    });
+  });
 })();

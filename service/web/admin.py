@@ -36,6 +36,7 @@ from worker._exceptions import (
 from worker.finetune import queue_finetune
 from worker.jobs import FINETUNE
 from worker.queue import Job
+from worker.retention import list_jobs
 from worker.versions import (
     ModelRegistry,
     NoCameraVersionError,
@@ -69,7 +70,7 @@ def models_page(page: PageDep) -> Response:
     jobs: list[Job] = []
     queue_down = False
     try:
-        jobs = runtime.queue.jobs(FINETUNE, _JOBS_SHOWN)
+        jobs = list_jobs(runtime.queue, runtime.storage, FINETUNE, _JOBS_SHOWN)
     except QueueUnavailableError:
         queue_down = True
     try:

@@ -1,9 +1,11 @@
 """The review queue: the pool's unlabeled frames whose maps disagree most, to label.
 
 ``GET /review`` lists :meth:`worker.frame_pool.FramePool.review_queue` (lowest
-attention consistency first), scoring frames uploaded without a score first, as
-``GET /v1/frames/review`` does; each frame shows with its Grad-CAM overlay and
-Guided Backprop map under the served model (the images come from ``/v1/frames``).
+attention consistency first). Frames uploaded without a score are asked of a worker
+(a ``frames`` job, as ``GET /v1/frames/review`` does) and the page says "Scoring…"
+for them instead of waiting; each frame shows with its Grad-CAM overlay and Guided
+Backprop map under the served model (the images come from ``/v1/frames``; a map not
+drawn yet is drawn by a worker and the page's script retries it).
 Operators label a frame with the served model's classes, or with none ("no
 event"), and the labeled frame joins the training or validation set of the next
 fine-tune.
@@ -11,19 +13,23 @@ fine-tune.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from worker.frame_pool import FramePool, UnknownFrameError
+from models._exceptions import CheckpointError
+from worker._exceptions import NoModelError, QueueError, StorageError, UnknownFrameError
+from worker.frame_pool import FramePool
+from worker.frame_scoring import request_scoring
 
 from ..core.config import Role
-
-# one FrameMaps (the served model for pool frames) per app, shared with the frames API
-from ..core.frame_maps import frame_maps
 from .session import PageDep, PageError
 from .videos import LOW_CONSISTENCY
 
 __all__ = ["router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
@@ -39,17 +45,29 @@ def review_page(request: Request, page: PageDep, limit: str | None = None) -> Re
     except ValueError:
         count = _DEFAULT_LIMIT
     count = min(max(count, 1), _MAX_LIMIT)
-    maps = frame_maps(request)
+    runtime = page.runtime
     problem = None
+    scoring = False
     try:
-        pool = maps.pool()
-        maps.score_unscored(pool, pool.records(labeled=False), limit=count)
-        classes = maps.class_names()
-    except (LookupError, OSError) as exc:  # no model to serve: list what is scored
-        pool, classes, problem = FramePool(page.runtime.storage.frames), [], str(exc)
+        served = runtime.served.current()
+        pool = FramePool(
+            runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
+        )
+        classes = list(served.info.class_names)
+        unscored = [r.frame_id for r in pool.records(labeled=False) if r.consistency is None]
+        if unscored:
+            request_scoring(runtime.queue, served.name, unscored)
+            scoring = True
+    except (NoModelError, CheckpointError, StorageError) as exc:  # list what is scored
+        pool, classes, problem = FramePool(runtime.storage.frames), [], str(exc)
+    except QueueError as exc:  # scored frames can still be labeled
+        problem = None
+        scoring = False
+        logger.warning("frames not sent for scoring: %s", exc)
     return page.render(
         "review.html",
         frames=pool.review_queue(count),
+        scoring=scoring,
         classes=classes,
         problem=problem,
         limit=count,
@@ -62,13 +80,16 @@ async def label_frame(request: Request, frame_id: str, page: PageDep) -> Respons
     principal = page.require(Role.operator)
     form = await page.form()
     labels = [str(v) for v in form.getlist("labels")]
-    maps = frame_maps(request)
+    runtime = page.runtime
     try:
-        pool = maps.pool()
-        pool.set_labels(frame_id, labels, maps.class_names())
+        served = runtime.served.current()
+        pool = FramePool(
+            runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
+        )
+        pool.set_labels(frame_id, labels, list(served.info.class_names))
     except UnknownFrameError:
         raise PageError(404, "Frame not found", "There is no such frame in the pool.") from None
-    except (LookupError, OSError) as exc:
+    except (NoModelError, CheckpointError, StorageError) as exc:
         raise PageError(
             503, "No model", f"Labels name the served model's classes, and there is none: {exc}"
         ) from None

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
+from .._exceptions import PageError, SignInRequired
 from ..core.config import Role
 from ..core.runtime import Runtime
 from ..core.security import Principal, authenticate
@@ -32,24 +33,6 @@ __all__ = ["Page", "PageDep", "PageError", "SignInRequired", "router", "safe_nex
 logger = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
-
-
-class PageError(Exception):
-    """Answer with an HTML error page: ``status``, a title and a sentence to act on."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
-
-
-class SignInRequired(Exception):
-    """The page needs a signed-in user; the answer is a redirect to the sign-in page."""
-
-    def __init__(self, next_url: str) -> None:
-        super().__init__(next_url)
-        self.next_url = next_url
 
 
 def safe_next(value: str | None) -> str:

@@ -34,8 +34,9 @@ from worker._exceptions import (
 )
 from worker.cameras import CAMERA_RULE
 from worker.queue import Job, JobState
+from worker.results import EVENT_ID_PATTERN
 from worker.reviews import EventReview, Verdict, frame_pool, read_reviews, review_event, review_of
-from worker.storage import Storage, VideoRecord
+from worker.storage import ID_PATTERN, Storage, VideoRecord
 
 from ..api.routes.videos import job_or_none, video_public
 from ..core.config import Role
@@ -49,8 +50,8 @@ router = APIRouter(include_in_schema=False)
 
 #: events whose attention consistency is below this stand out on the page
 LOW_CONSISTENCY = 0.5
-_ID = re.compile(r"^[0-9a-f]{32}$")
-_EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(ID_PATTERN)
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _LIST_LIMIT = 500
 
 

@@ -60,3 +60,24 @@ def test_adaptation_benchmark_writes_its_page_from_one_run(tmp_path: Path) -> No
     assert text.startswith("# Deployment shifts") and "## Verdict" in text
     for figure in ("adaptation_shifts.png", "adaptation_severity.png"):
         assert (page.parent / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_api_footprint_benchmark_measures_both_sides_and_writes_its_section(
+    tmp_path: Path,
+) -> None:
+    """One round at toy size: both sides measured, ratios above 1, the page's section
+    written once and replaced (not appended) by a second run."""
+    from bench import api_footprint
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmark figures\n\nother rows\n", encoding="utf-8")
+    report = api_footprint.run(1)
+    assert set(report["medians"]) == set(api_footprint.SIDES)
+    after = report["medians"]["app alone (after)"]
+    assert after["rss"] > 0 and after["serve_rss"] > 0
+    assert report["ratios"]["import_rss"] > 1.0  # the ML stack costs memory
+    api_footprint.write_page(report, page)
+    api_footprint.write_page(report, page)
+    text = page.read_text(encoding="utf-8")
+    assert text.count(api_footprint.START) == 1 and "other rows" in text
+    assert report["cpu"] in text

@@ -11,7 +11,7 @@ from torch.func import functional_call
 from torchvision.models import mobilenet_v3_small, resnet18
 
 from models import UnsupportedActivationError
-from models._exceptions import MapTooSmallError
+from models._exceptions import MapTooSmallError, ModelError
 from models.atcon import (
     atcon_loss,
     atcon_loss_parts,
@@ -223,6 +223,39 @@ def test_activation_without_second_derivative_is_named() -> None:
     with pytest.raises(UnsupportedActivationError, match="Hardsigmoid"):
         atcon_loss(model, torch.randn(2, 3, 32, 32))
     check_twice_differentiable(resnet18(num_classes=2))  # ReLU nets pass
+
+
+class _BrokenSquare(torch.autograd.Function):
+    """x**2 whose backward fails the way a broken kernel would (not "not implemented")."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+class _BrokenActivation(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _BrokenSquare.apply(x)
+
+
+class _PairOnly(nn.Module):
+    """A parameter-free module that takes two inputs: the probe cannot judge it."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+def test_an_unexpected_probe_failure_raises_instead_of_passing() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), _BrokenActivation())
+    with pytest.raises(ModelError, match=r"_BrokenActivation.*illegal memory access"):
+        check_twice_differentiable(model)
+    # a module the probe tensor does not fit is not an activation: it passes
+    check_twice_differentiable(nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), _PairOnly()))
 
 
 def test_bad_options_name_the_argument(tiny_net, images) -> None:

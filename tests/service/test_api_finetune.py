@@ -33,6 +33,15 @@ def app_client(make_settings, tmp_path) -> Iterator[TestClient]:
         yield client
 
 
+def _drain(client: TestClient) -> int:
+    """Run the app's queued detect and frames jobs to their end in a real worker."""
+    from worker.jobs import DETECT, Worker
+
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    worker = Worker(runtime.queue, runtime.storage, runtime.settings, DETECT, name="test")
+    return worker.run(burst=True, poll_s=0.2)
+
+
 def _zip(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -80,8 +89,17 @@ def test_frames_upload_review_and_labels(app_client: TestClient, auth) -> None:
     )
     assert single.status_code == 201 and len(single.json()["accepted"]) == 1
 
+    # the API does not score: it asks a worker, and lists what is stored meanwhile
+    pending = app_client.get("/v1/frames/review?limit=10", headers=auth(Role.viewer))
+    assert pending.status_code == 200, pending.text
+    assert pending.json()["scoring"] is True and pending.json()["scoring_job_id"]
+    assert all(f["consistency"] is None for f in pending.json()["frames"])
+    again = app_client.get("/v1/frames/review?limit=10", headers=auth(Role.viewer)).json()
+    assert again["scoring_job_id"] == pending.json()["scoring_job_id"]  # one job, not two
+    assert _drain(app_client) == 1
     review = app_client.get("/v1/frames/review?limit=10", headers=auth(Role.viewer))
     assert review.status_code == 200
+    assert review.json()["scoring"] is False and review.json()["scoring_job_id"] is None
     frames = review.json()["frames"]
     assert len(frames) == 4
     scores = [f["consistency"] for f in frames]
@@ -93,6 +111,11 @@ def test_frames_upload_review_and_labels(app_client: TestClient, auth) -> None:
     learn = [f["consistency"] for f in frames if _bucket(f["frame_id"]) >= fraction]
     assert learn == sorted(learn)
     first = frames[0]
+    for url in first["maps"].values():  # not drawn yet: a worker draws them
+        drawing = app_client.get(url, headers=auth(Role.viewer))
+        assert drawing.status_code == 202, drawing.text
+        assert drawing.headers["Retry-After"] and drawing.json()["job_id"]
+    assert _drain(app_client) == 1  # both kinds in one job
     for url in (first["image_url"], *first["maps"].values()):
         image = app_client.get(url, headers=auth(Role.viewer))
         assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
@@ -319,3 +342,32 @@ def test_models_activated_for_cameras(app_client: TestClient, auth) -> None:
     again = app_client.post("/v1/models/v0002/activate", json=body, headers=admin)
     assert again.status_code == 200 and registry.camera_versions()["night-2"] == "v0002"
     assert registry.active_version() == "v0001"
+
+
+def test_unreadable_version_pointers_answer_503_with_a_sentence(app_client: TestClient, auth):
+    """VersionsUnreadableError is translated once, at the HTTP boundary."""
+    runtime = app_client.app.state.runtime  # type: ignore[attr-defined]
+    (runtime.storage.models / "CAMERAS.json").write_text("{not json")
+    for url in ("/v1/models", "/v1/models/cameras"):
+        answer = app_client.get(url, headers=auth(Role.viewer))
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "CAMERAS.json is not valid JSON" in answer.json()["detail"]
+        assert answer.headers["Retry-After"]
+
+
+def test_a_job_past_its_retention_still_answers_from_the_archive(
+    make_settings, tmp_path, auth
+) -> None:
+    settings = make_settings(job_retention_days=1e-12)
+    with TestClient(create_app(settings, workers=0)) as client:
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        job = runtime.queue.enqueue("finetune", {})
+        lease = runtime.queue.reserve("finetune", "w", timeout_s=1)
+        runtime.queue.complete(lease, {"version": "v0002"})
+        assert runtime.prune() == [job.job_id]
+        assert runtime.queue.counts("finetune")["done"] == 0
+        answer = client.get(f"/v1/jobs/{job.job_id}", headers=auth(Role.viewer))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "done" and answer.json()["kind"] == "finetune"
+        assert (runtime.storage.root / "jobs" / f"{job.job_id}.json").is_file()

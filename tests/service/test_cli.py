@@ -49,18 +49,60 @@ def test_worker_needs_redis(caplog):
 
 @pytest.mark.redis
 def test_worker_healthcheck(monkeypatch, tmp_path, capsys):
+    """Healthy: Redis answers, a worker process of the kind on this host renews its
+    liveness mark, and (detect) there is a model. A stopped worker's mark expires."""
+    import threading
+    import time
+
+    from worker.jobs import JobOutcome, Worker
+    from worker.queue import open_queue
+    from worker.storage import Storage
+
     with flushed_db(DB_API) as url:
         monkeypatch.setenv("ATCON_REDIS_URL", url)
         monkeypatch.setenv("ATCON_DATA_DIR", str(tmp_path))
-        assert main(["worker", "detect", "--healthcheck"]) == 1
-        assert "no model to serve" in capsys.readouterr().out
-        checkpoint = tmp_path / "m.pt"
-        checkpoint.write_bytes(b"x")
-        monkeypatch.setenv("ATCON_CHECKPOINT", str(checkpoint))
+        monkeypatch.setenv("ATCON_HEARTBEAT_INTERVAL_S", "0.2")
         get_settings.cache_clear()
-        assert main(["worker", "detect", "--healthcheck"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"queue": "ok", "model": "ok"}
-        assert main(["worker", "finetune", "--healthcheck"]) == 0
+        assert main(["worker", "detect", "--healthcheck"]) == 1
+        assert "no detect worker on host" in capsys.readouterr().out
+
+        settings = get_settings()
+        queue = open_queue(settings)
+        worker = Worker(
+            queue, Storage(tmp_path), settings, "detect", function=lambda ctx: JobOutcome()
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"poll_s": 0.1})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while worker.name not in queue.alive("detect") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert main(["worker", "detect", "--healthcheck"]) == 1
+            assert "no model to serve" in capsys.readouterr().out
+            checkpoint = tmp_path / "m.pt"
+            checkpoint.write_bytes(b"x")
+            monkeypatch.setenv("ATCON_CHECKPOINT", str(checkpoint))
+            get_settings.cache_clear()
+            assert main(["worker", "detect", "--healthcheck"]) == 0
+            assert json.loads(capsys.readouterr().out) == {
+                "queue": "ok",
+                "worker": worker.name,
+                "model": "ok",
+            }
+            assert main(["worker", "detect", "--healthcheck", "--name", worker.name]) == 0
+            assert main(["worker", "finetune", "--healthcheck"]) == 1  # none of that kind
+        finally:
+            stop.set()
+            thread.join(30)
+        capsys.readouterr()
+        deadline = time.monotonic() + 30  # the stopped worker's mark expires
+        while worker.name in queue.alive("detect") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert main(["worker", "detect", "--healthcheck"]) == 1
+        assert "marked itself alive" in capsys.readouterr().out
+        queue.close()
+    get_settings.cache_clear()
 
 
 def test_dev_mode_without_tokens_stays_on_loopback(monkeypatch, tmp_path, caplog):

@@ -373,7 +373,18 @@ def test_the_review_queue_lists_least_consistent_first_and_labels(app_client, to
     learn = [by_id[i] for i in listed if _bucket(i) >= fraction]
     assert learn == sorted(learn)
     assert "0.20 (low)" in html and "Save labels" not in html
-    for url in re.findall(r'<img src="(/v1/frames/[^"]+)"', html):  # with the session cookie
+    urls = re.findall(r'<img src="(/v1/frames/[^"]+)"', html)
+    for url in urls:  # with the session cookie; maps are drawn by a worker, the page retries
+        image = app_client.get(url)
+        if "/maps/" in url:
+            assert image.status_code == 202 and 'data-drawn-map="' + url + '"' in html, url
+        else:
+            assert image.status_code == 200 and image.content[:4] == b"\x89PNG", url
+    from worker.jobs import DETECT, Worker
+
+    runtime = app_client.app.state.runtime
+    Worker(runtime.queue, runtime.storage, runtime.settings, DETECT).run(burst=True, poll_s=0.2)
+    for url in urls:
         image = app_client.get(url)
         assert image.status_code == 200 and image.content[:4] == b"\x89PNG", url
     assert len(re.findall(r'<img src="(/v1/frames/[^"]+)"', html)) == 9
@@ -570,3 +581,14 @@ def test_a_candidate_without_labels_shows_beside_its_parent(
     assert app_client.get("/models/v0009/comparison/x.png").status_code == 404
     sign_in(app_client, tokens[Role.viewer])
     assert app_client.get(src).status_code == 403
+
+
+def test_the_review_queue_says_scoring_for_frames_a_worker_has_not_scored(app_client, tokens):
+    pool = FramePool(app_client.app.state.runtime.storage.root / "frames", image_size=16)
+    for _ in range(6):  # some land in the validation share, listed before they are scored
+        pool.add_frame(np.full((16, 16, 3), 90, dtype=np.uint8))
+    sign_in(app_client, tokens[Role.viewer])
+    html = app_client.get("/review").text
+    assert "Scoring… a worker is scoring frames" in html
+    listed = re.findall(r'src="/v1/frames/([0-9a-f]{32})/image\.png"', html)
+    assert html.count('class="scoring">Scoring…') == len(listed)

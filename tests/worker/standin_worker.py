@@ -36,7 +36,7 @@ def main() -> int:
         staging = storage.staging_dir(video_id)
         out = staging / "results"
         out.mkdir()
-        content = {"video_id": video_id, "worker": name, "events": []}
+        content = {"schema_version": 1, "video_id": video_id, "worker": name, "events": []}
         (out / "events.json").write_text(json.dumps(content))
         storage.publish_results(video_id, out)
         staging.rmdir()

@@ -63,7 +63,8 @@ def test_results_layout_and_schema(
     assert document["sampling"]["coverage"] == pytest.approx(1.0)
     model = document["model"]
     assert model["checkpoint_sha256"] == file_sha256(checkpoint)
-    assert model["version"] == "sha256:" + file_sha256(checkpoint)[:12]
+    # one name scheme everywhere: <stem>-<sha12> for a checkpoint that is not a version
+    assert model["version"] == f"{checkpoint.stem}-" + file_sha256(checkpoint)[:12]
     assert model["class_names"] == list(CLASSES) and model["precision"] == "float32"
     assert model["thresholds"]["on"] == EVERYTHING_STAFF
     assert document["maps"]["layer"] == "layer4"

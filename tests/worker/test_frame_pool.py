@@ -240,3 +240,36 @@ def test_the_review_queue_mixes_hard_frames_with_a_random_validation_sample(
     pool.set_consistency(other.frame_id, 0.0, "v0001")
     assert [r.frame_id for r in pool.review_queue(limit=40, camera="night-1")] == [other.frame_id]
     assert other.frame_id in {r.frame_id for r in pool.review_queue(limit=200)}
+
+
+def test_a_label_and_a_score_written_at_once_both_survive(pool: FramePool) -> None:
+    """A clinician labels a frame while a worker scores it: each update reads, changes
+    and writes the record, and neither may overwrite the other's field."""
+    import threading
+
+    rounds, lost = 40, []
+    for index in range(rounds):
+        frame_id = pool.add_frame(np.full((32, 32, 3), index, dtype=np.uint8)).frame_id
+        start = threading.Barrier(2)
+
+        def label(frame_id: str = frame_id, start: threading.Barrier = start) -> None:
+            start.wait()
+            for _ in range(5):
+                pool.set_labels(frame_id, ["bed_exit"], ["bed_exit", "staff"])
+
+        def score(
+            frame_id: str = frame_id, index: int = index, start: threading.Barrier = start
+        ) -> None:
+            start.wait()
+            for _ in range(5):
+                pool.set_consistency(frame_id, index / rounds, "v0001")
+
+        threads = [threading.Thread(target=label), threading.Thread(target=score)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        record = pool.get(frame_id)
+        if record.labels != ["bed_exit"] or record.consistency is None:
+            lost.append(frame_id)
+    assert lost == [], f"{len(lost)} of {rounds} frames lost a label or a score"

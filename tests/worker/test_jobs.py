@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests import media
-from worker._exceptions import JobError, VideoDecodeError
+from worker._exceptions import JobError, QueueError, QueueUnavailableError, VideoDecodeError
 from worker.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
 from worker.memory_queue import MemoryQueue
 from worker.model_cache import ModelCache
-from worker.queue import JobState
+from worker.queue import Job, JobState
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
 
@@ -152,6 +152,7 @@ class StandInDetector:
             progress(0.5)
             progress(1.0)
         content = {
+            "schema_version": 1,
             "video_id": video_id,
             "model": {"version": self.version},
             "sampling": {"samples": 7},
@@ -305,7 +306,7 @@ def test_reconcile_requeues_uploads_without_results(queue, storage):
     finished = add_video(storage)
     staging = storage.staging_dir(finished.video_id) / "r"
     staging.mkdir()
-    (staging / "events.json").write_text("{}")
+    (staging / "events.json").write_text('{"schema_version": 1}')
     storage.publish_results(finished.video_id, staging)
     queued = add_video(storage)
     queue.enqueue("detect", {"video_id": queued.video_id}, job_id=queued.job_id)
@@ -314,6 +315,38 @@ def test_reconcile_requeues_uploads_without_results(queue, storage):
     job = queue.get(pending.job_id)  # the same job id as before the restart
     assert job.payload == {"video_id": pending.video_id}
     assert reconcile(storage, queue) == []
+
+
+class _RefusingQueue(MemoryQueue):
+    """The in-memory queue, refusing to read one job's record (a corrupt hash, say)."""
+
+    def __init__(self, settings: Settings, refused: str) -> None:
+        super().__init__(settings)
+        self.refused = refused
+
+    def get(self, job_id: str) -> Job:
+        if job_id == self.refused:
+            raise QueueError(f"job {job_id} has an unreadable record")
+        return super().get(job_id)
+
+
+def test_reconcile_goes_on_past_a_job_it_cannot_check(settings, storage):
+    first, second, third = (add_video(storage) for _ in range(3))
+    queue = _RefusingQueue(settings, refused=second.job_id)
+    requeued = reconcile(storage, queue)
+    assert sorted(requeued) == sorted([first.video_id, third.video_id])
+    assert queue.get(third.job_id).payload == {"video_id": third.video_id}
+
+
+def test_reconcile_stops_when_the_queue_is_unreachable(settings, storage):
+    add_video(storage)
+
+    class Unreachable(MemoryQueue):
+        def get(self, job_id: str) -> Job:
+            raise QueueUnavailableError("Redis cannot be reached")
+
+    with pytest.raises(QueueUnavailableError):
+        reconcile(storage, Unreachable(settings))
 
 
 def test_real_detector_through_the_worker(queue, storage, settings, tmp_path):

@@ -67,10 +67,11 @@ def test_publish_replaces_results_in_one_rename(storage):
     for round_ in (1, 2):
         staging = storage.staging_dir(record.video_id) / "results"
         staging.mkdir()
-        (staging / "events.json").write_text(f'{{"round": {round_}, "events": []}}')
+        document = {"schema_version": 1, "round": round_, "events": []}
+        (staging / "events.json").write_text(json.dumps(document))
         (staging / f"only-in-{round_}").write_text("x")
         storage.publish_results(record.video_id, staging)
-        assert storage.read_events(record.video_id) == {"round": round_, "events": []}
+        assert storage.read_events(record.video_id) == document
     names = sorted(p.name for p in storage.results_dir(record.video_id).iterdir())
     assert names == ["events.json", "only-in-2"]
     assert [p.name for p in storage.results.iterdir()] == [record.video_id]
@@ -142,3 +143,27 @@ def test_clean_tmp_keeps_fresh_entries(storage):
     (storage.tmp / "old.part").write_text("x")
     assert storage.clean_tmp(older_than_s=3600) == 0
     assert storage.clean_tmp(older_than_s=0) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ('{"schema_version": 2, "events": []}', "SchemaVersionError"),
+        ('{"events": []}', "SchemaVersionError"),
+        ("[1, 2]", "ResultsUnreadableError"),
+        ("{not json", "ResultsUnreadableError"),
+    ],
+)
+def test_events_of_another_schema_or_unreadable_raise_a_named_error(storage, content, error):
+    """The one reader checks the schema version for every caller (API, pages, reviews)."""
+    from worker import _exceptions
+
+    record = store(storage)
+    staging = storage.staging_dir(record.video_id) / "results"
+    staging.mkdir()
+    (staging / "events.json").write_text(content)
+    storage.publish_results(record.video_id, staging)
+    with pytest.raises(getattr(_exceptions, error)) as caught:
+        storage.read_events(record.video_id)
+    assert type(caught.value).__name__ == error
+    assert isinstance(caught.value, _exceptions.StorageError)

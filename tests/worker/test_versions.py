@@ -257,3 +257,52 @@ def test_attachments_travel_with_the_version(
         )
     plain = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="no files")
     assert registry.comparison(plain.version) is None
+
+
+def test_concurrent_default_activations_leave_one_active_version(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    names = [
+        registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason=str(i)).version
+        for i in range(2)
+    ]
+    start = threading.Barrier(len(names))
+
+    def activate(name: str) -> None:
+        start.wait()
+        for _ in range(10):
+            registry.activate(name)
+
+    threads = [threading.Thread(target=activate, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    statuses = {card.version: card.status for card in registry.versions()}
+    active = [name for name, status in statuses.items() if status is VersionStatus.ACTIVE]
+    assert active == [registry.active_version()]
+    # and as stored on disk, not only as read: the last writer's history agrees
+    stored = {
+        name: json.loads((registry.root / name / "card.json").read_text())["status"]
+        for name in names
+    }
+    assert sorted(stored.values()) == ["active", "retired"]
+
+
+def test_a_crash_between_pointer_and_cards_leaves_one_active_version(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    """An activation killed after writing ACTIVE but before rewriting the cards: the
+    pointer is the truth, so readers still see exactly one active version."""
+    first = registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first").version
+    second = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="next").version
+    (registry.root / "ACTIVE").write_text(second + "\n")  # the step before the crash
+    cards = {card.version: card for card in registry.versions()}
+    assert cards[second].status is VersionStatus.ACTIVE
+    assert cards[first].status is VersionStatus.RETIRED
+    assert registry.get(first).status is VersionStatus.RETIRED
+    # activating again repairs the stored cards
+    registry.activate(first, reason="roll back")
+    assert [c.version for c in registry.versions() if c.status is VersionStatus.ACTIVE] == [first]
+    stored = json.loads((registry.root / second / "card.json").read_text())
+    assert stored["status"] == "retired"

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from worker._exceptions import InvalidIdError
 from worker.finetune import FinetuneRequest, queue_finetune
 
 from ...core.config import Settings
@@ -45,10 +44,7 @@ def start_finetune(
             f"steps: {body.steps} is more than this server allows for one fine-tune ({most}, "
             "ATCON_FINETUNE_MAX_STEPS); ask for fewer steps",
         )
-    try:
-        job_id = queue_finetune(runtime.queue, body, trigger="api")
-    except InvalidIdError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    job_id = queue_finetune(runtime.queue, body, trigger="api")  # InvalidIdError: 422
     runtime.audit.record("finetune", principal.name, job_id=job_id)
     return FinetuneAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}")
 

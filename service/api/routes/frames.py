@@ -1,34 +1,31 @@
-"""``/v1/frames``: the frame pool: upload frames, the review queue, labels."""
+"""``/v1/frames``: the frame pool: upload frames, the review queue, labels.
+
+The API never runs the model: frames without a score, and maps not drawn yet, are
+asked of a detect worker as a ``frames`` job (:mod:`worker.frame_scoring`). The
+review queue answers with what is stored and says ``scoring: true`` while the job
+runs; a map not drawn yet answers 202 with the job and ``Retry-After``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path as PathType
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker._exceptions import QueueError
+from worker._exceptions import EmptyZipError, InvalidFrameError, QueueError, ZipTooLargeError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.frame_import import IMPORT, stage_archive, staged_archive
-from worker.frame_pool import (
-    EmptyZipError,
-    FramePool,
-    FrameRecord,
-    InvalidFrameError,
-    UnknownFrameError,
-    ZipTooLargeError,
-    check_zip,
-)
+from worker.frame_pool import FramePool, FrameRecord, check_zip
+from worker.frame_scoring import FRAME_MAP_KINDS, frame_map_path, request_scoring
+from worker.model_cache import ServedModel
 from worker.settings import Settings
-from worker.storage import Storage, new_id
+from worker.storage import ID_PATTERN, Storage, new_id
 
-from ...core.frame_maps import FRAME_MAP_KINDS, frame_maps
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
 from ...core.uploads import CAMERA_FIELD, FILE_FIELD, receive_upload
@@ -38,7 +35,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/frames", tags=["frames"], responses=PROBLEM_RESPONSES)
 
-FrameId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a frame id")]
+FrameId = Annotated[str, Path(pattern=ID_PATTERN, description="a frame id")]
 #: a zip's local file header, and the end record an empty zip starts with
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -125,6 +122,19 @@ class ImportAccepted(BaseModel):
 
 class ReviewQueue(BaseModel):
     frames: list[FramePublic]
+    scoring: bool = Field(
+        default=False,
+        description="unscored frames are being scored by a worker; ask again to see them",
+    )
+    scoring_job_id: str | None = Field(
+        default=None, description="the job scoring them (GET /v1/jobs/{job_id})"
+    )
+
+
+class MapPending(BaseModel):
+    job_id: str
+    status: str
+    detail: str
 
 
 class LabelsUpdate(BaseModel):
@@ -134,19 +144,16 @@ class LabelsUpdate(BaseModel):
     )
 
 
-def _no_model(exc: Exception) -> HTTPException:
-    return HTTPException(503, f"the frame pool needs a model to serve: {exc}")
+def _pool(runtime: Runtime) -> tuple[FramePool, ServedModel]:
+    """The frame pool at the served model's input size, and that model.
 
-
-@contextmanager
-def _answers() -> Iterator[None]:
-    """Unknown frames answer 404; no model to serve, 503."""
-    try:
-        yield
-    except UnknownFrameError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except LookupError as exc:
-        raise _no_model(exc) from exc
+    ``NoModelError`` and ``CheckpointError`` become 503 at the HTTP boundary
+    (:mod:`service.core.problems`)."""
+    served = runtime.served.current()
+    pool = FramePool(
+        runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
+    )
+    return pool, served
 
 
 @router.post(
@@ -188,10 +195,7 @@ async def add_frames(request: Request, principal: OperatorDep, runtime: RuntimeD
             raise HTTPException(400, "the file is empty; send an image or a zip of images")
         if await run_in_threadpool(_is_zip, received.path):
             return await _queue_import(runtime, principal.name, received.path, received.camera)
-        try:
-            pool = await run_in_threadpool(frame_maps(request).pool)
-        except (LookupError, OSError) as exc:
-            raise _no_model(exc) from exc
+        pool, _ = await run_in_threadpool(_pool, runtime)
         try:
             record = await run_in_threadpool(_add_image, pool, received.path, received.camera)
         except InvalidFrameError as exc:
@@ -266,14 +270,21 @@ def review_queue(
         description="that camera's frames only (the ones a camera's fine-tune learns from)",
     ),
 ) -> ReviewQueue:
-    maps = frame_maps(request)
-    try:
-        pool = maps.pool()
-        maps.score_unscored(pool, pool.records(labeled=False, camera=camera), limit=limit)
-    except (LookupError, OSError) as exc:
-        raise _no_model(exc) from exc
+    """Unscored frames are not waited for: a worker scores them (``scoring: true``)
+    and they join the queue in order when their score is stored."""
+    pool, served = _pool(runtime)
+    unscored = [
+        r.frame_id for r in pool.records(labeled=False, camera=camera) if r.consistency is None
+    ]
+    job_id = None
+    if unscored:
+        job_id = request_scoring(runtime.queue, served.name, unscored).job_id
     frames = pool.review_queue(limit, camera=camera)
-    return ReviewQueue(frames=[FramePublic.from_record(r) for r in frames])
+    return ReviewQueue(
+        frames=[FramePublic.from_record(r) for r in frames],
+        scoring=bool(unscored),
+        scoring_job_id=job_id,
+    )
 
 
 @router.get(
@@ -282,11 +293,8 @@ def review_queue(
     summary="One frame's record",
     responses=problem_responses(404),
 )
-def get_frame(
-    request: Request, frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep
-) -> FramePublic:
-    with _answers():
-        return FramePublic.from_record(frame_maps(request).pool().get(frame_id))
+def get_frame(frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep) -> FramePublic:
+    return FramePublic.from_record(_pool(runtime)[0].get(frame_id))
 
 
 @router.get(
@@ -295,11 +303,8 @@ def get_frame(
     summary="The frame at model input size",
     responses={**problem_responses(404), 200: {"content": {"image/png": {}}}},
 )
-def frame_image(
-    request: Request, frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep
-) -> FileResponse:
-    with _answers():
-        path = frame_maps(request).pool().image_path(frame_id)
+def frame_image(frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep) -> FileResponse:
+    path = FramePool(runtime.storage.frames).image_path(frame_id)
     return FileResponse(path, media_type="image/png")
 
 
@@ -307,19 +312,32 @@ def frame_image(
     "/{frame_id}/maps/{kind}.png",
     response_class=FileResponse,
     summary="The frame's Grad-CAM overlay or Guided Backprop map under the served model",
-    responses={**problem_responses(404), 200: {"content": {"image/png": {}}}},
+    responses={
+        **problem_responses(404, 503),
+        200: {"content": {"image/png": {}}},
+        202: {"model": MapPending, "description": "not drawn yet: a worker draws it"},
+    },
 )
 def frame_map(
-    request: Request,
     frame_id: FrameId,
     principal: ViewerDep,
     runtime: RuntimeDep,
     kind: str = Path(pattern="^(" + "|".join(FRAME_MAP_KINDS) + ")$"),
-) -> FileResponse:
-    maps = frame_maps(request)
-    with _answers():
-        path = maps.render(maps.pool(), frame_id, kind)
-    return FileResponse(path, media_type="image/png")
+) -> Response:
+    """A map not drawn yet under the served model answers 202 with the job drawing
+    it and ``Retry-After``; ask again then."""
+    pool, served = _pool(runtime)
+    pool.get(frame_id)
+    path = frame_map_path(pool.root, frame_id, served.name, kind)
+    if path.is_file():
+        return FileResponse(path, media_type="image/png")
+    job = request_scoring(runtime.queue, served.name, [frame_id], maps=True)
+    pending = MapPending(
+        job_id=job.job_id,
+        status=str(job.status),
+        detail=f"the map is being drawn under model {served.name}; ask again shortly",
+    )
+    return JSONResponse(pending.model_dump(), status_code=202, headers={"Retry-After": "2"})
 
 
 @router.put(
@@ -329,17 +347,13 @@ def frame_map(
     responses=problem_responses(400, 404),
 )
 def put_labels(
-    request: Request,
     frame_id: FrameId,
     body: LabelsUpdate,
     principal: OperatorDep,
     runtime: RuntimeDep,
 ) -> FramePublic:
-    maps = frame_maps(request)
-    with _answers():
-        try:
-            record = maps.pool().set_labels(frame_id, body.labels, maps.class_names())
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
+    pool, served = _pool(runtime)
+    pool.get(frame_id)
+    record = pool.set_labels(frame_id, body.labels, list(served.info.class_names))
     runtime.audit.record("label_frame", principal.name, frame_ids=[frame_id])
     return FramePublic.from_record(record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from worker.jobs import JOB_KINDS
+from worker.retention import find_job
 
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ..deps import AdminDep, JobId, RuntimeDep, ViewerDep
@@ -19,8 +20,9 @@ KindQuery = Query("detect", pattern="^(" + "|".join(JOB_KINDS) + ")$", descripti
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=problem_responses(404))
 def get_job(job_id: JobId, principal: ViewerDep, runtime: RuntimeDep) -> JobPublic:
-    """The job's status, progress (fraction of the video decoded) and last error."""
-    return JobPublic.from_job(runtime.queue.get(job_id))
+    """The job's status, progress (fraction of the video decoded) and last error; a
+    job finished more than ``ATCON_JOB_RETENTION_DAYS`` ago answers from its archive."""
+    return JobPublic.from_job(find_job(runtime.queue, runtime.storage, job_id))
 
 
 @router.post(

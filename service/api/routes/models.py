@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.versions import (
     ModelCard,
     ModelRegistry,
-    NoCameraVersionError,
-    UnknownVersionError,
-    VersionError,
 )
 
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
@@ -113,10 +110,8 @@ def list_models(principal: ViewerDep, runtime: RuntimeDep) -> ModelList:
 
 
 def _scopes(registry: ModelRegistry) -> dict[str, str]:
-    try:
-        return registry.camera_versions()
-    except VersionError as exc:
-        raise HTTPException(503, f"the per-camera model versions cannot be read: {exc}") from exc
+    """``VersionsUnreadableError`` (503) at the HTTP boundary when unreadable."""
+    return registry.camera_versions()
 
 
 def _served(scopes: dict[str, str], version: str) -> list[str]:
@@ -141,10 +136,7 @@ def camera_scopes(principal: ViewerDep, runtime: RuntimeDep) -> CameraScopes:
 )
 def get_model(principal: ViewerDep, runtime: RuntimeDep, version: str = Version) -> ModelPublic:
     registry = _registry(runtime)
-    try:
-        card = registry.get(version)
-    except UnknownVersionError as exc:
-        raise HTTPException(404, str(exc)) from exc
+    card = registry.get(version)
     return ModelPublic.from_card(card, _served(_scopes(registry), version))
 
 
@@ -163,14 +155,9 @@ def activate_model(
 ) -> ModelPublic:
     body = body or ActivateRequest()
     registry = _registry(runtime)
-    try:
-        card = registry.activate(
-            version, reason=f"{body.reason} ({principal.name})", cameras=body.cameras
-        )
-    except UnknownVersionError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except VersionError as exc:
-        raise HTTPException(409, str(exc)) from exc
+    card = registry.activate(
+        version, reason=f"{body.reason} ({principal.name})", cameras=body.cameras
+    )
     scope = f"cameras {','.join(body.cameras)}" if body.cameras else "default"
     runtime.audit.record(
         "activate_model", principal.name, model_version=version, outcome=f"for {scope}"
@@ -185,14 +172,9 @@ def activate_model(
     responses=problem_responses(404),
 )
 def delete_camera_scope(principal: AdminDep, runtime: RuntimeDep, camera: CameraPath) -> Response:
-    try:
-        removed = _registry(runtime).deactivate_cameras(
-            [camera], reason=f"deactivated by {principal.name}"
-        )
-    except NoCameraVersionError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except VersionError as exc:
-        raise HTTPException(409, str(exc)) from exc
+    removed = _registry(runtime).deactivate_cameras(
+        [camera], reason=f"deactivated by {principal.name}"
+    )
     runtime.audit.record(
         "deactivate_camera_model",
         principal.name,
