@@ -18,7 +18,8 @@
           |    +-- VideoNotFoundError          no video with that id is stored
           |    +-- EventNotFoundError          the video's results hold no such event
           |    +-- NoResultsError              the video has no results yet (still queued,
-          |                                    running, or failed)
+          |    |                               running, or failed)
+          |    +-- NothingToUndoError          an event without a verdict to take back
           +-- QueueError                       the job queue refused an operation
           |    +-- QueueUnavailableError       the broker (Redis) cannot be reached
           |    +-- JobNotFoundError            no job with that id
@@ -52,6 +53,7 @@ __all__ = [
     "NoResultsError",
     "NoVideoStreamError",
     "NotAVideoError",
+    "NothingToUndoError",
     "QueueError",
     "QueueUnavailableError",
     "ResultsExistError",
@@ -117,6 +119,10 @@ class EventNotFoundError(StorageError):
 
 class NoResultsError(StorageError):
     """The video has no results yet: its job is queued, running, or failed."""
+
+
+class NothingToUndoError(StorageError):
+    """An undo asked of an event whose verdicts are all taken back already."""
 
 
 class QueueError(WorkerError):

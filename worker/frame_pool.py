@@ -376,6 +376,15 @@ class FramePool:
         self._save_record(record)
         return record
 
+    def clear_labels(self, frame_id: str) -> FrameRecord:
+        """Take a frame's labels back: it is unlabeled again (its split, a hash of its
+        id, stays as it was)."""
+        record = self.get(frame_id)
+        record.labels = None
+        record.labeled_at = None
+        self._save_record(record)
+        return record
+
     def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
         record = self.get(frame_id)
         record.consistency = float(value)

@@ -25,6 +25,7 @@ from worker._exceptions import (
     InvalidIdError,
     JobNotFoundError,
     NoResultsError,
+    NothingToUndoError,
     QueueError,
     QueueUnavailableError,
     StorageError,
@@ -207,7 +208,7 @@ def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
         return 422, None
     if isinstance(exc, VideoNotFoundError | JobNotFoundError | EventNotFoundError):
         return 404, None
-    if isinstance(exc, NoResultsError):
+    if isinstance(exc, NoResultsError | NothingToUndoError):
         return 409, None
     if isinstance(exc, QueueUnavailableError):
         return 503, {"Retry-After": "30"}
