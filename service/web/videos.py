@@ -34,7 +34,17 @@ from worker._exceptions import (
 )
 from worker.cameras import CAMERA_RULE
 from worker.queue import Job, JobState
-from worker.reviews import EventReview, Verdict, frame_pool, read_reviews, review_event, review_of
+from worker.reviews import (
+    EventReview,
+    ReviewChange,
+    Verdict,
+    frame_pool,
+    history_of,
+    read_history,
+    read_reviews,
+    review_event,
+    review_of,
+)
 from worker.storage import Storage, VideoRecord
 
 from ..api.routes.videos import job_or_none, video_public
@@ -95,7 +105,11 @@ def videos_page(page: PageDep) -> Response:
 
 
 def _event_view(
-    video_id: str, event: dict[str, Any], review: EventReview | None, duration: float
+    video_id: str,
+    event: dict[str, Any],
+    review: EventReview | None,
+    history: list[ReviewChange],
+    duration: float,
 ) -> dict[str, Any]:
     base = f"/v1/videos/{video_id}/events/{event['id']}/maps"
     maps = {kind.value: f"{base}/{kind.value}.png" for kind in available_kinds(event)}
@@ -115,6 +129,8 @@ def _event_view(
         "low": consistency is not None and consistency < LOW_CONSISTENCY,
         "maps": maps,
         "review": review.to_dict() if review is not None else None,
+        "review_history": [c.public() for c in history],
+        "review_url": f"/v1/videos/{video_id}/events/{event['id']}/review",
         "left_pct": round(100.0 * min(start, duration) / duration, 3),
         "width_pct": round(100.0 * max(0.0, min(end, duration) - start) / duration, 3),
     }
@@ -158,9 +174,13 @@ def _video_view(runtime: Runtime, video_id: str) -> dict[str, Any]:
     if events is None:
         return view
     reviews = read_reviews(storage, video_id)
+    history = read_history(storage, video_id)
     listed = [e for e in events.get("events") or [] if isinstance(e, dict) and "id" in e]
     duration = _duration(events, record, listed)
-    views = [_event_view(video_id, e, review_of(e, reviews), duration) for e in listed]
+    views = [
+        _event_view(video_id, e, review_of(e, reviews), history_of(e, history), duration)
+        for e in listed
+    ]
     views.sort(key=lambda v: (v["start_s"], v["label"]))
     model = events.get("model")
     view.update(
