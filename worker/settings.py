@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     finetune_compare_frames: int = Field(default=12, ge=0, le=200)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
+    #: event clips (GET /v1/videos/{id}/events/{event_id}/clip.mp4): seconds of video
+    #: kept before and after the event
+    clip_margin_s: float = Field(default=2.0, ge=0, le=300)
 
     @field_validator("finetune_schedule")
     @classmethod

@@ -75,6 +75,7 @@
       consistency.classList.toggle("low", event.low);
       field("review").textContent = reviewText(event.review);
       showHistory(event);
+      field("clip").href = event.clip_url;
       const warning = field("warning");
       warning.hidden = !event.low;
       warning.querySelector("strong").textContent =

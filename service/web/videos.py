@@ -131,6 +131,7 @@ def _event_view(
         "review": review.to_dict() if review is not None else None,
         "review_history": [c.public() for c in history],
         "review_url": f"/v1/videos/{video_id}/events/{event['id']}/review",
+        "clip_url": f"/v1/videos/{video_id}/events/{event['id']}/clip.mp4",
         "left_pct": round(100.0 * min(start, duration) / duration, 3),
         "width_pct": round(100.0 * max(0.0, min(end, duration) - start) / duration, 3),
     }
@@ -211,7 +212,13 @@ def video_page(video_id: str, page: PageDep, event: str | None = None) -> Respon
     if view["results"] and view["events"]:
         selected = next((e for e in view["events"] if e["id"] == event), view["events"][0])
     running = view["video"].status in (JobState.queued, JobState.running, None)
-    return page.render("video.html", selected=selected, running=running, **view)
+    return page.render(
+        "video.html",
+        selected=selected,
+        running=running,
+        clip_margin=page.runtime.settings.clip_margin_s,
+        **view,
+    )
 
 
 @router.post("/videos/{video_id}/events/{event_id}/review", response_class=HTMLResponse)

@@ -52,8 +52,8 @@ def add_video(
         camera=camera,
     )
     storage.save_video(record, received)
-    staging = storage.staging_dir(video_id) / "results"
-    (staging / "maps").mkdir(parents=True)
+    staging = storage.staging_dir(video_id)
+    (staging / "maps").mkdir()
     listed = []
     counters: dict[str, int] = {}
     for index, (label, start, end, consistency) in enumerate(events):

@@ -147,3 +147,22 @@ def test_the_page_lists_filtered_rows_and_keeps_filters_in_the_url(client, auth,
     assert 'data-can-operate="false"' in html and "<kbd>c</kbd>" not in html
     paged = client.get("/events", params={"cursor": "garbage"})
     assert paged.status_code == 422 and "out of date" in paged.text
+
+
+def test_clip_endpoint_says_how_it_was_cut_and_is_audited(client, auth, settings, tmp_path):
+    from tests import media
+
+    storage = Storage(settings.data_dir)
+    source = media.write_video(tmp_path / "v.mp4", frames=60, fps=10)
+    video_id = add_video(storage, [("seizure", 2.0, 3.0, 0.7)], source=source)
+    url = f"/v1/videos/{video_id}/events/seizure-0/clip.mp4"
+    answer = client.get(url, headers=auth(Role.viewer))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "video/mp4"
+    assert answer.headers["x-clip-method"] == "copy"  # the window starts at the keyframe at 0 s
+    assert (answer.headers["x-clip-start"], answer.headers["x-clip-end"]) == ("0.000", "5.000")
+    assert 'filename="event-seizure-0.mp4"' in answer.headers["content-disposition"]
+    missing = client.get(url.replace("seizure-0", "seizure-7"), headers=auth(Role.viewer))
+    assert missing.status_code == 404
+    audit = Storage(settings.data_dir).audit_log.read_text()
+    assert '"action":"read_clip"' in audit

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import httpx
 import pytest
 
@@ -20,7 +21,7 @@ from worker.storage import Storage
 
 from .axe import serious_violations
 from .inbox_data import add_video
-from .test_pages_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, shot
+from .test_pages_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, MAPS_LOADED, shot
 from .test_pages_browser import sign_in as _sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -217,6 +218,41 @@ def test_a_viewer_sees_no_review_controls_and_is_refused(browser, server, tokens
             first["reviewUrl"],
         )
         assert refused == [403, 403]
+        assert page.problems == []
+    finally:
+        context.close()
+
+
+def test_download_a_clip_of_the_event_plus_margins(browser, server, tokens, seeded, tmp_path):
+    _, ids = seeded
+    margin = 1.0  # ATCON_CLIP_MARGIN_S of the server
+    context, page = sign_in(browser, server, tokens[Role.viewer])
+    try:
+        page.goto(f"{server.url}/videos/{ids['real']}?event=seizure-0")
+        page.wait_for_function(MAPS_LOADED)
+        button = page.get_by_role("link", name="Download clip")
+        assert button.get_attribute("href").endswith("/events/seizure-0/clip.mp4")
+        with page.expect_download() as info:
+            button.click()
+        saved = tmp_path / "clip.mp4"
+        info.value.save_as(saved)
+        assert info.value.suggested_filename == "event-seizure-0.mp4"
+        with av.open(str(saved)) as container:
+            stream = container.streams.video[0]
+            interval = float(1 / stream.average_rate)
+            duration = float(stream.duration * stream.time_base)
+        assert duration == pytest.approx((5.0 - 3.0) + 2 * margin, abs=interval)
+        assert serious_violations(page) == []
+        shot(page, "video-event-panel")
+
+        # the method says how it was cut; the cache lives with the video
+        headers = {"Authorization": f"Bearer {tokens[Role.viewer]}"}
+        answer = httpx.get(
+            f"{server.url}/v1/videos/{ids['real']}/events/bed_exit-0/clip.mp4", headers=headers
+        )
+        assert answer.status_code == 200 and answer.headers["x-clip-method"] in {"copy", "reencode"}
+        cache = Storage(seeded[0] / "data").cache_dir(ids["real"])
+        assert len(list(cache.glob("clip-*.mp4"))) == 2
         assert page.problems == []
     finally:
         context.close()

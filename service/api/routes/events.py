@@ -1,10 +1,15 @@
-"""``/v1/events``: every video's events in one list (the inbox), and their thumbnails.
+"""``/v1/events``: every video's events in one list (the inbox); each event's thumbnail
+and clip.
 
 ``GET /v1/events`` lists events across videos, newest first
 (:mod:`service.core.inbox`), filtered by class, camera, date range, review state,
 low attention consistency and model version, in pages cut by an opaque cursor, with
 counts per filter value. ``GET /v1/videos/{id}/events/{event_id}/thumbnail.jpg`` is
 the small peak frame each row shows, cached with the video (:mod:`worker.thumbnails`).
+``GET /v1/videos/{id}/events/{event_id}/clip.mp4`` is the event with
+``ATCON_CLIP_MARGIN_S`` either side, cut by :mod:`worker.clips` (which imports PyAV
+only when it cuts) and cached with the video; ``X-Clip-Method`` says whether it was
+copied or re-encoded.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 
 from worker.cameras import CAMERA_MAX_LENGTH
+from worker.clips import event_clip
 from worker.thumbnails import event_thumbnail
 
 from ...core.inbox import (
@@ -124,4 +131,33 @@ async def get_thumbnail(
     runtime.audit.record("read_thumbnail", principal.name, video_id=video_id)
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+@router.get(
+    "/v1/videos/{video_id}/events/{event_id}/clip.mp4",
+    response_class=FileResponse,
+    summary="The event with a margin either side, as MP4",
+    responses={**problem_responses(404, 409, 422), 200: {"content": {"video/mp4": {}}}},
+)
+async def get_clip(
+    video_id: VideoId, event_id: EventId, principal: ViewerDep, runtime: RuntimeDep
+) -> FileResponse:
+    """Cut on the first request (stream copy when a keyframe lies at the window's
+    start, else re-encoded; header ``X-Clip-Method``: ``copy`` or ``reencode``), then
+    served from the video's cache; deleting the video deletes it. The window is
+    ``X-Clip-Start``..``X-Clip-End`` seconds of the video."""
+    margin = runtime.settings.clip_margin_s
+    clip = await run_in_threadpool(event_clip, runtime.storage, video_id, event_id, margin)
+    runtime.audit.record("read_clip", principal.name, video_id=video_id)
+    return FileResponse(
+        clip.path,
+        media_type="video/mp4",
+        filename=f"event-{event_id}.mp4",
+        headers={
+            "X-Clip-Method": clip.method,
+            "X-Clip-Start": f"{clip.start_s:.3f}",
+            "X-Clip-End": f"{clip.end_s:.3f}",
+            "Cache-Control": "private, no-store",
+        },
     )
