@@ -24,6 +24,7 @@ from .api.routes import (
     health,
     jobs,
     models,
+    reports,
     reviews,
     sessions,
     videos,
@@ -93,6 +94,7 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(reviews.router)
     app.include_router(events.router)
+    app.include_router(reports.router)
     app.include_router(jobs.router)
     app.include_router(frames.router)
     app.include_router(models.router)

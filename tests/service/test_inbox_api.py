@@ -166,3 +166,23 @@ def test_clip_endpoint_says_how_it_was_cut_and_is_audited(client, auth, settings
     assert missing.status_code == 404
     audit = Storage(settings.data_dir).audit_log.read_text()
     assert '"action":"read_clip"' in audit
+
+
+def test_report_holds_every_event_its_verdict_and_both_images(client, auth, ward):
+    video_id = ward["icu-2"]
+    url = f"/v1/videos/{video_id}/events/seizure-0/review"
+    assert client.put(url, json={"verdict": "confirmed"}, headers=auth(Role.operator)).is_success
+    answer = client.get(f"/v1/videos/{video_id}/report", headers=auth(Role.viewer))
+    assert answer.status_code == 200, answer.text
+    html = answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "Content-Security-Policy" in answer.headers
+    for event_id in ("seizure-0", "bed_exit-0", "bed_exit-1"):
+        assert f'id="row-{event_id}"' in html and f'id="event-{event_id}"' in html
+    assert html.count('data-kind="frame" src="data:image/png;base64,') == 3
+    assert html.count('data-kind="overlay" src="data:image/png;base64,') == 3
+    assert "Confirmed by operator" in html and "v0002" in html
+    assert "Attention consistency (from -1 to 1) compares two explanations" in html
+    assert "<script" not in html
+    missing = client.get(f"/v1/videos/{'0' * 32}/report", headers=auth(Role.viewer))
+    assert missing.status_code == 404

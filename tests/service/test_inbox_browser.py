@@ -256,3 +256,35 @@ def test_download_a_clip_of_the_event_plus_margins(browser, server, tokens, seed
         assert page.problems == []
     finally:
         context.close()
+
+
+def test_a_report_shows_every_event_and_every_map_image(browser, server, tokens, seeded):
+    _, ids = seeded
+    context, page = sign_in(browser, server, tokens[Role.viewer])
+    try:
+        page.goto(f"{server.url}/videos/{ids['v3']}")
+        page.get_by_role("link", name="Report for the chart").click()
+        page.wait_for_url(f"**/v1/videos/{ids['v3']}/report")
+        page.wait_for_function(
+            "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+        )
+        headers = {"Authorization": f"Bearer {tokens[Role.viewer]}"}
+        events = httpx.get(f"{server.url}/v1/videos/{ids['v3']}/events", headers=headers).json()
+        expected = {e["id"] for e in events["events"]}
+        assert len(expected) == 3
+        shown = set(page.eval_on_selector_all("section.event", "s => s.map(x => x.id.slice(6))"))
+        assert shown == expected
+        for event_id in expected:
+            section = page.locator(f'section[id="event-{event_id}"]')
+            assert section.locator("img.map").count() == 2
+            assert page.locator(f'tr[id="row-{event_id}"]').count() == 1
+        broken = page.evaluate("() => [...document.images].filter(i => !i.naturalWidth).length")
+        assert broken == 0 and page.locator("img.map").count() == 6
+        assert "Attention consistency (from -1 to 1)" in page.locator(".note").inner_text()
+        assert serious_violations(page) == []
+        shot(page, "report")
+        page.emulate_media(media="print")
+        assert page.locator(".print").is_hidden()
+        assert page.problems == []
+    finally:
+        context.close()
