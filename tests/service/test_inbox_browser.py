@@ -12,15 +12,18 @@ from pathlib import Path
 
 import av
 import httpx
+import numpy as np
 import pytest
 
 from tests import media
 from tests.processes import Server
+from worker.frame_pool import FramePool
 from worker.settings import Role
 from worker.storage import Storage
 
 from .axe import serious_violations
 from .inbox_data import add_video
+from .test_health import tiny_checkpoint
 from .test_pages_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, MAPS_LOADED, shot
 from .test_pages_browser import sign_in as _sign_in
 
@@ -68,6 +71,16 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
         source=source,
         filename="real.mp4",
     )
+    pool = FramePool(root / "data" / "frames", image_size=64)
+    for index in range(14):
+        record = pool.add_frame(
+            np.full((64, 64, 3), 18 * index, dtype=np.uint8),
+            camera="icu-1" if index % 2 else "icu-2",
+            video_id=ids[f"v{index % 12}"],
+            time_s=float(index),
+        )
+        pool.set_consistency(record.frame_id, index / 14, "v0001")
+    tiny_checkpoint(root / "model.pt")  # classes bed_exit, staff: the queue's labels
     return root, ids
 
 
@@ -75,6 +88,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 def server(seeded, token_setting: str) -> Iterator[Server]:
     root, _ = seeded
     env = {
+        "ATCON_CHECKPOINT": str(root / "model.pt"),
         "ATCON_DATA_DIR": str(root / "data"),
         "ATCON_API_TOKENS": token_setting,
         "ATCON_EMBEDDED_WORKERS": "0",
@@ -285,6 +299,45 @@ def test_a_report_shows_every_event_and_every_map_image(browser, server, tokens,
         shot(page, "report")
         page.emulate_media(media="print")
         assert page.locator(".print").is_hidden()
+        assert page.problems == []
+    finally:
+        context.close()
+
+
+def test_review_queue_labels_by_keyboard_and_keeps_its_filters(browser, server, tokens, seeded):
+    pool = FramePool(seeded[0] / "data" / "frames", image_size=64)
+    context, page = sign_in(browser, server, tokens[Role.operator])
+    try:
+        page.get_by_role("link", name="Review queue").click()
+        page.wait_for_url("**/review")
+        assert serious_violations(page) == []
+        page.get_by_label("Camera").select_option("icu-1")
+        page.get_by_role("button", name="Filter").click()
+        page.wait_for_url("**/review?camera=icu-1*")
+        assert "7 frames waiting" in page.locator(".queue-summary").inner_text()
+
+        def first_frame() -> str:
+            return str(page.locator("li.frame").first.get_attribute("data-frame-id"))
+
+        labeled: dict[str, list[str]] = {}
+        for keys, labels in ((["1"], ["bed_exit"]), (["n"], []), (["2", "1", "1"], ["staff"])):
+            frame_id = first_frame()
+            assert page.evaluate("() => document.activeElement.dataset.frameId") == frame_id
+            for key in keys:
+                page.keyboard.press(key)
+            page.keyboard.press("s")
+            page.wait_for_url("**/review?camera=icu-1&labeled=1")
+            page.get_by_text("Labels saved.").wait_for()
+            labeled[frame_id] = labels
+        assert {i: pool.get(i).labels for i in labeled} == labeled
+        assert all(pool.get(i).camera == "icu-1" for i in labeled)
+        assert "4 frames waiting" in page.locator(".queue-summary").inner_text()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('ol.frames img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert serious_violations(page) == []
+        shot(page, "review-queue")
         assert page.problems == []
     finally:
         context.close()
