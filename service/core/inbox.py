@@ -22,6 +22,8 @@ import base64
 import binascii
 import datetime as dt
 import json
+import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -32,8 +34,6 @@ from typing import Any
 from worker._exceptions import StorageError
 from worker.reviews import REVIEWS_NAME, history_of, read_history, read_reviews, review_of
 from worker.storage import EVENTS_NAME, RECORD_NAME, Storage
-
-from .events_cache import EventsCache
 
 __all__ = [
     "LOW_CONSISTENCY",
@@ -138,27 +138,30 @@ class InboxFilters:
     model_version: str | None = None
     video_id: str | None = None
 
+    def failed(self, row: InboxRow) -> list[str]:
+        """The names of the filters ``row`` does not pass (empty: it is listed)."""
+        out = []
+        if self.labels is not None and row.label not in self.labels:
+            out.append("label")
+        if self.cameras is not None and row.camera not in self.cameras:
+            out.append("camera")
+        if self.since is not None and row.occurred_at < self.since.timestamp():
+            out.append("since")
+        if self.until is not None and row.occurred_at >= self.until.timestamp():
+            out.append("until")
+        if self.review is not None and row.review is not self.review:
+            out.append("review")
+        if self.low_consistency and not row.low:
+            out.append("low_consistency")
+        if self.model_version is not None and row.model_version != self.model_version:
+            out.append("model_version")
+        if self.video_id is not None and row.video_id != self.video_id:
+            out.append("video_id")
+        return out
+
     def matches(self, row: InboxRow, skip: str | None = None) -> bool:
         """Whether ``row`` passes every filter but ``skip`` (a field name)."""
-        if skip != "label" and self.labels is not None and row.label not in self.labels:
-            return False
-        if skip != "camera" and self.cameras is not None and row.camera not in self.cameras:
-            return False
-        if self.since is not None and row.occurred_at < self.since.timestamp():
-            return False
-        if self.until is not None and row.occurred_at >= self.until.timestamp():
-            return False
-        if skip != "review" and self.review is not None and row.review is not self.review:
-            return False
-        if skip != "low_consistency" and self.low_consistency and not row.low:
-            return False
-        if (
-            skip != "model_version"
-            and self.model_version is not None
-            and row.model_version != self.model_version
-        ):
-            return False
-        return self.video_id is None or row.video_id == self.video_id
+        return all(name == skip for name in self.failed(row))
 
 
 @dataclass
@@ -185,6 +188,17 @@ def decode_cursor(cursor: str) -> tuple[float, str, str]:
         ) from exc
 
 
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _stat(path: str) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -194,15 +208,24 @@ class EventIndex:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self._uploads = str(storage.uploads)
+        self._results = str(storage.results)
         self._lock = threading.Lock()
         self._videos: dict[str, tuple[tuple[Any, ...], list[InboxRow]]] = {}
+        #: the last answer of rows() and the versions it was built from
+        self._sorted: tuple[dict[str, tuple[Any, ...]], list[InboxRow]] | None = None
 
-    def _version(self, video_id: str) -> tuple[Any, ...]:
-        upload = self.storage.upload_dir(video_id)
+    def _version(self, video_id: str) -> tuple[Any, ...] | None:
+        """What identifies the video's files now; None when it is not (or no longer) a
+        video. Plain ``os.stat`` on strings: this runs for every video on every query."""
+        upload = os.path.join(self._uploads, video_id)
+        record = _stat(os.path.join(upload, RECORD_NAME))
+        if record is None:
+            return None
         return (
-            EventsCache.version(upload / RECORD_NAME),
-            EventsCache.version(self.storage.results_dir(video_id) / EVENTS_NAME),
-            EventsCache.version(upload / REVIEWS_NAME),
+            record,
+            _stat(os.path.join(self._results, video_id, EVENTS_NAME)),
+            _stat(os.path.join(upload, REVIEWS_NAME)),
         )
 
     def _build(self, video_id: str) -> list[InboxRow]:
@@ -245,12 +268,22 @@ class EventIndex:
         return rows
 
     def rows(self) -> list[InboxRow]:
-        """Every event of every video, newest first."""
-        seen = set()
+        """Every event of every video, newest first (sorted again only after a change)."""
+        try:
+            names = os.listdir(self._uploads)
+        except FileNotFoundError:
+            names = []
+        versions = {}
+        for video_id in names:
+            if _ID.match(video_id):
+                version = self._version(video_id)
+                if version is not None:
+                    versions[video_id] = version
+        with self._lock:
+            if self._sorted is not None and self._sorted[0] == versions:
+                return self._sorted[1]
         out: list[InboxRow] = []
-        for video_id in self.storage.video_ids():
-            seen.add(video_id)
-            version = self._version(video_id)
+        for video_id, version in versions.items():
             with self._lock:
                 cached = self._videos.get(video_id)
             if cached is None or cached[0] != version:
@@ -262,10 +295,11 @@ class EventIndex:
                 with self._lock:
                     self._videos[video_id] = cached
             out.extend(cached[1])
-        with self._lock:
-            for gone in set(self._videos) - seen:
-                del self._videos[gone]
         out.sort(key=lambda r: r.sort_key, reverse=True)
+        with self._lock:
+            for gone in set(self._videos) - set(versions):
+                del self._videos[gone]
+            self._sorted = (versions, out)
         return out
 
     def query(
@@ -274,8 +308,8 @@ class EventIndex:
         """One page of the rows ``filters`` lets through, after ``cursor``, with counts."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        rows = self.rows()
-        matching = [r for r in rows if filters.matches(r)]
+        checked = [(row, filters.failed(row)) for row in self.rows()]
+        matching = [row for row, failed in checked if not failed]
         start = 0
         if cursor is not None:
             after = decode_cursor(cursor)
@@ -286,27 +320,33 @@ class EventIndex:
             rows=page,
             total=len(matching),
             next_cursor=encode_cursor(page[-1]) if more and page else None,
-            counts=_counts(rows, filters),
+            counts=_counts(checked),
         )
 
 
-def _counts(rows: Iterable[InboxRow], filters: InboxFilters) -> dict[str, Any]:
-    """Per filter, how many events each of its values would list, other filters kept."""
+def _counts(checked: Iterable[tuple[InboxRow, list[str]]]) -> dict[str, Any]:
+    """Per filter, how many events each of its values would list, other filters kept.
+
+    ``checked`` pairs each row with the filters it fails: a row counts for a filter's
+    values when it fails no filter, or that one alone."""
     label: Counter[str] = Counter()
     camera: Counter[str] = Counter()
     review: Counter[str] = Counter()
     version: Counter[str] = Counter()
     low = 0
-    for row in rows:
-        if filters.matches(row, skip="label"):
+    for row, failed in checked:
+        if len(failed) > 1:
+            continue
+        only = failed[0] if failed else None
+        if only in (None, "label"):
             label[row.label] += 1
-        if filters.matches(row, skip="camera"):
+        if only in (None, "camera"):
             camera[row.camera or ""] += 1
-        if filters.matches(row, skip="review"):
+        if only in (None, "review"):
             review[row.review.value] += 1
-        if filters.matches(row, skip="model_version"):
+        if only in (None, "model_version"):
             version[row.model_version or ""] += 1
-        if row.low and filters.matches(row, skip="low_consistency"):
+        if row.low and only in (None, "low_consistency"):
             low += 1
     return {
         "label": dict(sorted(label.items())),

@@ -244,6 +244,8 @@ def test_download_a_clip_of_the_event_plus_margins(browser, server, tokens, seed
     try:
         page.goto(f"{server.url}/videos/{ids['real']}?event=seizure-0")
         page.wait_for_function(MAPS_LOADED)
+        assert page.locator("dialog#shortcuts").is_hidden(), "the key list waits for ?"
+        assert page.get_by_role("heading", name="real.mp4").is_visible()
         button = page.get_by_role("link", name="Download clip")
         assert button.get_attribute("href").endswith("/events/seizure-0/clip.mp4")
         with page.expect_download() as info:
