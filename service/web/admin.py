@@ -13,6 +13,9 @@ The button queues a fine-tune with the default settings
 takes options. A running fine-tune shows its phase, step and losses (the job's
 ``detail``).
 
+A chart (:mod:`service.web.model_history`) draws each version's validation F1, mAP
+and attention consistency, and a table the per-class F1 change of each fine-tune.
+
 A candidate that no labeled frame could gate shows beside its parent on a sample
 of unlabeled pool frames (both models' labels, confidence and Grad-CAM overlay)
 with a label-free report. The fine-tune job computed all of it
@@ -45,6 +48,7 @@ from worker.versions import (
 )
 
 from ..core.config import Role
+from .model_history import history_view
 from .session import PageDep, PageError
 
 __all__ = ["router"]
@@ -91,6 +95,7 @@ def models_page(page: PageDep) -> Response:
         jobs=jobs,
         queue_down=queue_down,
         comparisons=comparisons,
+        history=history_view(versions),
     )
 
 

@@ -20,11 +20,12 @@ from tests.processes import Server
 from worker.frame_pool import FramePool
 from worker.settings import Role
 from worker.storage import Storage
+from worker.versions import ModelRegistry, VersionStatus
 
 from .axe import serious_violations
 from .inbox_data import add_video
 from .test_health import tiny_checkpoint
-from .test_pages_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, MAPS_LOADED, shot
+from .test_pages_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, MAPS_LOADED, shot
 from .test_pages_browser import sign_in as _sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -81,6 +82,24 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
         )
         pool.set_consistency(record.frame_id, index / 14, "v0001")
     tiny_checkpoint(root / "model.pt")  # classes bed_exit, staff: the queue's labels
+    registry = ModelRegistry(root / "data" / "models")
+    registry.register(root / "model.pt", status=VersionStatus.RETIRED, reason="first")
+    parent = {"macro_f1": 0.61, "map": 0.7, "consistency": 0.52}
+    for n, (f1, m, c) in enumerate(((0.66, 0.74, 0.58), (0.71, 0.77, 0.63)), start=1):
+        registry.register(
+            root / "model.pt",
+            status=VersionStatus.ACTIVE if n == 2 else VersionStatus.RETIRED,
+            reason="passed the gate",
+            parent=f"v000{n}",
+            metrics_before={**parent, "per_class_f1": {"bed_exit": 0.6, "staff": 0.62}},
+            metrics_after={
+                "macro_f1": f1,
+                "map": m,
+                "consistency": c,
+                "per_class_f1": {"bed_exit": f1 + 0.05, "staff": f1 - 0.05},
+            },
+        )
+        parent = {"macro_f1": f1, "map": m, "consistency": c}
     return root, ids
 
 
@@ -340,6 +359,25 @@ def test_review_queue_labels_by_keyboard_and_keeps_its_filters(browser, server, 
         )
         assert serious_violations(page) == []
         shot(page, "review-queue")
+        assert page.problems == []
+    finally:
+        context.close()
+
+
+def test_the_models_page_draws_the_history_of_versions(browser, server, tokens, seeded):
+    context, page = sign_in(browser, server, tokens[Role.admin])
+    try:
+        page.get_by_role("link", name="Models").click()
+        page.wait_for_url("**/models")
+        chart = page.get_by_role("img", name="Validation macro-F1, mAP and attention consistency")
+        assert chart.is_visible()
+        assert page.locator("svg circle.dot").count() == 6  # 2 versions x 3 metrics
+        assert page.locator("svg polyline.line").count() == 3
+        deltas = page.locator("table.deltas tbody tr")
+        assert deltas.count() == 4 and "+0.160" in deltas.first.inner_text()  # 0.60 -> 0.76
+        assert serious_violations(page) == []
+        page.locator("#history-h").scroll_into_view_if_needed()
+        page.locator("section.history-chart").screenshot(path=str(ARTIFACTS / "models-history.png"))
         assert page.problems == []
     finally:
         context.close()
