@@ -93,7 +93,8 @@ def videos_page(page: PageDep) -> Response:
     except QueueUnavailableError:
         queue_down = True
     videos = [video_public(r, jobs.get(r.job_id), runtime.storage) for r in shown]
-    runtime.audit.record("list_videos", principal.name)
+    if not page.live_refresh:  # a live part re-read while a job runs is not a new read
+        runtime.audit.record("list_videos", principal.name)
     return page.render(
         "videos.html",
         videos=videos,
@@ -207,7 +208,8 @@ def _ticks(duration: float) -> list[dict[str, float]]:
 def video_page(video_id: str, page: PageDep, event: str | None = None) -> Response:
     principal = page.require(Role.viewer)
     view = _video_view(page.runtime, video_id)
-    page.runtime.audit.record("read_events", principal.name, video_id=video_id)
+    if not page.live_refresh:
+        page.runtime.audit.record("read_events", principal.name, video_id=video_id)
     selected = None
     if view["results"] and view["events"]:
         selected = next((e for e in view["events"] if e["id"] == event), view["events"][0])
