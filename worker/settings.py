@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     #: unlabeled pool frames on which a candidate without labeled validation is shown
     #: beside its parent on the models page (0: no comparison)
     finetune_compare_frames: int = Field(default=12, ge=0, le=200)
+    #: recent processed videos (of the fine-tune's camera, if any) on which a new version
+    #: detects again, to list the events it and the served model disagree on (0: none)
+    finetune_compare_videos: int = Field(default=3, ge=0, le=50)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
     #: event clips (GET /v1/videos/{id}/events/{event_id}/clip.mp4): seconds of video

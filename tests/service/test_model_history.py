@@ -72,3 +72,44 @@ def test_the_models_page_draws_the_chart(app_client, tokens, checkpoint):  # noq
     assert '<svg role="img" aria-labelledby="history-title history-desc"' in html
     assert len(re.findall(r'<circle class="dot s-', html)) == 3
     assert "F1 per class" in html and "+0.150" in html
+
+
+def test_the_models_page_lists_the_events_a_version_disagrees_on(
+    app_client,  # noqa: F811
+    tokens,
+    checkpoint,  # noqa: F811
+    tmp_path,
+):
+    import json
+
+    report = {
+        "tiou": 0.5,
+        "videos": [
+            {
+                "video_id": "c" * 32,
+                "camera": "icu-1",
+                "served_version": "v0001",
+                "agreed": 2,
+                "only_served": [
+                    {"id": "seizure-0", "label": "seizure", "start_s": 3.0, "end_s": 5.0}
+                ],
+                "only_candidate": [],
+            },
+            {"video_id": "d" * 32, "error": "video dddddddd has no results any more"},
+        ],
+        "summary": {"videos": 2, "agreed": 2, "only_served": 1, "only_candidate": 0},
+    }
+    path = tmp_path / "disagreements.json"
+    path.write_text(json.dumps(report))
+    registry = ModelRegistry(app_client.app.state.runtime.storage.models)
+    registry.register(
+        checkpoint,
+        status=VersionStatus.CANDIDATE,
+        reason="no labels",
+        attachments={"disagreements.json": path},
+    )
+    sign_in(app_client, tokens[Role.admin])
+    html = app_client.get("/models").text
+    assert "Events v0001 and the served model disagree on, on 2 recent videos" in html
+    assert f'href="/videos/{"c" * 32}?event=seizure-0">seizure 0:03.0–0:05.0</a>' in html
+    assert "has no results any more" in html
