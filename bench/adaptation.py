@@ -552,8 +552,22 @@ ALL_METHODS: tuple[str, ...] = (
     "supervised+recalibrate",
     "anchor+supervised+recalibrate",
 )
-#: the product's default nightly method (worker.settings: ATCON_FINETUNE_METHOD)
-DEFAULT_METHOD = "recalibrate"  # the label-free half of ATCON_FINETUNE_METHOD
+#: the product's default nightly methods in order of preference (worker.settings:
+#: ATCON_FINETUNE_METHOD); the first whose needs the frames meet runs
+DEFAULT_METHOD = "anchor+supervised,recalibrate"
+
+
+def default_for_k(default: str, k: int) -> str:
+    """The method of the preference list ``default`` that runs with ``k`` labels per class.
+
+    As in the product (``worker.finetune._method_for_frames``): a method that needs
+    labels is skipped when there are none; the last one runs if nothing else can.
+    """
+    methods = [m.strip() for m in default.split(",") if m.strip()]
+    for method in methods:
+        if k > 0 or "supervised" not in parse_method(method):
+            return method
+    return methods[-1]
 
 
 def _summary(runs: list[dict[str, Any]], key: str) -> float:
@@ -684,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for method in [*methods, args.default]:
+    defaults = [m.strip() for m in args.default.split(",") if m.strip()]
+    for method in [*methods, *defaults]:
         if method != NO_ADAPTATION:
             parse_method(method)
     if NO_ADAPTATION not in methods:
@@ -731,9 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     k_check = 3 if 3 in ks else max(ks)
     # K = 0 rows take the unsupervised methods, K = 3 rows the supervised ones
     check_methods = list(
-        dict.fromkeys(
-            [NO_ADAPTATION, "adabn", ATCON, args.default, "supervised", "anchor+supervised"]
-        )
+        dict.fromkeys([NO_ADAPTATION, "adabn", ATCON, *defaults, "supervised", "anchor+supervised"])
     )
     others: dict[str, Any] = {}
     shift_names = [s for s in args.other_shifts.split(",") if s.strip()]
@@ -756,9 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     results["other_shifts"] = others
     sweep: dict[str, Any] = {}
     sweep_methods = list(
-        dict.fromkeys(
-            [NO_ADAPTATION, "adabn", ATCON, args.default, "supervised", "atcon+supervised"]
-        )
+        dict.fromkeys([NO_ADAPTATION, "adabn", ATCON, *defaults, "supervised", "atcon+supervised"])
     )
     main_shifts = parse_shifts([args.main_shift])
     main_severity = main_shifts[0]
@@ -848,15 +859,19 @@ def _gradcam_examples(
         if chosen
         else None
     )
-    if "supervised" in parse_method(default) and labeled is None:
-        return {}
+    default = default_for_k(default, k if chosen else 0)
     anchor_x = normalise(data.anchor.images, info)
     adapted, _ = run_method(default, source, info, pool_x, labeled, budget, 0, anchor_x)
     index = [i for i, _ in picks]
     x = normalise(frames.images[index], info)
     labels = torch.tensor([c for _, c in picks])
     size = (frames.images.shape[1], frames.images.shape[2])
-    out: dict[str, Any] = {"frames": frames.images[index], "labels": [CLASSES[c] for c in labels]}
+    out: dict[str, Any] = {
+        "frames": frames.images[index],
+        "labels": [CLASSES[c] for c in labels],
+        "method": default,
+        "k": k if chosen else 0,
+    }
     for name, model in (("before", source), ("after", adapted)):
         cams = normalize_maps(upsample_maps(grad_cam(model, x, labels), size))
         out[name] = cams.numpy()
@@ -890,11 +905,15 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     good = [r for r in rows if r["significant"] and r["in_domain_kept"]]
     default = results["default_candidate"]
     others = results.get("other_shifts", {})
-    default_other = {}
+    default_other: dict[str, dict[str, Any]] = {}
     for name, block in others.items():
-        for by_k in block["by_k"].values():
-            if default in by_k["methods"]:
-                default_other[name] = by_k["methods"][default]["lift_points"]
+        for k, by_k in block["by_k"].items():
+            method = default_for_k(default, int(k))
+            if method in by_k["methods"]:
+                default_other.setdefault(name, {})[str(k)] = {
+                    "method": method,
+                    "lift_points": by_k["methods"][method]["lift_points"],
+                }
     best_by_k: dict[str, Any] = {}
     for k in sorted({r["k"] for r in rows}):
         candidates = sorted(
@@ -908,7 +927,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "shift_cost_points": 100 * cost,
         "best_by_k": best_by_k,
         "default": default,
-        "default_rows": [r for r in rows if r["method"] == default],
+        "default_rows": [r for r in rows if r["method"] == default_for_k(default, r["k"])],
         "default_on_other_shifts": default_other,
         "atcon_rows": [r for r in rows if "atcon" in r["method"].split("+")],
     }

@@ -494,6 +494,7 @@ def finetune_job(
                 after,
                 f1_tolerance_points=settings.gate_f1_tolerance_points,
                 maps_unchanged=components == {"recalibrate"},
+                strict_consistency=settings.gate_strict_consistency,
             )
             attachments: dict[str, Path] = {}
             comparison_note: dict[str, Any] | None = None

@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     finetune_compare_videos: int = Field(default=3, ge=0, le=50)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
+    #: promotion gate: attention consistency may never fall, even when validation
+    #: F1 rose beyond the tolerance (by default it only breaks ties)
+    gate_strict_consistency: bool = False
     #: event clips (GET /v1/videos/{id}/events/{event_id}/clip.mp4): seconds of video
     #: kept before and after the event
     clip_margin_s: float = Field(default=2.0, ge=0, le=300)

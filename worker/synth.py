@@ -445,6 +445,11 @@ def _encode(
                 "crf": str(compression_crf(config.crf, severity)),
                 "preset": "veryfast",
                 "g": str(max(1, round(2 * config.fps))),
+                # x264's macroblock-tree rate control gave a different stream for the
+                # same frames in about one encode in four here (the first GOPs
+                # differ, as if it read memory it had not written); without it the
+                # same seed writes the same bytes, which the benchmarks and tests need
+                "x264-params": "mbtree=0",
             }
             for index in range(count):
                 image = degrade(scene.render(index / config.fps, index), severity)

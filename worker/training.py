@@ -635,6 +635,7 @@ def gate_against_parent(
     data: DataOptions,
     *,
     f1_tolerance_points: float,
+    strict_consistency: bool = False,
     device: torch.device | str = "cpu",
     layer: str | None = None,
 ) -> GateCheck:
@@ -659,5 +660,10 @@ def gate_against_parent(
     del parent_model
     model, info = load_checkpoint(candidate, map_location=device)
     after = evaluate_model(model, info, val_set, device=device, layer=layer)
-    decision = promotion_gate(before, after, f1_tolerance_points=f1_tolerance_points)
+    decision = promotion_gate(
+        before,
+        after,
+        f1_tolerance_points=f1_tolerance_points,
+        strict_consistency=strict_consistency,
+    )
     return GateCheck(decision, before, after, len(val_idx))

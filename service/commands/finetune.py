@@ -185,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
             args.labeled,
             data,
             f1_tolerance_points=get_settings().gate_f1_tolerance_points,
+            strict_consistency=get_settings().gate_strict_consistency,
             device=context.device,
             layer=args.layer,
         )

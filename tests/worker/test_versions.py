@@ -43,11 +43,25 @@ def test_gate_rejects_an_f1_drop_beyond_tolerance() -> None:
     assert "1.00 points" in decision.reason
 
 
-def test_gate_rejects_falling_consistency_and_nan() -> None:
+def test_gate_rejects_falling_consistency_without_a_detection_gain_and_nan() -> None:
     before = {"macro_f1": 0.8, "consistency": 0.5}
-    assert not promotion_gate(before, {"macro_f1": 0.9, "consistency": 0.49}).promote
+    flat = promotion_gate(before, {"macro_f1": 0.804, "consistency": 0.49})
+    assert not flat.promote and flat.status is VersionStatus.REJECTED
+    assert "consistency fell (0.5000 -> 0.4900)" in flat.reason
+    assert "at most the 0.5 points" in flat.reason
     nan = promotion_gate(before, {"macro_f1": float("nan"), "consistency": 0.6})
     assert nan.status is VersionStatus.REJECTED and "NaN" in nan.reason
+
+
+def test_gate_lets_a_detection_gain_through_a_consistency_fall_and_says_so() -> None:
+    """Detection first: consistency breaks ties, it does not veto a real F1 gain."""
+    before = {"macro_f1": 0.40, "consistency": 0.22}
+    after = {"macro_f1": 0.75, "consistency": -0.34, "images": 12}
+    decision = promotion_gate(before, after)
+    assert decision.promote and decision.status is VersionStatus.ACTIVE
+    assert "+35.00 points" in decision.reason and "a fall, recorded" in decision.reason
+    strict = promotion_gate(before, after, strict_consistency=True)
+    assert not strict.promote and "ATCON_GATE_STRICT_CONSISTENCY" in strict.reason
 
 
 def test_gate_without_validation_keeps_a_candidate() -> None:
