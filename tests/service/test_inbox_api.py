@@ -186,3 +186,19 @@ def test_report_holds_every_event_its_verdict_and_both_images(client, auth, ward
     assert "<script" not in html
     missing = client.get(f"/v1/videos/{'0' * 32}/report", headers=auth(Role.viewer))
     assert missing.status_code == 404
+
+
+def test_the_answer_matches_its_documented_schema(client, auth, ward):
+    from service.api.schemas import InboxList
+
+    client.put(
+        f"/v1/videos/{ward['icu-2']}/events/seizure-0/review",
+        json={"verdict": "confirmed"},
+        headers=auth(Role.operator),
+    )
+    body = client.get("/v1/events", headers=auth(Role.viewer)).json()
+    parsed = InboxList.model_validate(body)
+    assert parsed.total == 6 and len(parsed.events) == 6
+    assert any(e.review_history for e in parsed.events)
+    schema = client.get("/openapi.json").json()["paths"]["/v1/events"]["get"]["responses"]
+    assert schema["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/InboxList")

@@ -14,6 +14,7 @@ copied or re-encoded.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -67,9 +68,12 @@ def inbox_filters(
 
 @router.get(
     "/v1/events",
-    response_model=InboxList,
+    response_class=Response,
     summary="Events of every video, newest first, filtered, in pages",
-    responses=problem_responses(422),
+    responses={
+        **problem_responses(422),
+        200: {"model": InboxList, "content": {"application/json": {}}},
+    },
 )
 def list_events(
     principal: ViewerDep,
@@ -90,7 +94,7 @@ def list_events(
     video_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> InboxList:
+) -> Response:
     """Each event carries its review state and history, and URLs of its thumbnail,
     clip and page. ``counts`` gives, per filter, the events each value would list with
     the other filters applied. A date ``until`` includes that whole day."""
@@ -106,14 +110,15 @@ def list_events(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     runtime.audit.record("list_events", principal.name)
-    return InboxList.model_validate(
-        {
-            "events": [row.public() for row in page.rows],
-            "total": page.total,
-            "next_cursor": page.next_cursor,
-            "counts": page.counts,
-        }
-    )
+    body = {
+        "events": [row.public() for row in page.rows],
+        "total": page.total,
+        "next_cursor": page.next_cursor,
+        "counts": page.counts,
+    }
+    # the rows are built to InboxList's shape (tests check it against the schema):
+    # serialised directly, not validated twice per request by pydantic
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 @router.get(
