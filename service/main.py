@@ -17,7 +17,18 @@ from fastapi.concurrency import run_in_threadpool
 
 from worker.queue import JobQueue
 
-from .api.routes import finetune, frames, health, jobs, models, reviews, sessions, videos
+from .api.routes import (
+    events,
+    finetune,
+    frames,
+    health,
+    jobs,
+    models,
+    reports,
+    reviews,
+    sessions,
+    videos,
+)
 from .core.body_limits import MULTIPART_SLACK, BodyLimitMiddleware
 from .core.config import Settings, get_settings
 from .core.problems import PlainErrorsAsProblems, install_problem_handlers
@@ -82,6 +93,8 @@ def create_app(
     )
     app.include_router(videos.router)
     app.include_router(reviews.router)
+    app.include_router(events.router)
+    app.include_router(reports.router)
     app.include_router(jobs.router)
     app.include_router(frames.router)
     app.include_router(models.router)

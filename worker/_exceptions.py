@@ -20,6 +20,7 @@
           |    +-- NoResultsError              the video has no results yet (still queued,
           |    |                               running, or failed)
           |    +-- UnknownFrameError (LookupError)  no frame with that id is in the pool
+          |    +-- NothingToUndoError          an event without a verdict to take back
           |    +-- ResultsUnreadableError      events.json or scores.npz cannot be read
           |         +-- SchemaVersionError     events.json of another schema version
           +-- VersionError (ValueError)        a model version cannot be registered or
@@ -41,6 +42,7 @@
           +-- UnknownLabelsError (ValueError)  labels that are not classes of the served model
           +-- InvalidFrameError (ValueError)   an uploaded frame that is not a usable image
           |    +-- ZipTooLargeError            a zip of frames over the entry or byte caps
+          |    +-- EmptyZipError               a zip of frames without a single file
           +-- FrameDataError (ValueError)      a frame directory, labels.csv, classes.txt or
                |                               boxes.csv that cannot be used as it is
                +-- ClassMismatchError          labels or classes.txt that differ from the
@@ -77,6 +79,7 @@ __all__ = [
     "NoResultsError",
     "NoVideoStreamError",
     "NotAVideoError",
+    "NothingToUndoError",
     "QueueError",
     "QueueUnavailableError",
     "ResultsExistError",
@@ -199,6 +202,8 @@ class VersionsUnreadableError(VersionError):
 
 class LeaseLostError(WorkerError):
     """Raised inside a job when its lease went to another worker; the job is abandoned."""
+class NothingToUndoError(StorageError):
+    """An undo asked of an event whose verdicts are all taken back already."""
 
 
 class QueueError(WorkerError):

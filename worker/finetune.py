@@ -511,6 +511,11 @@ def finetune_job(
                     seed=ctx.job.job_id,
                     layer=options.layer,
                 )
+            if settings.finetune_compare_videos:
+                ctx.progress(0.93, {"phase": "detecting on recent videos with the new version"})
+                attachments.update(
+                    _disagreements(storage, settings, options.camera, candidate, work)
+                )
             lock.check()  # never register a version after another fine-tune took over
             card = registry.register(
                 candidate,
@@ -715,6 +720,27 @@ def _compare_with_parent(
     for path in sorted(overlays.iterdir()):
         files[f"{COMPARISON_DIR}/{path.name}"] = path
     return files, {"frames": report["summary"]["frames"], **report["summary"]}
+
+
+def _disagreements(
+    storage: Storage, settings: Settings, camera: str | None, candidate: Path, work: Path
+) -> dict[str, Path]:
+    """``disagreements.json`` (:mod:`worker.disagreements`) to store with the version; none
+    when there is no recent video or the comparison cannot be made (not a failed
+    fine-tune: the log says why)."""
+    from .disagreements import DISAGREEMENTS_JSON, event_disagreements, recent_videos
+
+    videos = recent_videos(storage, settings.finetune_compare_videos, camera)
+    if not videos:
+        return {}
+    try:
+        report = event_disagreements(storage, settings, candidate, videos, work / "detect")
+    except (AtconError, OSError, ValueError) as exc:
+        logger.warning("the new version was not compared on recent videos: %s", exc)
+        return {}
+    path = work / DISAGREEMENTS_JSON
+    atomic_write_json(path, report)
+    return {DISAGREEMENTS_JSON: path}
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -340,7 +340,9 @@ class FramePool:
             out.append(record)
         return sorted(out, key=lambda r: r.added_at)
 
-    def review_queue(self, limit: int, *, camera: str | None = None) -> list[FrameRecord]:
+    def review_queue(
+        self, limit: int, *, camera: str | None = None, video_id: str | None = None
+    ) -> list[FrameRecord]:
         """The frames to label next: hard ones to learn from, random ones to judge by.
 
         A frame's split is fixed before it is labeled (a stable hash of its id, below
@@ -349,11 +351,13 @@ class FramePool:
         frames come in the hash's order, a uniformly random sample of the pool, since
         a gate that judges on the hardest frames alone judges a model by its worst
         moments. The two are interleaved so that about ``val_fraction`` of any prefix
-        of the queue is validation. ``camera``: that camera's frames only.
+        of the queue is validation. ``camera``, ``video_id``: that camera's, that
+        video's frames only.
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        unlabeled = self.records(labeled=False, camera=camera)
+        videos = [video_id] if video_id is not None else None
+        unlabeled = self.records(labeled=False, camera=camera, video_ids=videos)
         judge = sorted(
             (r for r in unlabeled if _bucket(r.frame_id) < self.val_fraction),
             key=lambda r: _bucket(r.frame_id),
@@ -416,6 +420,13 @@ class FramePool:
             if video_id is not None:
                 found.add(video_id)
         return sorted(found)
+    def clear_labels(self, frame_id: str) -> FrameRecord:
+        """Take a frame's labels back: it is unlabeled again (its split, a hash of its
+        id, stays as it was)."""
+        with self._updating(frame_id) as record:
+            record.labels = None
+            record.labeled_at = None
+        return record
 
     def set_consistency(self, frame_id: str, value: float, model_version: str) -> FrameRecord:
         with self._updating(frame_id) as record:

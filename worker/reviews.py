@@ -17,6 +17,13 @@ is detected again and its event ``bed_exit-1`` now has another label or peak, th
 review no longer matches (:func:`review_of`) and a new review adds a new frame (the
 old frame keeps its label, which stays true of that image).
 
+Every change is also kept, per event, in the document's ``history`` (who, when, the
+verdict before and after; :class:`ReviewChange`), and a verdict can be taken back
+(:func:`undo_review`): the previous verdict is restored, or none, and the pool frame
+is relabeled (or unlabeled) to match::
+
+    "history": {"<event_id>": [ReviewChange, ...]}   oldest first
+
 Concurrent reviews of one video (several API processes on a shared data directory)
 are serialised by an exclusive ``flock`` on ``uploads/<video_id>/.reviews.lock``; the
 file itself is replaced by rename, so readers never see half of it.
@@ -39,7 +46,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ._exceptions import EventNotFoundError, NoResultsError, StorageError
+from ._exceptions import EventNotFoundError, NoResultsError, NothingToUndoError, StorageError
 from .frame_pool import FramePool, UnknownFrameError
 from .settings import Settings
 from .storage import Storage, atomic_write_json
@@ -47,12 +54,16 @@ from .storage import Storage, atomic_write_json
 __all__ = [
     "REVIEWS_NAME",
     "EventReview",
+    "ReviewChange",
     "Verdict",
     "find_event",
     "frame_pool",
+    "history_of",
+    "read_history",
     "read_reviews",
     "review_event",
     "review_of",
+    "undo_review",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +110,44 @@ class EventReview:
         return cls(**data)
 
 
+@dataclass
+class ReviewChange:
+    """One change of an event's verdict: a review, or the undo of one."""
+
+    #: "review" (a verdict given) or "undo" (the latest one taken back)
+    action: str
+    #: the verdict after the change (None: not reviewed)
+    verdict: str | None
+    #: the verdict before it (None: not reviewed)
+    previous_verdict: str | None
+    reviewer: str
+    at: str
+    #: the event it was made on (a re-detected event with another label or peak is
+    #: another event)
+    label: str
+    peak_s: float | None
+    #: the whole review before the change, restored when this change is undone
+    previous: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """What pages and the API show: who, when, what it was and became."""
+        return {
+            "action": self.action,
+            "verdict": self.verdict,
+            "previous_verdict": self.previous_verdict,
+            "reviewer": self.reviewer,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReviewChange:
+        names = {"action", "verdict", "previous_verdict", "reviewer", "at", "label", "peak_s"}
+        return cls(**{k: data[k] for k in names}, previous=data.get("previous"))
+
+
 def frame_pool(
     storage: Storage, settings: Settings, events: dict[str, Any] | None = None
 ) -> FramePool:
@@ -115,8 +164,7 @@ def _path(storage: Storage, video_id: str) -> Path:
     return storage.upload_dir(video_id) / REVIEWS_NAME
 
 
-def read_reviews(storage: Storage, video_id: str) -> dict[str, EventReview]:
-    """The reviews of a video by event id (empty when none was made)."""
+def _document(storage: Storage, video_id: str) -> dict[str, Any]:
     path = _path(storage, video_id)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -124,6 +172,42 @@ def read_reviews(storage: Storage, video_id: str) -> dict[str, EventReview]:
         return {}
     except (OSError, ValueError) as exc:
         raise StorageError(f"reviews of video {video_id} are unreadable: {exc}") from exc
+    return document if isinstance(document, dict) else {}
+
+
+def read_reviews(storage: Storage, video_id: str) -> dict[str, EventReview]:
+    """The reviews of a video by event id (empty when none was made)."""
+    return _reviews(_document(storage, video_id))
+
+
+def read_history(storage: Storage, video_id: str) -> dict[str, list[ReviewChange]]:
+    """Every verdict change of a video's events, by event id, oldest first."""
+    return _history(_document(storage, video_id))
+
+
+def _history(document: dict[str, Any]) -> dict[str, list[ReviewChange]]:
+    history: dict[str, list[ReviewChange]] = {}
+    for event_id, entries in (document.get("history") or {}).items():
+        changes = []
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                changes.append(ReviewChange.from_dict(entry))
+            except (TypeError, KeyError):
+                logger.warning("skipping an unreadable history entry of event %s", event_id)
+        history[str(event_id)] = changes
+    return history
+
+
+def history_of(event: dict[str, Any], history: dict[str, list[ReviewChange]]) -> list[ReviewChange]:
+    """The changes made on this very event (same id, label and peak), oldest first."""
+    return [
+        change
+        for change in history.get(str(event.get("id")), [])
+        if change.label == event.get("label") and change.peak_s == event.get("peak_s")
+    ]
+
+
+def _reviews(document: dict[str, Any]) -> dict[str, EventReview]:
     reviews: dict[str, EventReview] = {}
     for event_id, entry in (document.get("reviews") or {}).items():
         try:
@@ -228,7 +312,8 @@ def review_event(
     frame_labels = [label] if verdict is Verdict.confirmed else []
     version = _model_version(events)
     with _locked(storage, video_id):
-        reviews = read_reviews(storage, video_id)
+        document = _document(storage, video_id)
+        reviews, history = _reviews(document), _history(document)
         previous = review_of(event, reviews)
         frame_id = previous.frame_id if previous is not None else None
         if frame_id is not None:
@@ -257,7 +342,7 @@ def review_event(
             event_id=event_id,
             verdict=verdict,
             reviewer=reviewer,
-            reviewed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            reviewed_at=_now(),
             label=label,
             start_s=float(event.get("start_s", 0.0)),
             end_s=float(event.get("end_s", 0.0)),
@@ -267,13 +352,115 @@ def review_event(
             frame_labels=frame_labels,
         )
         reviews[event_id] = review
-        atomic_write_json(
-            _path(storage, video_id),
-            {
-                "schema_version": SCHEMA_VERSION,
-                "video_id": video_id,
-                "reviews": {k: v.to_dict() for k, v in reviews.items()},
-            },
+        history.setdefault(event_id, []).append(
+            ReviewChange(
+                action="review",
+                verdict=verdict.value,
+                previous_verdict=previous.verdict.value if previous is not None else None,
+                reviewer=reviewer,
+                at=review.reviewed_at,
+                label=label,
+                peak_s=event.get("peak_s"),
+                previous=previous.to_dict() if previous is not None else None,
+            )
         )
+        _write(storage, video_id, reviews, history)
     logger.info("event %s of video %s reviewed: %s", event_id, video_id, verdict.value)
     return review
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _write(
+    storage: Storage,
+    video_id: str,
+    reviews: dict[str, EventReview],
+    history: dict[str, list[ReviewChange]],
+) -> None:
+    atomic_write_json(
+        _path(storage, video_id),
+        {
+            "schema_version": SCHEMA_VERSION,
+            "video_id": video_id,
+            "reviews": {k: v.to_dict() for k, v in reviews.items()},
+            "history": {k: [c.to_dict() for c in v] for k, v in history.items() if v},
+        },
+    )
+
+
+def _open_changes(changes: list[ReviewChange]) -> list[ReviewChange]:
+    """The reviews not undone yet, oldest first (each undo takes back the latest)."""
+    stack: list[ReviewChange] = []
+    for change in changes:
+        if change.action == "review":
+            stack.append(change)
+        elif change.action == "undo" and stack:
+            stack.pop()
+    return stack
+
+
+def undo_review(
+    storage: Storage,
+    pool: FramePool,
+    video_id: str,
+    event_id: str,
+    reviewer: str,
+    class_names: Sequence[str] | None = None,
+) -> EventReview | None:
+    """Take back the event's latest verdict: restore the one before it (None: the event
+    is unreviewed again) and relabel its pool frame to match; return what is now in force.
+
+    The undo is itself kept in the history. Raises ``NothingToUndoError`` when every
+    verdict on the event is taken back already, and the errors of :func:`review_event`.
+    """
+    if not reviewer:
+        raise ValueError("reviewer must name who took the verdict back")
+    storage.get_video(video_id)  # VideoNotFoundError for an unknown video
+    events = storage.read_events(video_id)
+    if events is None:
+        raise NoResultsError(f"video {video_id} has no results yet; nothing was reviewed")
+    event = find_event(events, event_id)
+    if event is None:
+        raise EventNotFoundError(f"video {video_id} has no event {event_id}")
+    if class_names is None:
+        model = events.get("model")
+        names = model.get("class_names") if isinstance(model, dict) else None
+        class_names = list(names) if isinstance(names, list) else [str(event.get("label"))]
+    with _locked(storage, video_id):
+        document = _document(storage, video_id)
+        reviews, history = _reviews(document), _history(document)
+        current = review_of(event, reviews)
+        open_changes = _open_changes(history_of(event, history))
+        if current is None or not open_changes:
+            raise NothingToUndoError(f"event {event_id} of video {video_id} has no verdict to undo")
+        latest = open_changes[-1]
+        restored = EventReview.from_dict(latest.previous) if latest.previous else None
+        if restored is not None:
+            restored.frame_id = current.frame_id
+            reviews[event_id] = restored
+        else:
+            reviews.pop(event_id, None)
+        if current.frame_id is not None:
+            try:
+                if restored is not None:
+                    pool.set_labels(current.frame_id, restored.frame_labels, list(class_names))
+                else:
+                    pool.clear_labels(current.frame_id)
+            except UnknownFrameError:
+                logger.warning("pool frame %s of event %s is gone", current.frame_id, event_id)
+        history.setdefault(event_id, []).append(
+            ReviewChange(
+                action="undo",
+                verdict=restored.verdict.value if restored is not None else None,
+                previous_verdict=current.verdict.value,
+                reviewer=reviewer,
+                at=_now(),
+                label=str(event.get("label")),
+                peak_s=event.get("peak_s"),
+            )
+        )
+        _write(storage, video_id, reviews, history)
+    logger.info("verdict on event %s of video %s undone", event_id, video_id)
+    return restored

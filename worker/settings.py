@@ -210,11 +210,17 @@ class Settings(BaseSettings):
     #: lease of the fine-tune lock in Redis, renewed every third of it; a holder that
     #: cannot renew it for this long stops (``LockLostError``)
     finetune_lock_ttl_s: float = Field(default=60.0, ge=0.1)
+    #: recent processed videos (of the fine-tune's camera, if any) on which a new version
+    #: detects again, to list the events it and the served model disagree on (0: none)
+    finetune_compare_videos: int = Field(default=3, ge=0, le=50)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)
     #: promotion gate: attention consistency may never fall, even when validation
     #: F1 rose beyond the tolerance (by default it only breaks ties)
     gate_strict_consistency: bool = False
+    #: event clips (GET /v1/videos/{id}/events/{event_id}/clip.mp4): seconds of video
+    #: kept before and after the event
+    clip_margin_s: float = Field(default=2.0, ge=0, le=300)
 
     @field_validator("finetune_schedule")
     @classmethod

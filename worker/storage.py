@@ -7,6 +7,7 @@ path)::
       uploads/<video_id>/source       the uploaded bytes
       uploads/<video_id>/video.json   VideoRecord: probe metadata, client file name, job id
       uploads/<video_id>/reviews.json clinicians' verdicts on its events (worker.reviews)
+      uploads/<video_id>/cache/       thumbnails and clips made from it (deleted with it)
       results/<video_id>/             the detector's output: events.json, scores, maps/
       models/                         model versions and the ACTIVE pointer (worker.versions)
       frames/                         the frame pool for fine-tuning (worker.frame_pool)
@@ -69,6 +70,7 @@ SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
 #: the name of a video's events file (:mod:`worker.results` owns it)
 EVENTS_NAME = EVENTS_FILE
+CACHE_NAME = "cache"
 
 
 def new_id() -> str:
@@ -219,6 +221,21 @@ class Storage:
 
     def upload_dir(self, video_id: str) -> Path:
         return self.uploads / validate_id(video_id, "video_id")
+
+    def cache_dir(self, video_id: str) -> Path:
+        """Where files made from a video (thumbnails, clips) are kept; it lives inside
+        the upload's folder, so deleting the video deletes them. Not created here."""
+        return self.upload_dir(video_id) / CACHE_NAME
+
+    def ensure_cache_dir(self, video_id: str) -> Path:
+        """The video's cache folder, created if needed; ``VideoNotFoundError`` when the
+        video is gone (its folder is never made again by a late writer)."""
+        folder = self.cache_dir(video_id)
+        try:
+            folder.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise VideoNotFoundError(f"no video {video_id}") from None
+        return folder
 
     def source_path(self, video_id: str) -> Path:
         return self.upload_dir(video_id) / SOURCE_NAME

@@ -297,6 +297,18 @@ class ModelRegistry:
             return None
         return data if isinstance(data, dict) else None
 
+    def disagreements(self, version: str) -> dict[str, Any] | None:
+        """The version's ``disagreements.json`` (:mod:`worker.disagreements`), if any."""
+        path = self._dir(version) / "disagreements.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("unreadable disagreements of %s: %s", version, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
     def versions(self) -> list[ModelCard]:
         """Every version, oldest first."""
         names = sorted(

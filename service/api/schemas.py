@@ -12,10 +12,15 @@ from worker.reviews import EventReview, Verdict
 
 __all__ = [
     "DeadLetters",
+    "InboxCounts",
+    "InboxEvent",
+    "InboxList",
     "JobPublic",
     "Readiness",
+    "ReviewChangePublic",
     "ReviewCreate",
     "ReviewPublic",
+    "UndoResult",
     "UploadAccepted",
     "VideoList",
     "VideoPublic",
@@ -145,3 +150,71 @@ class ReviewPublic(BaseModel):
     @classmethod
     def from_review(cls, review: EventReview) -> ReviewPublic:
         return cls.model_validate(review.to_dict())
+
+
+class ReviewChangePublic(BaseModel):
+    """One change of an event's verdict: who, when, what it was and became."""
+
+    action: str = Field(description="review: a verdict given; undo: the latest taken back")
+    verdict: Verdict | None = Field(description="the verdict after the change; null: none")
+    previous_verdict: Verdict | None = Field(description="the verdict before it; null: none")
+    reviewer: str
+    at: dt.datetime
+
+
+class InboxReview(BaseModel):
+    state: str = Field(description="unreviewed, confirmed or false_positive")
+    reviewer: str | None
+    reviewed_at: dt.datetime | None
+
+
+class InboxUrls(BaseModel):
+    thumbnail: str | None = Field(description="the peak frame, small; null without maps")
+    clip: str
+    review: str
+    page: str
+
+
+class InboxEvent(BaseModel):
+    video_id: str
+    event_id: str
+    label: str
+    start_s: float
+    end_s: float
+    peak_s: float | None
+    score: float | None = Field(description="peak probability (confidence)")
+    attention_consistency: float | None
+    low_consistency: bool
+    camera: str | None
+    model_version: str | None
+    filename: str | None = Field(description="the client's file name, as metadata only")
+    occurred_at: dt.datetime = Field(
+        description="the video's upload time plus the event's start offset"
+    )
+    review: InboxReview
+    review_history: list[ReviewChangePublic]
+    urls: InboxUrls
+
+
+class InboxCounts(BaseModel):
+    """Per filter: events each value would list with the other filters applied."""
+
+    label: dict[str, int]
+    camera: dict[str, int] = Field(description='"" counts videos without a camera')
+    review: dict[str, int]
+    model_version: dict[str, int] = Field(description='"" counts results without a version')
+    low_consistency: int
+
+
+class InboxList(BaseModel):
+    events: list[InboxEvent]
+    total: int = Field(description="events matching the filters, on every page")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null: last")
+    counts: InboxCounts
+
+
+class UndoResult(BaseModel):
+    """What an undo left in force."""
+
+    event_id: str
+    review: ReviewPublic | None = Field(description="the verdict restored; null: unreviewed")

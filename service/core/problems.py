@@ -29,6 +29,7 @@ from worker._exceptions import (
     NoCameraVersionError,
     NoModelError,
     NoResultsError,
+    NothingToUndoError,
     QueueError,
     QueueUnavailableError,
     StorageError,
@@ -250,7 +251,7 @@ def _status_of(exc: Exception) -> tuple[int, dict[str, str] | None]:
         return 415, None
     if isinstance(exc, NoModelError | CheckpointError):
         return 503, {"Retry-After": "30"}
-    if isinstance(exc, NoResultsError):
+    if isinstance(exc, NoResultsError | NothingToUndoError):
         return 409, None
     if isinstance(exc, QueueUnavailableError):
         return 503, {"Retry-After": "30"}

@@ -26,6 +26,7 @@ from worker.versions import ModelRegistry, VersionError
 
 from .audit import AuditLog
 from .events_cache import EventsCache
+from .inbox import EventIndex
 from .session_store import SessionStore
 from .sessions import SessionCodec, load_secret
 from .throttle import AuthThrottle
@@ -90,9 +91,14 @@ class Runtime:
     #: counts failed authentications per client address (429 over the limit)
     throttle: AuthThrottle
     events_cache: EventsCache = field(default_factory=EventsCache)
+    #: every video's events for the inbox (GET /v1/events, /events)
+    inbox: EventIndex = field(init=False)
     workers: list[Worker] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.inbox = EventIndex(self.storage)
 
     @classmethod
     def start(

@@ -41,7 +41,7 @@
     if (live.length === 0) return false;
     const response = await fetch(location.pathname + location.search, {
       credentials: "same-origin",
-      headers: { Accept: "text/html" },
+      headers: { Accept: "text/html", "X-Live-Refresh": "1" },
     });
     if (!response.ok) return false;
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
@@ -85,6 +85,71 @@
     setTimeout(tick, POLL_MS);
   }
   window.atcon.pollLive = pollLive;
+
+  // -- one server-sent-events stream per page (GET /v1/jobs/stream) -----------------
+  // Progress moves bars in place; a job that changes state (queued -> running ->
+  // done or failed) has the page's live parts read again, once; the stream ends when
+  // no job runs. Without EventSource, the page polls as before.
+  let stream = null;
+  let refreshing = Promise.resolve();
+
+  const liveJobIds = () => [
+    ...new Set(
+      [...document.querySelectorAll('[data-live] [data-job-id][data-status="queued"], [data-live] [data-job-id][data-status="running"], [data-live][data-job-id][data-status="queued"], [data-live][data-job-id][data-status="running"]')].map(
+        (el) => el.dataset.jobId
+      )
+    ),
+  ];
+
+  function showProgress(job) {
+    document.querySelectorAll(`[data-job-id="${CSS.escape(job.job_id)}"]`).forEach((el) => {
+      el.querySelectorAll("progress").forEach((bar) => (bar.value = job.progress));
+      el.querySelectorAll(".pct").forEach((pct) => (pct.textContent = `${Math.round(job.progress * 100)}%`));
+    });
+  }
+
+  function refreshFor(job) {
+    refreshing = refreshing.then(async () => {
+      const els = [...document.querySelectorAll(`[data-job-id="${CSS.escape(job.job_id)}"]`)];
+      if (els.length && els.every((el) => el.dataset.status === job.status)) return;
+      try {
+        const finished = await refreshLive();
+        const ended = job.status === "done" || job.status === "failed";
+        if ((finished || ended) && document.body.dataset.reloadOnFinish !== undefined) {
+          location.reload();
+          return;
+        }
+      } catch (e) {
+        /* network hiccup: the next change refreshes again */
+      }
+      follow(); // rows may have come or gone: follow the jobs shown now
+    });
+  }
+
+  function follow() {
+    const ids = liveJobIds();
+    const key = ids.join(",");
+    if (stream && stream.key === key) return;
+    if (stream) stream.source.close();
+    stream = null;
+    if (ids.length === 0) return;
+    if (!window.EventSource) {
+      pollLive();
+      return;
+    }
+    const source = new EventSource(`/v1/jobs/stream?${ids.map((id) => `job=${id}`).join("&")}`);
+    stream = { source, key };
+    source.addEventListener("job", (message) => {
+      const job = JSON.parse(message.data);
+      showProgress(job);
+      refreshFor(job);
+    });
+    source.addEventListener("end", () => {
+      source.close();
+      if (stream && stream.source === source) stream = null;
+    });
+  }
+  window.atcon.follow = follow;
 
   // -- upload with progress ----------------------------------------------------------
   function setupUpload() {
@@ -134,7 +199,7 @@
           percent.textContent = "100%";
           say(`${file.name} uploaded; detection is queued. The table below follows its progress.`);
           form.reset();
-          refreshLive().then(() => pollLive());
+          refreshLive().then(() => follow());
         } else {
           say(`Upload failed: ${problemDetail(xhr.responseText, xhr.status)}`, true);
         }
@@ -155,7 +220,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     setupUpload();
-    if (busy()) pollLive();
+    if (busy()) follow();
   });
   // -- maps a worker draws on demand: [data-drawn-map] images answer 202 until drawn --
   const MAP_RETRY_MS = 2000;

@@ -18,6 +18,12 @@
     if (Number.isNaN(d.getTime())) return iso || "";
     return d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
   };
+  const verdictName = (v) =>
+    v === "confirmed" ? "confirmed" : v === "false_positive" ? "false positive" : "not reviewed";
+  const historyText = (h) =>
+    h.action === "undo"
+      ? `${fmtWhen(h.at)}: ${h.reviewer} undid ${verdictName(h.previous_verdict)}, back to ${verdictName(h.verdict)}`
+      : `${fmtWhen(h.at)}: ${h.reviewer} set ${verdictName(h.verdict)} (was ${verdictName(h.previous_verdict)})`;
   const reviewText = (review) =>
     review
       ? `${review.verdict === "confirmed" ? "Confirmed" : "False positive"} by ${review.reviewer}, ${fmtWhen(review.reviewed_at)}`
@@ -44,6 +50,20 @@
       });
     };
 
+    function showHistory(event) {
+      const history = event.review_history || [];
+      const list = field("history");
+      list.replaceChildren(
+        ...history.map((h) => {
+          const li = document.createElement("li");
+          li.textContent = historyText(h);
+          return li;
+        })
+      );
+      field("history-count").textContent = String(history.length);
+      field("history-box").hidden = history.length === 0;
+    }
+
     function show(event) {
       detail.hidden = false;
       field("label").textContent = event.label;
@@ -54,6 +74,8 @@
       consistency.textContent = fmtNumber(event.consistency);
       consistency.classList.toggle("low", event.low);
       field("review").textContent = reviewText(event.review);
+      showHistory(event);
+      field("clip").href = event.clip_url;
       const warning = field("warning");
       warning.hidden = !event.low;
       warning.querySelector("strong").textContent =
@@ -111,16 +133,18 @@
       });
     });
 
+    const move = (step) => {
+      if (events.length === 0) return;
+      const next = current < 0 ? (step > 0 ? 0 : events.length - 1) : current + step;
+      select(Math.min(events.length - 1, Math.max(0, next)), { focus: true });
+    };
     document.addEventListener("keydown", (e) => {
       if (e.key !== "ArrowRight" && e.key !== "ArrowLeft") return;
       if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
       const tag = (e.target && e.target.tagName) || "";
       if (["INPUT", "TEXTAREA", "SELECT", "VIDEO"].includes(tag) || e.target.isContentEditable) return;
-      if (events.length === 0) return;
       e.preventDefault();
-      const step = e.key === "ArrowRight" ? 1 : -1;
-      const next = current < 0 ? (step > 0 ? 0 : events.length - 1) : current + step;
-      select(Math.min(events.length - 1, Math.max(0, next)), { focus: true });
+      move(e.key === "ArrowRight" ? 1 : -1);
     });
 
     // overlay opacity
@@ -148,45 +172,95 @@
 
     // verdicts: the API in place of the form post (no reload, the player keeps its place)
     const form = detail.querySelector("form.verdict");
+    const keys = window.atconKeys;
+    const given = []; // events given a verdict on this page, latest last (what u takes back)
+
+    async function refresh(event) {
+      // the events answer carries the review and its history as the server keeps them
+      const response = await fetch(`/v1/videos/${data.video_id}/events`, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (!response.ok) return;
+      const fresh = (await response.json()).events.find((e) => e.id === event.id);
+      if (!fresh) return;
+      event.review = fresh.review;
+      event.review_history = fresh.review_history;
+      const link = links.get(event.id);
+      if (link) {
+        link.classList.remove("reviewed", "confirmed", "false_positive");
+        if (event.review) link.classList.add("reviewed", event.review.verdict);
+      }
+      if (events[current] === event) {
+        field("review").textContent = reviewText(event.review);
+        showHistory(event);
+      }
+    }
+
+    async function giveVerdict(verdict) {
+      const event = events[current];
+      if (!event) return;
+      const status = field("verdict-status");
+      status.textContent = "Saving…";
+      status.classList.remove("error");
+      given.push(event);
+      const result = await keys.send("PUT", event.review_url, { verdict });
+      if (!result.ok) {
+        const index = given.lastIndexOf(event);
+        if (index >= 0) given.splice(index, 1);
+        status.textContent = `Not saved: ${result.error}`;
+        status.classList.add("error");
+        return;
+      }
+      event.review = result.data;
+      status.textContent = `Saved: ${verdictName(verdict)}.`;
+      await refresh(event);
+    }
+
+    async function undo() {
+      const selected = events[current];
+      const event = given.pop() || (selected && selected.review ? selected : null);
+      const status = field("verdict-status");
+      if (!event) {
+        status.textContent = "Nothing to undo.";
+        return;
+      }
+      const index = events.indexOf(event);
+      if (index !== current) select(index, { focus: true });
+      status.textContent = "Undoing…";
+      status.classList.remove("error");
+      const result = await keys.send("DELETE", event.review_url);
+      if (!result.ok) {
+        status.textContent = `Not undone: ${result.error}`;
+        status.classList.add("error");
+        return;
+      }
+      status.textContent = `Undone: ${verdictName(result.data.review ? result.data.review.verdict : null)} again.`;
+      await refresh(event);
+    }
+
     if (form) {
-      form.addEventListener("submit", async (e) => {
+      form.addEventListener("submit", (e) => {
         e.preventDefault();
-        const verdict = e.submitter ? e.submitter.value : "confirmed";
-        const status = field("verdict-status");
-        const event = events[current];
-        status.textContent = "Saving…";
-        status.classList.remove("error");
-        try {
-          const response = await fetch(form.dataset.api, {
-            method: "PUT",
-            credentials: "same-origin",
-            headers: {
-              "Content-Type": "application/json",
-              Accept: "application/json",
-              "X-CSRF-Token": window.atcon.csrfToken(),
-            },
-            body: JSON.stringify({ verdict }),
-          });
-          const text = await response.text();
-          if (!response.ok) {
-            status.textContent = `Not saved: ${window.atcon.problemDetail(text, response.status)}`;
-            status.classList.add("error");
-            return;
-          }
-          event.review = JSON.parse(text);
-          field("review").textContent = reviewText(event.review);
-          const link = links.get(event.id);
-          if (link) {
-            link.classList.remove("confirmed", "false_positive");
-            link.classList.add("reviewed", event.review.verdict);
-          }
-          status.textContent = `Saved: ${event.review.verdict === "confirmed" ? "confirmed" : "false positive"}.`;
-        } catch (err) {
-          status.textContent = "Not saved: the connection to the server was lost. Try again.";
-          status.classList.add("error");
-        }
+        giveVerdict(e.submitter ? e.submitter.value : "confirmed");
       });
     }
+
+    const handlers = {
+      j: () => move(1),
+      k: () => move(-1),
+      o: () => {
+        if (current < 0 || !player) return;
+        player.currentTime = events[current].start_s;
+        player.play().catch(() => undefined);
+      },
+    };
+    if (form) {
+      handlers.c = () => giveVerdict("confirmed");
+      handlers.f = () => giveVerdict("false_positive");
+      handlers.u = () => undo();
+    }
+    keys.install(handlers);
 
     if (current >= 0 && player && new URL(location.href).searchParams.has("event")) {
       const seek = () => {

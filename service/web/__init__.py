@@ -14,6 +14,7 @@ Page routes::
     GET  /videos                videos table, upload (operator)
     GET  /videos/{video_id}     player, timeline, maps, review buttons (operator)
     POST /videos/{video_id}/events/{event_id}/review    verdict form (operator)
+    GET  /events                events inbox across videos: filters, keyboard review
     GET  /review                review queue (images from /v1/frames)
     POST /review/frames/{frame_id}/labels                label form (operator)
     GET  /models                versions and fine-tunes (admin)
@@ -26,7 +27,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import admin, review, session, videos
+from . import admin, inbox, review, session, videos
 from .errors import install_page_errors
 from .templating import STATIC_DIR
 
@@ -40,6 +41,7 @@ def install_pages(app: FastAPI) -> None:
     """
     app.include_router(session.router)
     app.include_router(videos.router)
+    app.include_router(inbox.router)
     app.include_router(review.router)
     app.include_router(admin.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

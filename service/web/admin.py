@@ -13,6 +13,11 @@ The button queues a fine-tune with the default settings
 takes options. A running fine-tune shows its phase, step and losses (the job's
 ``detail``).
 
+A chart (:mod:`service.web.model_history`) draws each version's validation F1, mAP
+and attention consistency, and a table the per-class F1 change of each fine-tune;
+each version lists the events it and the served model disagree on, on recent videos
+(:mod:`worker.disagreements`).
+
 A candidate that no labeled frame could gate shows beside its parent on a sample
 of unlabeled pool frames (both models' labels, confidence and Grad-CAM overlay)
 with a label-free report. The fine-tune job computed all of it
@@ -46,6 +51,7 @@ from worker.versions import (
 )
 
 from ..core.config import Role
+from .model_history import history_view
 from .session import PageDep, PageError
 
 __all__ = ["router"]
@@ -62,7 +68,11 @@ def models_page(page: PageDep) -> Response:
     registry = ModelRegistry(runtime.storage.models)
     versions = list(reversed(registry.versions()))
     comparisons: dict[str, dict[str, Any]] = {}
+    disagreements: dict[str, dict[str, Any]] = {}
     for card in versions:
+        found_events = registry.disagreements(card.version)
+        if found_events is not None:
+            disagreements[card.version] = found_events
         if card.status is VersionStatus.CANDIDATE:
             found = registry.comparison(card.version)
             if found is not None:
@@ -92,6 +102,8 @@ def models_page(page: PageDep) -> Response:
         jobs=jobs,
         queue_down=queue_down,
         comparisons=comparisons,
+        history=history_view(versions),
+        disagreements=disagreements,
     )
 
 

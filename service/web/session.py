@@ -28,7 +28,18 @@ from ..core.sessions import COOKIE_NAME, CSRF_FIELD, Session
 from ..core.throttle import client_address
 from .templating import SECURITY_HEADERS, render
 
-__all__ = ["Page", "PageDep", "PageError", "SignInRequired", "router", "safe_next"]
+__all__ = [
+    "LIVE_REFRESH_HEADER",
+    "Page",
+    "PageDep",
+    "PageError",
+    "SignInRequired",
+    "router",
+    "safe_next",
+]
+
+#: sent by static/app.js when it re-reads a page's live parts (not audited again)
+LIVE_REFRESH_HEADER = "X-Live-Refresh"
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +76,12 @@ class Page:
         if session.signed_in and principal is None:  # token removed or replaced: sign out
             return cls(request, runtime, codec.anonymous(), None, fresh=True)
         return cls(request, runtime, session, principal)
+
+    @property
+    def live_refresh(self) -> bool:
+        """The page's own script re-reading its live parts while a job runs
+        (``X-Live-Refresh: 1``): the page was read (and audited) when it was opened."""
+        return self.request.headers.get(LIVE_REFRESH_HEADER) == "1"
 
     def can(self, role: Role) -> bool:
         return self.principal is not None and self.principal.role.allows(role)

@@ -35,7 +35,17 @@ from worker._exceptions import (
 from worker.cameras import CAMERA_RULE
 from worker.queue import Job, JobState
 from worker.results import EVENT_ID_PATTERN
-from worker.reviews import EventReview, Verdict, frame_pool, read_reviews, review_event, review_of
+from worker.reviews import (
+    EventReview,
+    ReviewChange,
+    Verdict,
+    frame_pool,
+    history_of,
+    read_history,
+    read_reviews,
+    review_event,
+    review_of,
+)
 from worker.storage import ID_PATTERN, Storage, VideoRecord
 
 from ..api.routes.videos import job_or_none, video_public
@@ -84,7 +94,8 @@ def videos_page(page: PageDep) -> Response:
     except QueueUnavailableError:
         queue_down = True
     videos = [video_public(r, jobs.get(r.job_id), runtime.storage) for r in shown]
-    runtime.audit.record("list_videos", principal.name)
+    if not page.live_refresh:  # a live part re-read while a job runs is not a new read
+        runtime.audit.record("list_videos", principal.name)
     return page.render(
         "videos.html",
         videos=videos,
@@ -96,7 +107,11 @@ def videos_page(page: PageDep) -> Response:
 
 
 def _event_view(
-    video_id: str, event: dict[str, Any], review: EventReview | None, duration: float
+    video_id: str,
+    event: dict[str, Any],
+    review: EventReview | None,
+    history: list[ReviewChange],
+    duration: float,
 ) -> dict[str, Any]:
     base = f"/v1/videos/{video_id}/events/{event['id']}/maps"
     maps = {kind.value: f"{base}/{kind.value}.png" for kind in available_kinds(event)}
@@ -116,6 +131,9 @@ def _event_view(
         "low": consistency is not None and consistency < LOW_CONSISTENCY,
         "maps": maps,
         "review": review.to_dict() if review is not None else None,
+        "review_history": [c.public() for c in history],
+        "review_url": f"/v1/videos/{video_id}/events/{event['id']}/review",
+        "clip_url": f"/v1/videos/{video_id}/events/{event['id']}/clip.mp4",
         "left_pct": round(100.0 * min(start, duration) / duration, 3),
         "width_pct": round(100.0 * max(0.0, min(end, duration) - start) / duration, 3),
     }
@@ -159,9 +177,13 @@ def _video_view(runtime: Runtime, video_id: str) -> dict[str, Any]:
     if events is None:
         return view
     reviews = read_reviews(storage, video_id)
+    history = read_history(storage, video_id)
     listed = [e for e in events.get("events") or [] if isinstance(e, dict) and "id" in e]
     duration = _duration(events, record, listed)
-    views = [_event_view(video_id, e, review_of(e, reviews), duration) for e in listed]
+    views = [
+        _event_view(video_id, e, review_of(e, reviews), history_of(e, history), duration)
+        for e in listed
+    ]
     views.sort(key=lambda v: (v["start_s"], v["label"]))
     model = events.get("model")
     view.update(
@@ -187,12 +209,19 @@ def _ticks(duration: float) -> list[dict[str, float]]:
 def video_page(video_id: str, page: PageDep, event: str | None = None) -> Response:
     principal = page.require(Role.viewer)
     view = _video_view(page.runtime, video_id)
-    page.runtime.audit.record("read_events", principal.name, video_id=video_id)
+    if not page.live_refresh:
+        page.runtime.audit.record("read_events", principal.name, video_id=video_id)
     selected = None
     if view["results"] and view["events"]:
         selected = next((e for e in view["events"] if e["id"] == event), view["events"][0])
     running = view["video"].status in (JobState.queued, JobState.running, None)
-    return page.render("video.html", selected=selected, running=running, **view)
+    return page.render(
+        "video.html",
+        selected=selected,
+        running=running,
+        clip_margin=page.runtime.settings.clip_margin_s,
+        **view,
+    )
 
 
 @router.post("/videos/{video_id}/events/{event_id}/review", response_class=HTMLResponse)

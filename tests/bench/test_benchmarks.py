@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scoring, video
+from bench import inbox, scoring, video
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +81,19 @@ def test_api_footprint_benchmark_measures_both_sides_and_writes_its_section(
     text = page.read_text(encoding="utf-8")
     assert text.count(api_footprint.START) == 1 and "other rows" in text
     assert report["cpu"] in text
+def test_inbox_benchmark_times_the_inbox_and_both_ways_of_cutting_a_clip(tmp_path: Path) -> None:
+    out = tmp_path / "inbox.json"
+    argv = ["--videos", "4", "--events", "12", "--requests", "3", "--clip-seconds", "30"]
+    assert inbox.main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["videos"], result["events"]) == (5, 14)
+    assert set(result["requests"]) == {
+        "healthz (baseline)",
+        "GET /v1/events",
+        "GET /v1/events?label&camera",
+        "thumbnail (cached)",
+        "/events page",
+    }
+    assert all(r["p95_ms"] >= r["p50_ms"] > 0 for r in result["requests"].values())
+    methods = {name: c.get("method") for name, c in result["clips"].items()}
+    assert methods["first, stream copy"] == "copy" and methods["first, re-encoded"] == "reencode"

@@ -8,6 +8,8 @@ back over HTTP.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import torch
@@ -98,6 +100,13 @@ def test_process_label_finetune_activate_roll_back(tmp_path, token_setting, toke
             assert set(cards) == {"v0001", "v0002"}
             card = cards["v0002"]
             assert card["parent"] == "v0001"
+            # the new version detected again on the recent video, beside the served events
+            disagreements = json.loads(
+                (tmp_path / "data" / "models" / "v0002" / "disagreements.json").read_text()
+            )
+            (video,) = disagreements["videos"]
+            assert video["video_id"] == upload.json()["video_id"] and "error" not in video, video
+            assert disagreements["summary"]["videos"] == 1
             counts = card["data"]["counts"]
             assert counts["train"] + counts["val"] == 12  # the labels reached the fine-tune
             assert card["config"]["trigger"] == "api"

@@ -198,6 +198,19 @@ def test_operator_uploads_reviews_and_signs_out(browser, server, tokens, ward):
     context, page = sign_in(browser, server, tokens[Role.operator], shot_as="signin")
     try:
         # upload from the page, with progress, then the table follows the job to "done"
+        # through one event stream, re-reading the table only when the job changes state
+        streams: list[str] = []
+        refreshes: list[str] = []
+        page.on(
+            "request",
+            lambda r: (
+                streams.append(r.url)
+                if "/v1/jobs/stream" in r.url
+                else refreshes.append(r.url)
+                if r.headers.get("x-live-refresh") == "1"
+                else None
+            ),
+        )
         page.get_by_label("Video file").set_input_files(str(ward.video))
         page.get_by_role("button", name="Upload").click()
         page.get_by_text("uploaded; detection is queued").wait_for()
@@ -205,6 +218,8 @@ def test_operator_uploads_reviews_and_signs_out(browser, server, tokens, ward):
         row = page.locator("#videos-table tbody tr", has_text="ward.mp4")
         row.locator('xpath=self::tr[@data-status="done"]').wait_for(timeout=120_000)
         assert int(row.locator("td.events").inner_text()) >= 1
+        assert streams, "the page follows the job over server-sent events"
+        assert len(refreshes) <= 4, f"one re-read per change of state, not a poll: {refreshes}"
         shot(page, "videos")
 
         row.get_by_role("link", name="ward.mp4").click()

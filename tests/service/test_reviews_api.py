@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests import media
@@ -99,3 +101,54 @@ def test_a_video_without_results_cannot_be_reviewed_yet(client, auth):
     )
     assert response.status_code == 409
     assert "no results yet" in response.json()["detail"]
+
+
+def test_undo_restores_the_previous_verdict_and_history_says_who_and_when(
+    client, auth, video_id, settings
+):
+    url = review_url(video_id)
+    first = client.put(url, json={"verdict": "confirmed"}, headers=auth(Role.operator)).json()
+    client.put(url, json={"verdict": "false_positive"}, headers=auth(Role.admin))
+
+    undone = client.delete(url, headers=auth(Role.operator))
+    assert undone.status_code == 200, undone.text
+    restored = undone.json()["review"]
+    assert restored["verdict"] == "confirmed" and restored["reviewer"] == "operator"
+    pool = FramePool(settings.data_dir / "frames", image_size=16)
+    assert pool.get(first["frame_id"]).labels == ["bed_exit"]
+
+    event = client.get(f"/v1/videos/{video_id}/events", headers=auth(Role.viewer)).json()
+    event = event["events"][1]
+    assert event["review"]["verdict"] == "confirmed"
+    assert [
+        (h["action"], h["reviewer"], h["previous_verdict"], h["verdict"])
+        for h in event["review_history"]
+    ] == [
+        ("review", "operator", None, "confirmed"),
+        ("review", "admin", "confirmed", "false_positive"),
+        ("undo", "operator", "false_positive", "confirmed"),
+    ]
+    assert all(h["at"] for h in event["review_history"])
+
+    # the first verdict undone too: unreviewed, the pool frame unlabeled again
+    assert client.delete(url, headers=auth(Role.operator)).json()["review"] is None
+    assert pool.get(first["frame_id"]).labels is None
+    nothing = client.delete(url, headers=auth(Role.operator))
+    assert nothing.status_code == 409 and "no verdict to undo" in nothing.json()["detail"]
+
+    lines = [json.loads(x) for x in (settings.data_dir / "audit.log").read_text().splitlines()]
+    changes = [(x["action"], x["outcome"]) for x in lines if x["action"].startswith("review")]
+    assert changes == [
+        ("review", "confirmed bed_exit-1"),
+        ("review", "false_positive bed_exit-1"),
+        ("review_undo", "confirmed bed_exit-1"),
+        ("review_undo", "unreviewed bed_exit-1"),
+    ]
+
+
+def test_a_viewer_cannot_undo(client, auth, video_id):
+    url = review_url(video_id)
+    client.put(url, json={"verdict": "confirmed"}, headers=auth(Role.operator))
+    assert client.delete(url, headers=auth(Role.viewer)).status_code == 403
+    after = client.get(f"/v1/videos/{video_id}/events", headers=auth(Role.viewer)).json()
+    assert after["events"][1]["review"]["verdict"] == "confirmed"

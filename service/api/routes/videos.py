@@ -23,7 +23,15 @@ from worker._exceptions import (
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.jobs import DETECT
 from worker.queue import Job, JobQueue, JobState
-from worker.reviews import REVIEWS_NAME, EventReview, read_reviews, review_of
+from worker.reviews import (
+    REVIEWS_NAME,
+    EventReview,
+    ReviewChange,
+    history_of,
+    read_history,
+    read_reviews,
+    review_of,
+)
 from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
 
 from ...core.maps import MapKind, available_kinds, map_source, render_heat_png
@@ -232,13 +240,17 @@ def _events_or_409(runtime: Runtime, video_id: str) -> dict[str, Any]:
 
 def _events_and_reviews(
     runtime: Runtime, video_id: str
-) -> tuple[dict[str, Any], dict[str, EventReview]]:
+) -> tuple[dict[str, Any], dict[str, EventReview], dict[str, list[ReviewChange]]]:
     events = _events_or_409(runtime, video_id)
-    return events, read_reviews(runtime.storage, video_id)
+    storage = runtime.storage
+    return events, read_reviews(storage, video_id), read_history(storage, video_id)
 
 
-def _decorate(video_id: str, reviews: dict[str, EventReview]) -> Callable[[dict[str, Any]], None]:
-    """Adds each event's map URLs and its review (None when not reviewed)."""
+def _decorate(
+    video_id: str, reviews: dict[str, EventReview], history: dict[str, list[ReviewChange]]
+) -> Callable[[dict[str, Any]], None]:
+    """Adds each event's map URLs, its review (None when not reviewed) and the history
+    of its verdicts (oldest first)."""
 
     def decorate(events: dict[str, Any]) -> None:
         for event in events.get("events") or []:
@@ -249,6 +261,7 @@ def _decorate(video_id: str, reviews: dict[str, EventReview]) -> Callable[[dict[
                 }
                 review = review_of(event, reviews)
                 event["review"] = review.to_dict() if review is not None else None
+                event["review_history"] = [c.public() for c in history_of(event, history)]
 
     return decorate
 
@@ -269,12 +282,12 @@ async def get_events(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDe
     version = (cache.version(path), cache.version(reviews_path))
     body = cache.get(video_id, version) if version[0] is not None else None
     if body is None:
-        events, reviews = await run_in_threadpool(_events_and_reviews, runtime, video_id)
+        events, reviews, history = await run_in_threadpool(_events_and_reviews, runtime, video_id)
         if version[0] is None:  # published since the first look; stat what was read
             version = (cache.version(path) or (0, 0, 0), cache.version(reviews_path))
         # keyed by the versions seen *before* reading: a file changed meanwhile gets a
         # new key, so a stale answer is never served under it
-        body = cache.build(video_id, version, events, _decorate(video_id, reviews))
+        body = cache.build(video_id, version, events, _decorate(video_id, reviews, history))
     runtime.audit.record("read_events", principal.name, video_id=video_id)
     return Response(body, media_type="application/json")
 
