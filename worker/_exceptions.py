@@ -202,6 +202,8 @@ class VersionsUnreadableError(VersionError):
 
 class LeaseLostError(WorkerError):
     """Raised inside a job when its lease went to another worker; the job is abandoned."""
+
+
 class NothingToUndoError(StorageError):
     """An undo asked of an event whose verdicts are all taken back already."""
 

@@ -420,6 +420,7 @@ class FramePool:
             if video_id is not None:
                 found.add(video_id)
         return sorted(found)
+
     def clear_labels(self, frame_id: str) -> FrameRecord:
         """Take a frame's labels back: it is unlabeled again (its split, a hash of its
         id, stays as it was)."""

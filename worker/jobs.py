@@ -62,8 +62,8 @@ from .storage import Storage
 __all__ = [
     "DETECT",
     "FINETUNE",
-    "IMPORT",
     "FRAMES",
+    "IMPORT",
     "JOB_KINDS",
     "JobContext",
     "JobKind",

@@ -81,6 +81,8 @@ def test_api_footprint_benchmark_measures_both_sides_and_writes_its_section(
     text = page.read_text(encoding="utf-8")
     assert text.count(api_footprint.START) == 1 and "other rows" in text
     assert report["cpu"] in text
+
+
 def test_inbox_benchmark_times_the_inbox_and_both_ways_of_cutting_a_clip(tmp_path: Path) -> None:
     out = tmp_path / "inbox.json"
     argv = ["--videos", "4", "--events", "12", "--requests", "3", "--clip-seconds", "30"]
