@@ -50,6 +50,7 @@ from ._exceptions import (
     VideoDecodeError,
     VideoNotFoundError,
 )
+from .metrics import observe_detect_stages
 from .model_cache import ModelCache
 from .queue import Job, JobQueue, JobState, Lease
 from .settings import Settings
@@ -167,9 +168,12 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
         )
         if not storage.upload_dir(video_id).is_dir():
             raise JobError(f"video {video_id} was deleted while it was processed")
+        publishing = time.perf_counter()
         storage.publish_results(video_id, out)
+        publish_s = time.perf_counter() - publishing
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    observe_detect_stages(events.get("timings_s") or {}, publish_s)
     _collect_frames(ctx, detector, video_id, version, record.camera)
     event_list = events.get("events")
     count = len(event_list) if isinstance(event_list, list) else 0
