@@ -52,6 +52,7 @@ from ._exceptions import (
     VideoDecodeError,
     VideoNotFoundError,
 )
+from .metrics import observe_detect_stages
 from .model_cache import ModelCache
 from .queue import Job, JobQueue, JobState, Lease
 from .results import SCORES_FILE
@@ -178,9 +179,12 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
         )
         if not storage.upload_dir(video_id).is_dir():
             raise JobError(f"video {video_id} was deleted while it was processed")
+        publishing = time.perf_counter()
         storage.publish_results(video_id, out)
+        publish_s = time.perf_counter() - publishing
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    observe_detect_stages(events.get("timings_s") or {}, publish_s)
     _collect_frames(ctx, detector, video_id, version, record.camera)
     if not storage.upload_dir(video_id).is_dir():
         # deleted while its frames were sampled: what this job added goes with it

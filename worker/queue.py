@@ -42,6 +42,7 @@ from .settings import Settings
 
 __all__ = [
     "DURATION_BUCKETS",
+    "Backlog",
     "Job",
     "JobNotFoundError",
     "JobQueue",
@@ -108,6 +109,18 @@ class JobStats:
     #: bucket upper bound -> jobs that took at most that long (cumulative)
     buckets: dict[int, int] = field(default_factory=dict)
     frames_total: int = 0
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Where one kind's queue stands, for ``/metrics`` (queue lag per stream)."""
+
+    #: jobs waiting that no worker was handed yet (Redis: the consumer group's lag)
+    waiting: int
+    #: jobs handed to a worker and not yet finished (Redis: the pending entries list)
+    pending: int
+    #: seconds the oldest waiting job has waited; None when unknown or nothing waits
+    oldest_wait_s: float | None = None
 
 
 class JobQueue(abc.ABC):
@@ -204,6 +217,15 @@ class JobQueue(abc.ABC):
     def depth(self, kind: str) -> int:
         """Jobs of ``kind`` waiting for a worker (retries waiting for their delay included)."""
         return self.counts(kind)[JobState.queued]
+
+    def backlog(self, kind: str) -> Backlog:
+        """The backlog of ``kind``, from the job counts (a broker may say more)."""
+        counts = self.counts(kind)
+        return Backlog(waiting=counts[JobState.queued], pending=counts[JobState.running])
+
+    def running(self, kind: str) -> list[Job]:
+        """The jobs of ``kind`` a worker holds now."""
+        return [job for job in self.jobs(kind, limit=1000) if job.status is JobState.running]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -52,7 +52,7 @@ from typing import Any
 import redis
 
 from ._exceptions import JobNotFoundError, QueueError, QueueUnavailableError
-from .queue import DURATION_BUCKETS, Job, JobQueue, JobState, JobStats, Lease
+from .queue import DURATION_BUCKETS, Backlog, Job, JobQueue, JobState, JobStats, Lease
 from .redis_client import connect
 from .settings import Settings
 from .storage import new_id
@@ -564,6 +564,37 @@ class RedisQueue(JobQueue):
             buckets=buckets,
             frames_total=int(data.get("frames_total", 0)),
         )
+
+    def backlog(self, kind: str) -> Backlog:
+        """Read from the stream: the group's lag (``XINFO GROUPS``; entries never
+        delivered), its pending entries (``XPENDING``), and the age of the oldest
+        entry after the group's last delivered one (by its id, against the server's
+        clock). Finished jobs' entries are deleted, so the stream holds exactly the
+        waiting and the pending ones; that is the fallback when Redis cannot tell the
+        lag (before 7.0, or after a deletion it cannot count past)."""
+        stream = self._key("stream", kind)
+        with self._errors():
+            groups = self.client.xinfo_groups(stream) if self.client.exists(stream) else []
+            group = next((g for g in groups if g.get("name") == GROUP), None)
+            if group is None:
+                return Backlog(waiting=0, pending=0)
+            pending = int(self.client.xpending(stream, GROUP)["pending"])
+            lag = group.get("lag")
+            waiting = int(lag) if lag is not None else max(0, self.client.xlen(stream) - pending)
+            oldest = self.client.xrange(stream, f"({group['last-delivered-id']}", "+", count=1)
+            seconds, micros = self.client.time()
+        oldest_wait_s = None
+        if oldest:
+            added_ms = int(str(oldest[0][0]).split("-")[0])
+            oldest_wait_s = max(0.0, seconds + micros / 1e6 - added_ms / 1000)
+        return Backlog(waiting=waiting, pending=pending, oldest_wait_s=oldest_wait_s)
+
+    def running(self, kind: str) -> list[Job]:
+        with self._errors():
+            ids = self.client.smembers(self._key("jobs", kind, JobState.running.value))
+        return [
+            job for job in self.get_many(sorted(ids)).values() if job.status is JobState.running
+        ]
 
     def ping(self) -> None:
         with self._errors():

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     tmp_max_age_s: float = Field(default=24 * 3600.0, gt=0)
     #: worker threads the embedded default runs inside ``atcon serve``
     embedded_workers: int = Field(default=1, ge=0)
+    #: ``atcon worker``: serve this process's Prometheus metrics on this port (unset:
+    #: off; see :mod:`worker.metrics`), bound to ``metrics_host``; no authentication,
+    #: so bind it where only the scraper reaches (a pod's address in Kubernetes)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     #: detection: sampled frames per second, batch size, device (None: automatic)
     sample_fps: float = Field(default=2.0, gt=0)
@@ -259,7 +264,7 @@ class Settings(BaseSettings):
             validate_camera(name, "ATCON_FINETUNE_CAMERAS entry")
         return value
 
-    @field_validator("redis_url", "device", mode="before")
+    @field_validator("redis_url", "device", "metrics_port", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -87,6 +87,7 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from worker.jobs import Worker
+    from worker.metrics import serve_worker_metrics
     from worker.queue import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     worker = Worker(open_queue(settings), storage, settings, args.kind, name=args.name)
     start_tmp_sweeper(storage, settings, stop)
+    serve_worker_metrics(settings)
     if args.kind == "finetune" and not args.no_scheduler:
         from worker.finetune import start_scheduler
 

@@ -1,79 +1,171 @@
-"""``/metrics`` in the Prometheus text format (version 0.0.4), written by hand.
+"""``/metrics`` through ``prometheus_client``.
 
-Every figure is read from the queue and the data directory when scraped, so any API
-replica answers for the whole deployment (workers on other machines included).
+Two sources make one exposition:
+
+* :class:`QueueCollector` reads the queue and the served model *when scraped*, so any
+  API replica answers for the whole deployment (workers on other machines included):
+  queue health and depth, jobs per state, job durations, frames, the stream backlog
+  per kind (queue lag), and the progress of running fine-tunes;
+* the process's own metrics (:mod:`worker.metrics`: the detect stages of the embedded
+  workers). With ``PROMETHEUS_MULTIPROC_DIR`` set (uvicorn or gunicorn running several
+  worker processes, or ``atcon worker`` processes on the same machine writing there)
+  they come from that directory, added up over every process by
+  :class:`prometheus_client.multiprocess.MultiProcessCollector`.
+
+The figures read from the queue are computed on each scrape, not kept in process
+memory: several API processes would otherwise each hold a part.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from worker._exceptions import QueueError
 from worker.queue import DURATION_BUCKETS, JobQueue, JobState
 
-__all__ = ["CONTENT_TYPE", "render_metrics"]
+__all__ = ["QueueCollector", "metrics_registry", "render_metrics"]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+logger = logging.getLogger(__name__)
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}" if inner else ""
+class QueueCollector(Collector):
+    """The deployment's figures, read from the queue on every scrape."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        kinds: Sequence[str],
+        model_version: Callable[[], str | None],
+    ) -> None:
+        self.queue = queue
+        self.kinds = tuple(kinds)
+        self.model_version = model_version
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("atcon_queue_up", "1 when the job queue answers.")
+        families = self._queue_families()
+        up.add_metric([], 0 if families is None else 1)
+        yield up
+        yield from families or []
+        version = self.model_version()
+        if version is not None:
+            model = InfoMetricFamily("atcon_active_model", "The model version served (label).")
+            model.add_metric([], {"version": version})
+            yield model
+
+    def _queue_families(self) -> list[Metric] | None:
+        depth = GaugeMetricFamily(
+            "atcon_queue_depth",
+            "Jobs waiting for a worker, per queue (retries waiting for their delay included).",
+            labels=["queue"],
+        )
+        jobs = GaugeMetricFamily(
+            "atcon_jobs",
+            "Jobs known to the queue, by queue and status.",
+            labels=["queue", "status"],
+        )
+        duration = HistogramMetricFamily(
+            "atcon_job_duration_seconds", "Wall time of successful jobs.", labels=["queue"]
+        )
+        frames = CounterMetricFamily(
+            "atcon_frames", "Video frames processed by finished jobs.", labels=["queue"]
+        )
+        fps = GaugeMetricFamily(
+            "atcon_frames_per_second",
+            "Frames processed per second of job time, over all finished jobs.",
+            labels=["queue"],
+        )
+        lag = GaugeMetricFamily(
+            "atcon_queue_lag",
+            "Jobs in the queue's stream that no worker was handed yet (consumer-group lag).",
+            labels=["queue"],
+        )
+        pending = GaugeMetricFamily(
+            "atcon_queue_pending",
+            "Jobs handed to a worker and not finished (the stream's pending entries).",
+            labels=["queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "atcon_queue_oldest_wait_seconds",
+            "How long the oldest job no worker was handed yet has waited (0 when none waits).",
+            labels=["queue"],
+        )
+        progress = GaugeMetricFamily(
+            "atcon_finetune_progress",
+            "Fraction done of each running fine-tune (0 to 1), by job and phase.",
+            labels=["job_id", "phase"],
+        )
+        try:
+            self.queue.ping()
+            for kind in self.kinds:
+                counts = self.queue.counts(kind)
+                depth.add_metric([kind], counts[JobState.queued])
+                for state in JobState:
+                    jobs.add_metric([kind, state.value], counts[state])
+                stats = self.queue.stats(kind)
+                buckets = [(str(b), stats.buckets.get(b, 0)) for b in DURATION_BUCKETS]
+                buckets.append(("+Inf", stats.duration_count))
+                duration.add_metric([kind], buckets, sum_value=stats.duration_sum)
+                frames.add_metric([kind], stats.frames_total)
+                rate = stats.frames_total / stats.duration_sum if stats.duration_sum > 0 else 0.0
+                fps.add_metric([kind], round(rate, 3))
+                backlog = self.queue.backlog(kind)
+                lag.add_metric([kind], backlog.waiting)
+                pending.add_metric([kind], backlog.pending)
+                oldest.add_metric([kind], backlog.oldest_wait_s or 0.0)
+            if "finetune" in self.kinds:
+                for job in self.queue.running("finetune"):
+                    phase = str((job.detail or {}).get("phase", "training"))
+                    progress.add_metric([job.job_id, phase], job.progress)
+        except QueueError as exc:
+            logger.warning("metrics without the queue: %s", exc)
+            return None
+        return [depth, jobs, duration, frames, fps, lag, pending, oldest, progress]
 
 
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+class _ProcessMetrics(Collector):
+    """This process's own metrics, or every process's through the multiprocess directory."""
+
+    def __init__(self) -> None:
+        self._source: Collector = REGISTRY
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+            self._source = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source.collect()
 
 
-class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        self.lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        self.name = name
+def metrics_registry(
+    queue: JobQueue, kinds: Sequence[str], model_version: Callable[[], str | None]
+) -> CollectorRegistry:
+    """One app's registry: the queue's figures and the process (or processes) metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(queue, kinds, model_version))
+    registry.register(_ProcessMetrics())
+    return registry
 
-    def add(self, value: float, suffix: str = "", **labels: str) -> None:
-        self.lines.append(f"{self.name}{suffix}{_labels(**labels)} {_number(value)}")
 
-
-def render_metrics(queue: JobQueue, kinds: Iterable[str], model_version: str | None) -> str:
-    up = _Family("atcon_queue_up", "gauge", "1 when the job queue answers.")
-    depth = _Family("atcon_queue_depth", "gauge", "Jobs waiting for a worker, per queue.")
-    jobs = _Family("atcon_jobs", "gauge", "Jobs known to the queue, by queue and status.")
-    duration = _Family("atcon_job_duration_seconds", "histogram", "Wall time of successful jobs.")
-    frames = _Family("atcon_frames_total", "counter", "Video frames processed by finished jobs.")
-    fps = _Family(
-        "atcon_frames_per_second",
-        "gauge",
-        "Frames processed per second of job time, over all finished jobs.",
-    )
-    model = _Family("atcon_active_model_info", "gauge", "The model version served (label).")
-    families = [up, depth, jobs, duration, frames, fps, model]
-    try:
-        queue.ping()
-        up.add(1)
-        for kind in kinds:
-            counts = queue.counts(kind)
-            depth.add(counts[JobState.queued], queue=kind)
-            for state in JobState:
-                jobs.add(counts[state], queue=kind, status=state.value)
-            stats = queue.stats(kind)
-            for bound in DURATION_BUCKETS:
-                duration.add(stats.buckets.get(bound, 0), "_bucket", queue=kind, le=str(bound))
-            duration.add(stats.duration_count, "_bucket", queue=kind, le="+Inf")
-            duration.add(stats.duration_sum, "_sum", queue=kind)
-            duration.add(stats.duration_count, "_count", queue=kind)
-            frames.add(stats.frames_total, queue=kind)
-            rate = stats.frames_total / stats.duration_sum if stats.duration_sum > 0 else 0.0
-            fps.add(round(rate, 3), queue=kind)
-    except QueueError:
-        up.lines = up.lines[:2]
-        up.add(0)
-    if model_version is not None:
-        model.add(1, version=model_version)
-    return "\n".join(line for family in families for line in family.lines) + "\n"
+def render_metrics(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The exposition in the format ``accept`` asks for (OpenMetrics or text), and its type."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from models.checkpoint import CheckpointInfo, save_checkpoint
 from service.main import create_app
+from tests.metrics_helpers import parse_samples
 from tests.redis_helpers import free_port
 from worker.settings import Role
 from worker.storage import Storage
@@ -90,17 +91,6 @@ def test_not_ready_when_redis_is_unreachable(make_settings):
         assert client.get("/healthz").status_code == 200
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([a-z_]+(?:\{[^}]*\})?) (\S+)", line)
-        assert match, f"not a Prometheus sample line: {line!r}"
-        samples[match[1]] = float(match[2])
-    return samples
-
-
 def test_metrics(client, auth, make_settings):
     upload(client, auth)
     upload(client, auth)
@@ -109,19 +99,34 @@ def test_metrics(client, auth, make_settings):
     assert queue.complete(lease, frames=50)
     response = client.get("/metrics", headers=auth(Role.admin))
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples = parse_prometheus(response.text)
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples = parse_samples(response.text)
     assert samples["atcon_queue_up"] == 1
     assert samples['atcon_queue_depth{queue="detect"}'] == 1
     assert samples['atcon_jobs{queue="detect",status="done"}'] == 1
     assert samples['atcon_jobs{queue="detect",status="queued"}'] == 1
     assert samples['atcon_job_duration_seconds_count{queue="detect"}'] == 1
-    assert samples['atcon_job_duration_seconds_bucket{queue="detect",le="+Inf"}'] == 1
+    assert samples['atcon_job_duration_seconds_bucket{le="+Inf",queue="detect"}'] == 1
     assert samples['atcon_frames_total{queue="detect"}'] == 50
     assert 'atcon_frames_per_second{queue="detect"}' in samples
+    # the backlog: one job waits, none is held (the in-memory queue counts its jobs)
+    assert samples['atcon_queue_lag{queue="detect"}'] == 1
+    assert samples['atcon_queue_pending{queue="detect"}'] == 0
 
 
 def test_metrics_name_the_active_model(make_settings, checkpoint, auth):
     with TestClient(create_app(make_settings(checkpoint=checkpoint), workers=0)) as client:
         text = client.get("/metrics", headers=auth(Role.admin)).text
-    assert re.search(r'atcon_active_model_info\{version="model-[0-9a-f]{12}"\} 1', text)
+    assert re.search(r'atcon_active_model_info\{version="model-[0-9a-f]{12}"\} 1\.0', text)
+
+
+def test_metrics_show_a_running_finetune_s_progress(client, auth):
+    queue = client.app.state.runtime.queue
+    job = queue.enqueue("finetune", {})
+    lease = queue.reserve("finetune", "w", timeout_s=1)
+    assert lease is not None and queue.set_progress(lease, 0.4, {"phase": "training"})
+    samples = parse_samples(client.get("/metrics", headers=auth(Role.admin)).text)
+    assert samples[f'atcon_finetune_progress{{job_id="{job.job_id}",phase="training"}}'] == 0.4
+    assert queue.complete(lease)
+    samples = parse_samples(client.get("/metrics", headers=auth(Role.admin)).text)
+    assert not any(name.startswith("atcon_finetune_progress") for name in samples)

@@ -315,3 +315,27 @@ def test_cancel_fails_a_queued_job_and_flags_a_running_one(make_queue: MakeQueue
     assert queue.requeue(running.job_id).cancel is None
     again = wait_reserve(queue, "w3")
     assert again is not None and queue.complete(again)
+
+
+def test_backlog_counts_waiting_and_pending_jobs(make_queue: MakeQueue):
+    """The queue lag /metrics exports: on Redis read from the stream (XINFO, XPENDING)."""
+    queue = make_queue()
+    assert queue.backlog("detect").waiting == 0 and queue.backlog("detect").pending == 0
+    for _ in range(3):
+        queue.enqueue("detect", {})
+    backlog = queue.backlog("detect")
+    assert (backlog.waiting, backlog.pending) == (3, 0)
+    if isinstance(queue, RedisQueue):
+        assert backlog.oldest_wait_s is not None and backlog.oldest_wait_s >= 0
+    lease = wait_reserve(queue, "w")
+    assert lease is not None
+    assert (queue.backlog("detect").waiting, queue.backlog("detect").pending) == (2, 1)
+    assert [job.job_id for job in queue.running("detect")] == [lease.job_id]
+    assert queue.complete(lease)
+    backlog = queue.backlog("detect")
+    assert (backlog.waiting, backlog.pending) == (2, 0)
+    assert queue.running("detect") == []
+    for _ in range(2):
+        assert queue.complete(wait_reserve(queue, "w"))
+    backlog = queue.backlog("detect")
+    assert (backlog.waiting, backlog.pending, backlog.oldest_wait_s) == (0, 0, None)

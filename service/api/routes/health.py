@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from worker._exceptions import QueueError, StorageError
 
-from ...core.metrics import CONTENT_TYPE, render_metrics
+from ...core.metrics import metrics_registry, render_metrics
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ..deps import AdminDep, RuntimeDep
 from ..schemas import Readiness
@@ -53,7 +53,9 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     summary="Prometheus metrics (admin token)",
     responses={**PROBLEM_RESPONSES, **problem_responses(401, 403)},
 )
-def metrics(principal: AdminDep, runtime: RuntimeDep) -> PlainTextResponse:
-    version = runtime.model_check.check().version
-    text = render_metrics(runtime.queue, runtime.kinds, version)
-    return PlainTextResponse(text, media_type=CONTENT_TYPE)
+def metrics(principal: AdminDep, runtime: RuntimeDep, request: Request) -> Response:
+    registry = metrics_registry(
+        runtime.queue, runtime.kinds, lambda: runtime.model_check.check().version
+    )
+    body, content_type = render_metrics(registry, request.headers.get("accept"))
+    return Response(body, media_type=content_type)
