@@ -169,9 +169,12 @@ def _scoped_lines(results: dict[str, Any]) -> list[str]:
         "the model already serves; where that does not hold (short recordings, a ward "
         "whose nights differ from its days) it moves the operating point the wrong way. "
         "The promotion gate judges every candidate on the camera's labeled validation "
-        "frames, a random sample of its pool, and keeps the camera on its old model when "
-        "they say the candidate is worse (`tests/service/test_adaptation_e2e.py` runs the "
-        "whole loop over HTTP and holds it to that).",
+        "frames, a random sample of its pool, detection first: it keeps the camera on its "
+        "old model when their F1 falls, and promotes a rise even when attention "
+        "consistency falls (see the maps against the masks above). "
+        "`tests/service/test_adaptation_e2e.py` runs the whole loop over HTTP with minutes "
+        "of video instead of an hour: the default's candidate is promoted for the night "
+        "camera only and a held-out night video's events improve.",
     ]
     return lines
 
