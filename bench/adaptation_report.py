@@ -171,7 +171,7 @@ def _scoped_lines(results: dict[str, Any]) -> list[str]:
         "The promotion gate judges every candidate on the camera's labeled validation "
         "frames, a random sample of its pool, detection first: it keeps the camera on its "
         "old model when their F1 falls, and promotes a rise even when attention "
-        "consistency falls (see the maps against the masks above). "
+        "consistency falls (the maps against the masks, below). "
         "`tests/service/test_adaptation_e2e.py` runs the whole loop over HTTP with minutes "
         "of video instead of an hour: the default's candidate is promoted for the night "
         "camera only and a held-out night video's events improve.",
