@@ -63,7 +63,12 @@ from models.checkpoint import CheckpointInfo
 from models.event_metrics import evaluate_events
 from models.events import segment_events
 from models.finetune import FinetuneConfig, finetune_atcon
-from models.metrics import best_f1_thresholds, mask_attention_scores, mean_average_precision
+from models.metrics import (
+    best_f1_thresholds,
+    mask_attention_scores,
+    mean_attention_consistency,
+    mean_average_precision,
+)
 from models.training import SupervisedConfig, train_supervised
 from worker.shifts import Shift, parse_shifts
 from worker.synth import CLASSES, SynthConfig, WardScene, make_script, synthesize
@@ -363,6 +368,20 @@ def event_f1(
     return float(metrics.f1[0.5]["f1"])
 
 
+def test_consistency(
+    model: nn.Module, frames: Frames, info: CheckpointInfo, *, limit: int = 96
+) -> float:
+    """Mean attention consistency of a seeded sample of test frames, as the gate measures
+    it (:func:`models.metrics.mean_attention_consistency`: top class, published ATCON
+    settings), so the page can set the gate's label-free proxy beside the pointing game
+    and mIoU measured against the objects' masks."""
+    rng = np.random.default_rng(0)
+    index = np.arange(len(frames))
+    if len(index) > limit:
+        index = np.sort(rng.choice(len(index), limit, replace=False))
+    return mean_attention_consistency(model, normalise(frames.images[index], info))
+
+
 def attention_scores(
     model: nn.Module, frames: Frames, info: CheckpointInfo, *, limit: int = 96
 ) -> tuple[float, float]:
@@ -412,6 +431,9 @@ def evaluate(
         pg, iou = zip(*(attention_scores(model, f, info) for f, _, _ in target.tests), strict=True)
         result["pointing"] = statistics.fmean(pg)
         result["miou"] = statistics.fmean(iou)
+        result["consistency"] = statistics.fmean(
+            test_consistency(model, f, info) for f, _, _ in target.tests
+        )
     return result
 
 
@@ -644,7 +666,8 @@ def _method_block(
     block: dict[str, Any] = {
         "runs": runs,
         "mean": {
-            key: _summary(runs, key) for key in ("f1", "map", "source_f1", "pointing", "miou")
+            key: _summary(runs, key)
+            for key in ("f1", "map", "source_f1", "pointing", "miou", "consistency")
         },
         "lift_points": _interval(f1),
         "source_change_points": _interval(source),
@@ -657,6 +680,9 @@ def _method_block(
             [r["pointing"] - before["pointing"] for r in runs]
         )
         block["miou_lift_points"] = _interval([r["miou"] - before["miou"] for r in runs])
+        block["consistency_change"] = _interval(
+            [r["consistency"] - before["consistency"] for r in runs]
+        )
     return block
 
 
@@ -680,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default", default=DEFAULT_METHOD, help="the candidate default")
     parser.add_argument("--steps", type=int, default=Budget.steps)
     parser.add_argument("--sweep-seeds", type=int, default=2, help="seeds per severity")
+    parser.add_argument(
+        "--other-seeds", type=int, default=0, help="seeds per other shift (0: --seeds)"
+    )
     parser.add_argument("--methods", default=",".join(ALL_METHODS))
     parser.add_argument("--work", type=Path, default=ROOT / ".bench-cache" / "adaptation")
     parser.add_argument("--json", type=Path, default=None)
@@ -721,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": asdict(recipe),
         "budget": asdict(budget),
         "seeds": args.seeds,
+        "other_seeds": args.other_seeds or args.seeds,
+        "sweep_seeds": max(1, min(args.seeds, args.sweep_seeds)),
         "ks": ks,
         "default_candidate": args.default,
         "thresholds": info.thresholds,
@@ -761,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
             source,
             info,
             ks=sorted({0, k_check}),
-            seeds=args.seeds,
+            seeds=args.other_seeds or args.seeds,
             methods=check_methods,
             budget=budget,
             attention=False,

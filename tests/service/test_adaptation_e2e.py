@@ -8,20 +8,19 @@ processes, and the real ``atcon finetune --nightly`` command:
    ``night:4,camera:1``) upload their videos; a held-out night video is scored;
 3. a clinician labels a few review-queue frames of the night camera (up to 3 per
    class, as the least-consistent-first queue shows them);
-4. the nightly fine-tune of that camera runs with the product's default method;
+4. the nightly fine-tune of that camera runs with the product's default method
+   (``anchor+supervised``: the review queue has labels);
 5. the gate judges it on the labeled validation frames (a random sample of the
    camera's pool: :meth:`worker.frame_pool.FramePool.review_queue`) and promotes it
-   for the night camera only, or rejects it;
-6. the same night video, uploaded again, gets better events than before when the
-   version was promoted, and exactly the same events when it was rejected; a day
-   video is still scored by the day model.
+   for the night camera only: its validation F1 rose (0.397 -> 0.438 on 12 frames in
+   the run that set this test up) while attention consistency fell, which the gate
+   records and does not let veto a detection gain (:func:`worker.versions.promotion_gate`);
+6. the same night video, uploaded again, gets better events than before (event F1
+   0.0 -> 0.36 in that run), and a day video is still scored by the day model.
 
-With this test's data (minutes of video, not the benchmark's hour) the gate rejected
-every candidate so far: ``recalibrate`` for a fall of validation macro-F1, and
-``anchor+supervised`` for a fall of attention consistency, although
-bench/adaptation.py measures large lifts for both on an hour of pool
-(docs/results/adaptation.md). The test holds the loop to its promise either way:
-nothing worse is ever served.
+Until the gate put detection first, every candidate was rejected here for a fall of
+attention consistency; docs/results/adaptation.md measures the same method raising
+the pointing game against object masks on an hour of pool.
 """
 
 from __future__ import annotations
@@ -212,7 +211,7 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
                     body = job.json()
                     return body if body["status"] in ("done", "failed") else None
 
-                job = wait_for(finished, 600, "the nightly fine-tune")
+                job = wait_for(finished, 900, "the nightly fine-tune")
                 assert job["status"] == "done", (job, finetune.output())
 
                 # 5: the gate judged it on the random validation frames, for this camera only
@@ -230,17 +229,11 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
                 # 6: the same night video again, and a day video
                 after = upload(held_out, "night-1")
                 f1_after = event_f1(after, held_out)
-                if card["status"] == "rejected":
-                    # the fail-safe: what the gate refused serves nobody; nothing changes
-                    assert " fell " in card["reason"], card["reason"]  # F1 or consistency
-                    assert models["cameras"] == {}
-                    assert after["model_version"] == models["active"]  # the day model, now v0001
-                    assert f1_after == f1_before
-                else:
-                    assert "promoted" in card["reason"], card["reason"]
-                    assert models["cameras"] == {"night-1": card["version"]}
-                    assert after["model_version"] == card["version"]
-                    assert f1_after > f1_before, (f1_before, f1_after, card["reason"])
+                # the loop earned its place: promoted for this camera, better events
+                assert "promoted" in card["reason"], card["reason"]
+                assert models["cameras"] == {"night-1": card["version"]}, card["reason"]
+                assert after["model_version"] == card["version"]
+                assert f1_after > f1_before, (f1_before, f1_after, card["reason"])
                 assert upload(day[0], "day-1")["model_version"] == models["active"]
         finally:
             for process in (finetune, detect):
