@@ -20,6 +20,7 @@ from worker.queue import JobQueue
 from .api.routes import finetune, frames, health, jobs, models, reviews, sessions, videos
 from .core.body_limits import MULTIPART_SLACK, BodyLimitMiddleware
 from .core.config import Settings, get_settings
+from .core.metrics import RequestMetrics
 from .core.problems import PlainErrorsAsProblems, install_problem_handlers
 from .core.runtime import Runtime
 from .core.token_hygiene import RefuseQueryTokens
@@ -97,4 +98,5 @@ def create_app(
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestMetrics)  # outermost: times what the client waits for
     return app
