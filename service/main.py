@@ -31,6 +31,7 @@ from .api.routes import (
 )
 from .core.body_limits import MULTIPART_SLACK, BodyLimitMiddleware
 from .core.config import Settings, get_settings
+from .core.metrics import RequestMetrics
 from .core.problems import PlainErrorsAsProblems, install_problem_handlers
 from .core.runtime import Runtime
 from .core.token_hygiene import RefuseQueryTokens
@@ -110,4 +111,5 @@ def create_app(
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestMetrics)  # outermost: times what the client waits for
     return app

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ssl-keyfile", help="the certificate's PEM private key; default ATCON_SSL_KEYFILE"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes (default: %(default)s); more than one needs ATCON_REDIS_URL, "
+        "and their metrics are added up in PROMETHEUS_MULTIPROC_DIR (a new temporary "
+        "directory when unset)",
     )
     parser.add_argument(
         "--forwarded-allow-ips",
@@ -68,8 +78,28 @@ def run(args: argparse.Namespace) -> int:
     proxies = settings.forwarded_allow_ips
     if proxies:
         logger.info("believing X-Forwarded-For/-Proto from %s only", proxies)
+    target: object = app
+    if args.workers > 1:
+        if settings.embedded:
+            logger.error(
+                "--workers %d needs ATCON_REDIS_URL: without Redis each process would hold "
+                "its own in-memory queue",
+                args.workers,
+            )
+            return 2
+        # each process builds its app from the environment: pass the options on there
+        for name in overrides:
+            value = overrides[name]
+            os.environ[f"ATCON_{name.upper()}"] = "1" if value is True else str(value)
+        _prepare_metrics_directory()
+        target = "service.commands.serve:process_app"
+    elif args.workers < 1:
+        logger.error("--workers must be at least 1, got %d", args.workers)
+        return 2
     uvicorn.run(
-        app,
+        target,  # type: ignore[arg-type]
+        factory=args.workers > 1,
+        workers=args.workers if args.workers > 1 else None,
         host=args.host,
         port=args.port,
         log_config=None,
@@ -82,3 +112,38 @@ def run(args: argparse.Namespace) -> int:
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
     return 0
+
+
+def _prepare_metrics_directory() -> Path:
+    """``PROMETHEUS_MULTIPROC_DIR`` for the API processes: made when unset, emptied of a
+    previous run's files (their counts would be added to this run's) when set."""
+    import tempfile
+
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if value:
+        directory = Path(value)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="atcon-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    logger.info("metrics of every API process added up in %s", directory)
+    return directory
+
+
+def process_app() -> object:
+    """The app of one of several API processes (``--workers``): uvicorn starts each
+    afresh, so logging and token redaction are set up here as ``atcon`` sets them up."""
+    import sys
+
+    from service.core.token_hygiene import install_log_redaction
+    from service.main import create_app
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    install_log_redaction()
+    return create_app()

@@ -6,10 +6,11 @@ Two sources make one exposition:
   API replica answers for the whole deployment (workers on other machines included):
   queue health and depth, jobs per state, job durations, frames, the stream backlog
   per kind (queue lag), and the progress of running fine-tunes;
-* the process's own metrics (:mod:`worker.metrics`: the detect stages of the embedded
-  workers). With ``PROMETHEUS_MULTIPROC_DIR`` set (uvicorn or gunicorn running several
-  worker processes, or ``atcon worker`` processes on the same machine writing there)
-  they come from that directory, added up over every process by
+* the process's own metrics: HTTP requests by route (:class:`RequestMetrics`) and the
+  detect stages of the embedded workers (:mod:`worker.metrics`). With
+  ``PROMETHEUS_MULTIPROC_DIR`` set (``atcon serve --workers N``, or ``atcon worker``
+  processes on the same machine writing there) they come from that directory, added
+  up over every process by
   :class:`prometheus_client.multiprocess.MultiProcessCollector`.
 
 The figures read from the queue are computed on each scrape, not kept in process
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -36,11 +39,54 @@ from prometheus_client.registry import Collector
 from worker._exceptions import QueueError
 from worker.queue import DURATION_BUCKETS, JobQueue, JobState
 
-__all__ = ["QueueCollector", "metrics_registry", "render_metrics"]
+__all__ = ["QueueCollector", "RequestMetrics", "metrics_registry", "render_metrics"]
 
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: the label of requests no route answered (404s, static files)
+UNROUTED = "other"
+
+HTTP_REQUESTS = Counter(
+    "atcon_http_requests",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "atcon_http_request_seconds",
+    "Seconds from a request's arrival to the end of its response, by method and route.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+
+
+class RequestMetrics:
+    """ASGI middleware: count and time every HTTP request by its route's template
+    (``/v1/videos/{video_id}``, never the path itself, so ids add no series)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]  # what an exception escaping the app becomes
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNROUTED
+            method = str(scope.get("method", "?"))
+            HTTP_REQUESTS.labels(method, route, str(status[0])).inc()
+            HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
 
 
 class QueueCollector(Collector):

@@ -109,3 +109,9 @@ def test_dev_mode_without_tokens_stays_on_loopback(monkeypatch, tmp_path, caplog
     monkeypatch.setenv("ATCON_DATA_DIR", str(tmp_path))
     assert main(["serve", "--dev", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "only binds to 127.0.0.1" in caplog.text
+
+
+def test_several_api_processes_need_redis(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("ATCON_DATA_DIR", str(tmp_path))
+    assert main(["serve", "--dev", "--workers", "2", "--port", "1"]) == 2
+    assert "--workers 2 needs ATCON_REDIS_URL" in caplog.text

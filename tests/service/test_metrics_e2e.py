@@ -10,7 +10,10 @@ dashboard in ``deploy/grafana/atcon.json`` may only query names found here.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -76,7 +79,7 @@ def test_metrics_of_a_real_detection(tmp_path, server_env, tokens):
             "ATCON_CHECKPOINT": str(checkpoint),
             "PROMETHEUS_MULTIPROC_DIR": str(shared),
         }
-        server = Server(env, tmp_path / "api.log").start()
+        server = Server(env, tmp_path / "api.log").start(timeout_s=180)
         worker_env = {**env, "ATCON_METRICS_PORT": str(worker_port)}
         worker = Process(["service.cli", "worker", "detect"], worker_env, tmp_path / "w.log")
         worker.start()
@@ -126,3 +129,54 @@ def test_metrics_of_a_real_detection(tmp_path, server_env, tokens):
         finally:
             worker.stop()
             server.stop()
+
+
+def test_several_api_processes_add_up_their_metrics(tmp_path, server_env, tokens):
+    """``atcon serve --workers 2``: two API processes, their metrics in
+    PROMETHEUS_MULTIPROC_DIR (a previous run's files removed first); every scrape,
+    whichever process answers it, adds up every process writing there (here the two
+    and one more that the test runs, so the sum cannot come from one process)."""
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    (shared / "counter_1.db").write_bytes(b"a previous run's file")
+    with flushed_db(DB_E2E) as url:
+        env = {**server_env, "ATCON_REDIS_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+        server = Server(env, tmp_path / "api.log", args=["--workers", "2"])
+        server.start(timeout_s=300)  # two processes importing torch on a busy machine
+        admin = bearer(tokens, Role.admin)
+        try:
+            assert not (shared / "counter_1.db").exists()  # the stale file went
+            wait_for(lambda: server.output().count("ATCON API ready") == 2, 60, "two processes")
+            key = 'atcon_http_requests_total{method="GET",route="/healthz",status="200"}'
+            text = httpx.get(f"{server.url}/metrics", headers=admin).text
+            before = parse_samples(text)[key]  # Server.start's own /healthz polls
+            requests = 20
+            for _ in range(requests):  # a new connection each: either process may answer
+                with httpx.Client() as client:
+                    assert client.get(f"{server.url}/healthz").status_code == 200
+            other = 1000
+            subprocess.run(
+                [sys.executable, "-c", _COUNT_ELSEWHERE, str(other)],
+                env={
+                    **os.environ,
+                    "PROMETHEUS_MULTIPROC_DIR": str(shared),
+                    "PYTHONPATH": str(REPO),
+                },
+                check=True,
+                timeout=120,
+            )
+            for _ in range(6):
+                with httpx.Client() as client:
+                    text = client.get(f"{server.url}/metrics", headers=admin).text
+                assert parse_samples(text)[key] == before + requests + other, text
+            assert "/v1/videos/{video_id}" not in text  # templates only, for routes served
+        finally:
+            server.stop()
+
+
+#: another process on the machine counting /healthz requests into the shared directory
+_COUNT_ELSEWHERE = """
+import sys
+from service.core.metrics import HTTP_REQUESTS
+HTTP_REQUESTS.labels("GET", "/healthz", "200").inc(int(sys.argv[1]))
+"""
