@@ -172,6 +172,10 @@ def test_hostile_file_names_are_metadata_only(client, auth, settings, tmp_path, 
 def test_malformed_id(client, auth, healthy, path, bad):
     url = path.format(bad=bad, good=VALID_ID, evil=bad if bad != ".." else "a.b")
     response = client.get(url, headers=auth(Role.admin))
+    if bad == ".." and path == "/v1/videos/{bad}/events":
+        # the client resolves it to /v1/events, the inbox across videos: no video is named
+        assert response.status_code == 200 and "next_cursor" in response.json()
+        return
     assert response.status_code in (404, 422), response.text
     if "{bad}" in path and bad != "..":  # '..' is resolved by the client into another path
         assert response.status_code == 422
