@@ -101,11 +101,15 @@ def _load(pool: FramePool, frame_ids: Sequence[str], size: int) -> tuple[list[st
         except UnknownFrameError:
             logger.info("frame %s left the pool before it was scored", frame_id)
             continue
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(rgb, dtype=np.uint8))
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+                if rgb.size != (size, size):
+                    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(rgb, dtype=np.uint8))
+        except (OSError, ValueError) as exc:  # one unreadable image fails no other frame
+            logger.warning("frame %s cannot be read, not scored: %s", frame_id, exc)
+            continue
         found.append(frame_id)
     if not arrays:
         return [], np.zeros((0, size, size, 3), dtype=np.uint8)
