@@ -392,7 +392,8 @@ def delete_video(
         principal.name,
         video_id=video_id,
         job_id=record.job_id,
-        outcome=f"ok: {len(report.frames)} pool frame(s) deleted"
+        frame_ids=report.frames,
+        outcome="ok"
         + (f"; withdrawn from {', '.join(report.withdrawn_from)}" if report.withdrawn_from else ""),
     )
     return Response(status_code=204)
