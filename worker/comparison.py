@@ -38,6 +38,7 @@ from models.checkpoint import CheckpointInfo, load_checkpoint
 
 from .frame_pool import FramePool, FrameRecord
 from .frames import FrameTransform
+from .versions import COMPARISON_DIR, COMPARISON_JSON
 
 __all__ = [
     "COMPARISON_DIR",
@@ -49,8 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMPARISON_JSON = "comparison.json"
-COMPARISON_DIR = "comparison"
 ROLES = ("parent", "candidate")
 
 FrameFilter = Callable[[FrameRecord], bool]

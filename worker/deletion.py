@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import StorageError, VideoNotFoundError
-from .comparison import COMPARISON_DIR, COMPARISON_JSON
 from .frame_pool import FramePool
 from .storage import Storage, VideoRecord, atomic_write_json, validate_id
-from .versions import ModelCard, ModelRegistry
+from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard, ModelRegistry
 
 __all__ = [
     "DeletionReport",

@@ -67,6 +67,8 @@ from .cameras import validate_camera
 from .storage import atomic_write_bytes, atomic_write_json
 
 __all__ = [
+    "COMPARISON_DIR",
+    "COMPARISON_JSON",
     "GateDecision",
     "ModelCard",
     "ModelRegistry",
@@ -81,6 +83,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"^v\d{4,9}$")
+#: a candidate's comparison with its parent, attached to its version folder
+#: (written by :mod:`worker.comparison`, pruned by :mod:`worker.deletion`)
+COMPARISON_JSON = "comparison.json"
+COMPARISON_DIR = "comparison"
 #: names of the files a version may carry besides its checkpoint and card
 _ATTACHMENT_RE = re.compile(
     r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$"
