@@ -407,6 +407,9 @@ class FramePool:
         maps = self.root / "maps"
         for rendered in maps.glob(f"{frame_id}.*") if maps.is_dir() else []:
             rendered.unlink(missing_ok=True)
+        # its record lock (named by the frame id): an update racing the removal finds
+        # no record and fails as an unknown frame
+        (self.root / ".locks" / frame_id).unlink(missing_ok=True)
         return existed
 
     def video_ids_of(self, frame_ids: Iterable[str]) -> list[str]:

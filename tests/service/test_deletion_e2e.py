@@ -104,8 +104,13 @@ def test_delete_removes_everything_derived_from_the_video(stack, tokens):
             f"/v1/frames/{first}/labels", json={"labels": ["staff"]}, headers=headers[Role.operator]
         )
         assert labeled.status_code == 200, labeled.text
-        rendered = http.get(f"/v1/frames/{first}/maps/gradcam.png", headers=headers[Role.viewer])
-        assert rendered.status_code == 200
+
+        def drawn():  # a worker draws the map (202 until it has)
+            answer = http.get(f"/v1/frames/{first}/maps/gradcam.png", headers=headers[Role.viewer])
+            assert answer.status_code in (200, 202), answer.text
+            return answer if answer.status_code == 200 else None
+
+        wait_for(drawn, 120, "the frame's Grad-CAM map")
         assert any((data / "frames" / "maps").glob(f"{first}.*"))
         # what a worker killed mid-job leaves, and a running fine-tune's export
         staging = data / "tmp" / f"results-{video_id}-k1ll3d" / "results" / "maps"
