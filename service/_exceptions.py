@@ -8,6 +8,8 @@
           |    +-- UploadTooLargeError   more bytes than ATCON_MAX_UPLOAD_BYTES
           +-- PageError                  a web page answers with an HTML error page
           +-- SignInRequired             a web page needs a signed-in user: a redirect
+          +-- InvalidCursorError (ValueError)  an events-inbox cursor this server did not
+                                         hand out
 
     starlette.HTTPException
      +-- BodyTooLargeError               a body over its route's cap (413), raised
@@ -27,6 +29,7 @@ from models._exceptions import AtconError
 __all__ = [
     "AtconError",
     "BodyTooLargeError",
+    "InvalidCursorError",
     "PageError",
     "ServiceError",
     "SignInRequired",
@@ -91,3 +94,7 @@ class BodyTooLargeError(HTTPException):
             headers={"Connection": "close"},
         )
         self.limit = limit
+
+
+class InvalidCursorError(ServiceError, ValueError):
+    """A cursor this server did not hand out (or from another sort)."""

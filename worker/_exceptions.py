@@ -21,6 +21,7 @@
           |    |                               running, or failed)
           |    +-- UnknownFrameError (LookupError)  no frame with that id is in the pool
           |    +-- NothingToUndoError          an event without a verdict to take back
+          |    +-- TrainedOnVideoError         a version was trained on the video to delete
           |    +-- ResultsUnreadableError      events.json or scores.npz cannot be read
           |         +-- SchemaVersionError     events.json of another schema version
           +-- VersionError (ValueError)        a model version cannot be registered or
@@ -87,6 +88,7 @@ __all__ = [
     "SchemaVersionError",
     "SettingsError",
     "StorageError",
+    "TrainedOnVideoError",
     "UnknownFrameError",
     "UnknownLabelsError",
     "UnknownVersionError",
@@ -244,3 +246,18 @@ class FrameDataError(WorkerError, ValueError):
 
 class ClassMismatchError(FrameDataError):
     """The data names classes other than the ones fixed for it (a checkpoint's)."""
+
+
+class TrainedOnVideoError(StorageError):
+    """A model version was trained on frames of the video; deleting it needs a withdrawal."""
+
+    def __init__(self, video_id: str, versions: list[str]) -> None:
+        self.video_id = video_id
+        self.versions = versions
+        names = ", ".join(versions)
+        super().__init__(
+            f"model version(s) {names} were trained on frames of video {video_id}; "
+            "deleting it would leave models that learned from data that is gone. An admin "
+            "may delete it anyway with ?withdraw=true, which records the withdrawal on "
+            f"the card of {names}"
+        )

@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import StorageError, VideoNotFoundError
+from ._exceptions import StorageError, TrainedOnVideoError, VideoNotFoundError
 from .frame_pool import FramePool
 from .storage import Storage, VideoRecord, atomic_write_json, validate_id
 from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard, ModelRegistry
@@ -53,21 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class TrainedOnVideoError(StorageError):
-    """A model version was trained on frames of the video; deleting it needs a withdrawal."""
-
-    def __init__(self, video_id: str, versions: list[str]) -> None:
-        self.video_id = video_id
-        self.versions = versions
-        names = ", ".join(versions)
-        super().__init__(
-            f"model version(s) {names} were trained on frames of video {video_id}; "
-            "deleting it would leave models that learned from data that is gone. An admin "
-            "may delete it anyway with ?withdraw=true, which records the withdrawal on "
-            f"the card of {names}"
-        )
 
 
 @dataclass

@@ -35,6 +35,8 @@ from worker._exceptions import StorageError
 from worker.reviews import REVIEWS_NAME, history_of, read_history, read_reviews, review_of
 from worker.storage import EVENTS_NAME, RECORD_NAME, Storage
 
+from .._exceptions import InvalidCursorError
+
 __all__ = [
     "LOW_CONSISTENCY",
     "EventIndex",
@@ -53,10 +55,6 @@ class ReviewState(StrEnum):
     unreviewed = "unreviewed"
     confirmed = "confirmed"
     false_positive = "false_positive"
-
-
-class InvalidCursorError(ValueError):
-    """A cursor this server did not hand out (or from another sort)."""
 
 
 @dataclass(frozen=True)
