@@ -110,7 +110,8 @@ def server(seeded, token_setting: str) -> Iterator[Server]:
         "ATCON_CHECKPOINT": str(root / "model.pt"),
         "ATCON_DATA_DIR": str(root / "data"),
         "ATCON_API_TOKENS": token_setting,
-        "ATCON_EMBEDDED_WORKERS": "0",
+        # one worker thread: pool frames' maps are drawn by a worker ("frames" jobs)
+        "ATCON_EMBEDDED_WORKERS": "1",
         "ATCON_CLIP_MARGIN_S": "1.0",
     }
     server = Server(env, root / "server.log").start()
