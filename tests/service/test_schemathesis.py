@@ -57,6 +57,9 @@ _CONTENT_CHECKED_BY_THE_SERVER = {
     # a fine-tune's method names each component once and pairs neither tent with atcon
     # nor distill with adabn: the pattern lists the names, the server checks the rest
     ("POST", "/v1/finetune"),
+    # since/until take a date or an ISO 8601 time, checked by the server so that a wrong
+    # one is refused with a sentence naming the form (a pattern would answer with a regex)
+    ("GET", "/v1/events"),
 }
 
 
