@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from worker.shifts import parse_shifts
+
+ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = ["write_page"]
 
@@ -325,8 +328,28 @@ def plot_shifts(path: Path, size: tuple[int, int] = (160, 120)) -> None:
     plt.close(fig)
 
 
+def _in_repository(command: str) -> str:
+    """``command`` with paths inside the checkout written relative to it, as a reader
+    runs it from the repository root."""
+    return command.replace(f"{ROOT}/", "")
+
+
+def _load_line() -> str:
+    """The load average when the page is written: other work on the machine slows the
+    run (its wall time), never its figures."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return ""
+    return (
+        "Load average when the page was written (1, 5, 15 minutes): "
+        f"{one:.1f}, {five:.1f}, {fifteen:.1f}."
+    )
+
+
 def write_page(results: dict[str, Any], page: Path, command: str, examples: dict[str, Any]) -> None:
     page.parent.mkdir(parents=True, exist_ok=True)
+    command = _in_repository(command)
     stem = page.stem
     severity_png = page.with_name(f"{stem}_severity.png")
     gradcam_png = page.with_name(f"{stem}_gradcam.png")
@@ -343,7 +366,8 @@ def write_page(results: dict[str, Any], page: Path, command: str, examples: dict
         "",
         f"Produced by `{command}` in {results['wall_minutes']} minutes on "
         f"{machine['cpu']} ({machine['cores']} threads), torch {machine['torch']}. "
-        "Every figure and picture on this page comes from that run; nothing was edited by hand.",
+        "Every figure and picture on this page comes from that run; nothing was edited by hand. "
+        + _load_line(),
         "",
         "## Verdict",
         "",
