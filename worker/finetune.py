@@ -7,9 +7,9 @@
 1. take the deployment's fine-tune lock (Redis ``SET NX PX`` renewed while the job
    runs; a process lock in the embedded default), so two fine-tunes never overlap:
    a second one waits, its job still ``running`` with ``detail.phase = "waiting"``;
-2. start from the active model version (registering ``ATCON_CHECKPOINT`` as the first
-   version when none exists; a request restricted to a ``camera`` starts from the
-   version serving that camera), and refuse at once a Grad-CAM layer whose maps are
+2. start from the active model version (``ATCON_CHECKPOINT`` is registered as the
+   first version when the worker starts; a request restricted to a ``camera`` starts
+   from the version serving that camera), and refuse at once a Grad-CAM layer whose maps are
    too small for the ATCON loss at its input size (:func:`models.atcon.check_map_size`);
 3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
    and the clinicians' labels split into train and validation (with ``camera``: that
@@ -50,11 +50,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models._exceptions import AtconError, CheckpointError, TrainingError
 
-from ._exceptions import JobError
+from ._exceptions import JobError, NoModelError
 from .cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN
 from .frame_pool import FramePool
 from .jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
 from .locks import HeldLock, LocalLock, RedisLock, held
+from .model_cache import ModelRef, model_reference
 from .queue import JobQueue, JobState
 from .settings import Settings
 from .storage import ID_PATTERN, Storage, atomic_write_json
@@ -320,22 +321,12 @@ class _StepProgress:
         return None
 
 
-def _starting_version(
-    registry: ModelRegistry, settings: Settings, camera: str | None
-) -> tuple[str, Path]:
-    active = registry.active_checkpoint(camera)  # the camera's own version, else the default
-    if active is not None:
-        return active
-    if settings.checkpoint is None or not Path(settings.checkpoint).is_file():
-        raise JobError(
-            "there is no model to fine-tune: activate a model version or set ATCON_CHECKPOINT"
-        )
-    card = registry.register(
-        settings.checkpoint,
-        status=VersionStatus.ACTIVE,
-        reason="initial model from ATCON_CHECKPOINT",
-    )
-    return card.version, registry.checkpoint_path(card.version)
+def _starting_version(storage: Storage, settings: Settings, camera: str | None) -> ModelRef:
+    """The version serving ``camera`` (the camera's own, else the default)."""
+    try:
+        return model_reference(storage, settings, camera)
+    except NoModelError as exc:
+        raise JobError(f"there is no model to fine-tune: {exc}") from exc
 
 
 def finetune_job(
@@ -367,7 +358,8 @@ def finetune_job(
         # a lost lock stops the job at its next progress report, and before registering
         ctx = dataclasses.replace(ctx, progress=_guarded(ctx.progress, lock))
         registry.cleanup()
-        parent_version, parent_checkpoint = _starting_version(registry, settings, options.camera)
+        parent = _starting_version(storage, settings, options.camera)
+        parent_version, parent_checkpoint = parent.version, parent.checkpoint
         parent_model, info = load_checkpoint(parent_checkpoint)
         methods, method_note = _choose_method(options, settings)
         method = methods[0]

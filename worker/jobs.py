@@ -53,7 +53,7 @@ from ._exceptions import (
     VideoNotFoundError,
 )
 from .metrics import observe_detect_stages
-from .model_cache import ModelCache
+from .model_cache import ModelCache, ensure_first_version
 from .queue import Job, JobQueue, JobState, Lease
 from .results import SCORES_FILE
 from .retention import archived_job
@@ -317,6 +317,7 @@ class Worker:
         self.settings = settings
         self.kind = kind
         self.name = name or worker_name()
+        ensure_first_version(storage, settings)  # ATCON_CHECKPOINT becomes v0001 if none is active
         self.models = models or ModelCache(storage, settings)
         self._function = function
         #: the kinds this worker takes: its own, then (unless its function was given)

@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("atcon-data")
     #: the broker; unset runs the embedded default (API and workers in one process)
     redis_url: str | None = None
-    #: checkpoint served while the data directory holds no active model version
+    #: the first model version: registered (copied into models/v0001, active) when the API
+    #: or a worker starts and no version is active
     checkpoint: Path | None = None
     #: comma-separated ``name:role:sha256hex`` entries
     api_tokens: str = ""
