@@ -173,12 +173,14 @@ def _run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress,
                     context=context,
                     min_val_per_class=_training.min_val_per_class(args),
+                    checkpointing=_training.checkpointing(args),
                 )
             )
         finally:
             shutdown(context)
         if not context.is_main:
             return 0
+        _training.finish_run(args)
         gate = gate_against_parent(
             args.checkpoint,
             candidate,
@@ -240,4 +242,5 @@ def _adapt(args: argparse.Namespace, method: str, candidate: Path, data: Any, de
         data=data,
         progress=not args.no_progress,
         device=device,
+        checkpointing=_training.checkpointing(args),
     )
