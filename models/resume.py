@@ -13,7 +13,7 @@ interrupted (on the same device and thread count):
   a ``dict`` / ``list`` restored in place;
 - the run's ``fingerprint`` (its configuration, data sizes, starting weights): a
   checkpoint whose fingerprint differs from the run's is refused with
-  :class:`~models.TrainingError` naming what differs.
+  :class:`~models.ResumeError` naming what differs.
 
 :class:`Checkpointing` says where (one file per training phase and process under
 ``directory``, written atomically), how often, and whether to resume. The
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._exceptions import TrainingError
+from ._exceptions import ResumeError
 from .atomic import atomic_path
 
 __all__ = [
@@ -92,9 +92,9 @@ class Checkpointing:
         return sorted(self.directory.glob(f"*{_SUFFIX}")) if self.directory.is_dir() else []
 
     def check_resumable(self) -> None:
-        """Raise :class:`TrainingError` when :attr:`resume` is set and nothing can be resumed."""
+        """Raise :class:`ResumeError` when :attr:`resume` is set and nothing can be resumed."""
         if self.resume and not self.saved():
-            raise TrainingError(
+            raise ResumeError(
                 f"nothing to resume: {self.directory} holds no training checkpoint "
                 f"(*{_SUFFIX}); run without --resume to start"
             )
@@ -200,25 +200,25 @@ def load_training_state(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Restore a run from ``path``; return the next step to run and the history so far.
 
-    Raises :class:`TrainingError` when the file is not a training checkpoint or was
+    Raises :class:`ResumeError` when the file is not a training checkpoint or was
     written by a run with other settings (``fingerprint``).
     """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
-        raise TrainingError(f"{path} cannot be resumed: {exc}") from exc
+        raise ResumeError(f"{path} cannot be resumed: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
-        raise TrainingError(f"{path} is not a training checkpoint ({RESUME_FORMAT})")
+        raise ResumeError(f"{path} is not a training checkpoint ({RESUME_FORMAT})")
     differences = _differences(payload["fingerprint"], _plain(fingerprint))
     if differences:
-        raise TrainingError(
+        raise ResumeError(
             f"{path} was written by a run with other settings, so it cannot be resumed: "
             + "; ".join(differences[:5])
             + ". Run with the same options, or without --resume to start again"
         )
     names = set(payload["state"])
     if names != set(state):
-        raise TrainingError(f"{path} holds the state of {sorted(names)}, not {sorted(state)}")
+        raise ResumeError(f"{path} holds the state of {sorted(names)}, not {sorted(state)}")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     for name, obj in state.items():

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from ._exceptions import TrainingError
+from ._exceptions import ResumeError, TrainingError
 from .distributed import DistributedContext
 from .guards import check_finite
 from .resume import Checkpointing, load_training_state, save_training_state
@@ -323,7 +323,7 @@ class ShardedBatches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after the ``state["drawn"]`` batches a saved run had drawn."""
         if state["size"] != self.size or list(state["plan"]) != list(self._plan):
-            raise TrainingError(
+            raise ResumeError(
                 f"saved batches of {state['size']} items {state['plan']} do not match "
                 f"{self.size} items {list(self._plan)}"
             )
