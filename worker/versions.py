@@ -474,9 +474,9 @@ class ModelRegistry:
 
         Called when the API and every worker start, so a model is always served through
         a version and its card. Idempotent and safe when processes start together: the
-        check and the registration happen under a lock, and a version already holding
-        the same weights (a registration interrupted before its activation, or an
-        ``ACTIVE`` pointer removed by hand) is activated rather than copied again.
+        check and the registration happen under a lock, and a version this method
+        registered before with the same weights (interrupted before its activation, or
+        an ``ACTIVE`` pointer removed by hand) is activated rather than copied again.
         ``None`` (no checkpoint configured) or a missing file does nothing: the model
         to serve is then missing, which :func:`worker.model_cache.model_reference` reports.
         """
@@ -492,8 +492,8 @@ class ModelRegistry:
             if self.active_version() is not None:  # another process got there first
                 return None
             digest = file_sha256(source)
-            for card in self.versions():
-                if card.checkpoint_sha256 == digest and card.status is not VersionStatus.REJECTED:
+            for card in self.versions():  # only one this method registered, never a fine-tune's
+                if card.reason == self.INITIAL_REASON and card.checkpoint_sha256 == digest:
                     logger.info(
                         "model version %s holds ATCON_CHECKPOINT; activating it", card.version
                     )

@@ -361,8 +361,18 @@ def test_an_interrupted_first_registration_is_activated_not_copied_again(
 ) -> None:
     """Killed after the version's folder appeared but before ACTIVE was written: the next
     start activates that version rather than registering the same weights twice."""
-    stranded = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="cut")
+    reason = ModelRegistry.INITIAL_REASON
+    stranded = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason=reason)
     assert registry.active_version() is None
     card = registry.ensure_initial(checkpoint)
     assert card is not None and card.version == stranded.version
     assert registry.active_version() == stranded.version and len(registry.versions()) == 1
+
+
+def test_a_fine_tunes_candidate_with_the_same_weights_is_not_activated(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    candidate = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="tuned")
+    card = registry.ensure_initial(checkpoint)
+    assert card is not None and card.version != candidate.version
+    assert registry.get(candidate.version).status is VersionStatus.CANDIDATE
