@@ -108,7 +108,7 @@ def _nightly(camera: str | None) -> int:
     from worker._exceptions import InvalidCameraError
     from worker.cameras import validate_camera
     from worker.finetune import run_nightly_once
-    from worker.queue import open_queue
+    from worker.queue_factory import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
 

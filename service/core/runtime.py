@@ -17,7 +17,8 @@ from models._exceptions import CheckpointError
 from worker._exceptions import JobError, NoModelError, QueueError, StorageError
 from worker.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
 from worker.model_cache import ModelCache, ServedModels, ensure_first_version
-from worker.queue import JobQueue, open_queue
+from worker.queue import JobQueue
+from worker.queue_factory import open_queue
 from worker.retention import prune_jobs
 from worker.settings import Settings
 from worker.storage import Storage
