@@ -22,7 +22,8 @@ or fails the job:
 
 At the start of each job :class:`~worker.model_cache.ModelCache` checks which model
 serves the video (the version activated for its camera, else the data directory's
-active version, else ``ATCON_CHECKPOINT``) and loads it only when it is not loaded.
+active version; ``ATCON_CHECKPOINT`` is the first version, registered when the worker
+starts) and loads it only when it is not loaded.
 """
 
 from __future__ import annotations
