@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.core.security import hash_token, new_token  # noqa: E402
+from tests import media  # noqa: E402
 from tests.service.inbox_data import add_video  # noqa: E402
 from worker.reviews import Verdict, frame_pool, review_event  # noqa: E402
 from worker.settings import Role, Settings  # noqa: E402
@@ -56,24 +57,9 @@ MARGIN_S = 2.0
 
 def real_video(path: Path, seconds: float) -> Path:
     """A 320x240 H.264 MP4 at FPS with a keyframe every second and no B-frames."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {
-            "preset": "veryfast",
-            "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0",
-        }
-        xx = np.linspace(0, 255, 320, dtype=np.float32)[None, :, None]
-        for i in range(int(seconds * FPS)):
-            img = np.broadcast_to((xx + 5 * i) % 256, (240, 320, 3)).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return media.write_video(
+        path, frames=int(seconds * FPS), size=(320, 240), fps=FPS, keyint=FPS, preset="veryfast"
+    )
 
 
 def fill(data: Path, videos: int, events: int, seconds: float) -> dict[str, Any]:

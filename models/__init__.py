@@ -19,6 +19,7 @@ from ._exceptions import (
     CheckpointError,
     LayerNotFoundError,
     ModelError,
+    ResumeError,
     TrainingError,
     UnsupportedActivationError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "CheckpointInfo",
     "LayerNotFoundError",
     "ModelError",
+    "ResumeError",
     "TrainingError",
     "UnsupportedActivationError",
     "atcon_loss",

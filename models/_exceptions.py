@@ -9,6 +9,8 @@
      |    +-- MapTooSmallError           a Grad-CAM layer whose maps are too small for ATCON
      +-- CheckpointError                 missing, unreadable or mismatched checkpoint
      +-- TrainingError                   a run that cannot go on (NaN loss, collapse, no data)
+          +-- ResumeError                  a saved training state that cannot be resumed
+                                           (none, another run's settings, unreadable)
 
 Bad arguments raise plain ``ValueError``/``TypeError`` naming the argument.
 """
@@ -21,6 +23,7 @@ __all__ = [
     "LayerNotFoundError",
     "MapTooSmallError",
     "ModelError",
+    "ResumeError",
     "TrainingError",
     "UnsupportedActivationError",
 ]
@@ -56,3 +59,8 @@ class CheckpointError(AtconError):
 
 class TrainingError(AtconError):
     """Training cannot go on (loss became NaN, the model collapsed, no data)."""
+
+
+class ResumeError(TrainingError):
+    """A run cannot resume: nothing was saved, or the saved state belongs to a run with
+    other settings, or it cannot be read (:mod:`models.resume`)."""

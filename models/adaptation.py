@@ -93,12 +93,14 @@ from .augment import strong_view, weak_view
 from .finetune import _FirstItem as _Images
 from .finetune import named_layer
 from .methods import COMPONENTS, parse_method
+from .resume import Checkpointing
 from .schedules import warmup_factor
 from .training import (
     Callback,
     ShardedBatches,
     StepResult,
     Trainer,
+    config_to_dict,
     dataset_size,
     freeze_batchnorm,
     supervised_loss,
@@ -294,6 +296,7 @@ def adapt(
     thresholds: Sequence[float] | None = None,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str = "cpu",
+    checkpointing: Checkpointing | None = None,
 ) -> AdaptOutcome:
     """Adapt ``model`` in place with ``config.method``; see the module docstring.
 
@@ -301,7 +304,8 @@ def adapt(
     yields ``(image, target)`` and is required by the ``supervised`` component;
     ``anchor`` yields in-domain images and is required by the ``anchor`` and
     ``recalibrate`` components; ``thresholds`` are the model's decision thresholds
-    (required by ``recalibrate``).
+    (required by ``recalibrate``). ``checkpointing`` saves the training steps' state
+    periodically and resumes it (:mod:`models.resume`).
     """
     device = torch.device(device)
     components = config.components
@@ -341,7 +345,16 @@ def adapt(
         if config.trains:
             teachers = _teachers(model, images, config, device)
             history = _train(
-                model, images, labeled, anchors, teachers, config, layer, callbacks, shares
+                model,
+                images,
+                labeled,
+                anchors,
+                teachers,
+                config,
+                layer,
+                callbacks,
+                shares,
+                checkpointing,
             )
         recalibration = None
         if priors is not None:
@@ -461,6 +474,7 @@ def _train(
     layer: nn.Module | None,
     callbacks: Sequence[Callback],
     shares: list[float],
+    checkpointing: Checkpointing | None = None,
 ) -> list[dict[str, Any]]:
     components = set(config.components)
     tent_only = components <= {"tent", "adabn"}
@@ -547,8 +561,31 @@ def _train(
         total.backward()
         return StepResult(step, config.method, losses, extras=extras)
 
+    resumable: dict[str, Any] = {
+        "unlabeled_batches": unlabeled_batches,
+        "views": views,
+        "shares": shares,
+    }
+    if labeled_batches is not None:
+        resumable["labeled_batches"] = labeled_batches
+    if anchor_batches is not None:
+        resumable["anchor_batches"] = anchor_batches
     trainer = Trainer(
-        model, optimizer, callbacks=callbacks, context=context, description=config.method
+        model,
+        optimizer,
+        callbacks=callbacks,
+        context=context,
+        description=config.method,
+        checkpointing=checkpointing,
+        state=resumable,
+        fingerprint={
+            "config": config_to_dict(config),
+            "items": {
+                "unlabeled": unlabeled_batches.size,
+                "labeled": 0 if labeled_batches is None else labeled_batches.size,
+                "anchor": 0 if anchor_batches is None else anchor_batches.size,
+            },
+        },
     )
     try:
         return trainer.fit(step_fn, config.steps)

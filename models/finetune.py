@@ -50,12 +50,14 @@ from .atcon import (
 )
 from .distributed import DistributedContext
 from .guards import CollapseGuard, CollapseGuardConfig, gradient_norm, preservation_kl
+from .resume import Checkpointing
 from .schedules import Schedule, labeled_probability, warmup_factor
 from .training import (
     Callback,
     ShardedBatches,
     StepResult,
     Trainer,
+    config_to_dict,
     dataset_size,
     freeze_batchnorm,
     supervised_loss,
@@ -210,6 +212,7 @@ def finetune_atcon(
     labeled: Dataset[tuple[Tensor, Tensor]] | None = None,
     callbacks: Sequence[Callback] = (),
     context: DistributedContext | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> FinetuneOutcome:
     """Fine-tune ``model`` in place with ATCON; see the module docstring.
 
@@ -217,7 +220,8 @@ def finetune_atcon(
     item is used); ``labeled`` yields ``(image, multi-hot target)`` and is required by
     the ``alternating`` and ``combined`` schedules and by gradient balancing. On
     collapse or a NaN loss the model gets its starting weights back and
-    :class:`TrainingError` is raised.
+    :class:`TrainingError` is raised. ``checkpointing`` saves the run's state
+    periodically and resumes it (:mod:`models.resume`).
     """
     context = context or DistributedContext()
     schedule = Schedule(config.schedule)
@@ -356,12 +360,27 @@ def finetune_atcon(
             p.grad = g
         return result
 
+    resumable: dict[str, Any] = {
+        "unlabeled_batches": unlabeled_batches,
+        "choice": choice,
+        "counts": counts,
+        "norms": state,
+        "guard": guard,
+    }
+    if labeled_batches is not None:
+        resumable["labeled_batches"] = labeled_batches
     trainer = Trainer(
         model,
         optimizer,
         callbacks=[_CollapseCallback(guard), *callbacks],
         context=context,
         description=f"atcon-{schedule.value}",
+        checkpointing=checkpointing,
+        state=resumable,
+        fingerprint={
+            "config": config_to_dict(config),
+            "items": {"unlabeled": num_unlabeled, "labeled": num_labeled},
+        },
     )
     try:
         history = trainer.fit(step_fn, config.steps)

@@ -19,10 +19,12 @@ same kind of data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +108,15 @@ class CollapseGuard:
         self.reference: CollapseStats | None = None
         self.latest: CollapseStats | None = None
         self._recent: deque[Tensor] = deque(maxlen=config.window)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recent batches and the latest statistics (for a resumable run)."""
+        latest = None if self.latest is None else dataclasses.asdict(self.latest)
+        return {"recent": list(self._recent), "latest": latest}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._recent = deque(state["recent"], maxlen=self.config.window)
+        self.latest = None if state["latest"] is None else CollapseStats(**state["latest"])
 
     def set_reference(self, logits: Sequence[Tensor]) -> CollapseStats:
         self.reference = collapse_stats(torch.cat(list(logits)), multi_label=self.multi_label)

@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from ._exceptions import TrainingError
+from ._exceptions import ResumeError, TrainingError
 from .distributed import DistributedContext
 from .guards import check_finite
+from .resume import Checkpointing, load_training_state, save_training_state
 from .schedules import global_batches, local_slice
 
 __all__ = [
@@ -155,7 +156,10 @@ class ProgressBar:
 
         show = sys.stderr.isatty() and trainer.context.is_main
         self._bar = tqdm(
-            total=total_steps, desc=trainer.description or self.description, disable=not show
+            total=total_steps,
+            initial=trainer.start_step,
+            desc=trainer.description or self.description,
+            disable=not show,
         )
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
@@ -180,6 +184,13 @@ class Trainer:
     :mod:`models.distributed`) and reports its losses; the trainer sums the
     gradients over processes, stops on a NaN or infinite loss with
     :class:`TrainingError`, takes the optimiser step and calls the callbacks.
+
+    With ``checkpointing`` (:mod:`models.resume`) it saves the training state every
+    ``checkpointing.every_steps`` steps and after the last, and with
+    ``checkpointing.resume`` it starts from the saved state of this phase
+    (``description``) when there is one. ``state`` names what else the step function
+    keeps between steps (batch iterators, generators, running values), and
+    ``fingerprint`` what must match for a saved state to be resumed.
     """
 
     def __init__(
@@ -190,23 +201,73 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         context: DistributedContext | None = None,
         description: str = "",
+        checkpointing: Checkpointing | None = None,
+        state: Mapping[str, Any] | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.callbacks = list(callbacks)
         self.context = context or DistributedContext()
         self.description = description
+        self.checkpointing = checkpointing
+        self.state = dict(state or {})
+        self.fingerprint = dict(fingerprint or {})
         self.history: list[dict[str, Any]] = []
+        #: the first step this run takes (above 0 when it resumed)
+        self.start_step = 0
+
+    def _fingerprint(self, steps: int) -> dict[str, Any]:
+        run = self.checkpointing.run if self.checkpointing is not None else {}
+        return {
+            "run": run,
+            "phase": self.description,
+            "steps": steps,
+            "world_size": self.context.world_size,
+            **self.fingerprint,
+        }
+
+    def _resume(self, steps: int) -> int:
+        """Load this phase's saved state when resuming; return the step to start at."""
+        cp = self.checkpointing
+        if cp is None or not cp.resume:
+            return 0
+        path = cp.path(self.description, self.context.rank, self.context.world_size)
+        if not path.is_file():
+            return 0
+        start, self.history = load_training_state(
+            path,
+            model=self.model,
+            optimizer=self.optimizer,
+            state=self.state,
+            fingerprint=self._fingerprint(steps),
+        )
+        return start
+
+    def _save(self, step: int, steps: int) -> None:
+        cp = self.checkpointing
+        if cp is None or (step % cp.every_steps and step != steps):
+            return
+        save_training_state(
+            cp.path(self.description, self.context.rank, self.context.world_size),
+            step=step,
+            model=self.model,
+            optimizer=self.optimizer,
+            state=self.state,
+            fingerprint=self._fingerprint(steps),
+            history=self.history,
+        )
 
     def fit(self, step_fn: StepFunction, steps: int) -> list[dict[str, Any]]:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self.start_step = self._resume(steps)
         for callback in self.callbacks:
             callback.on_train_start(self, steps)
         started = time.perf_counter()
         try:
-            for step in range(steps):
+            for step in range(self.start_step, steps):
                 self.optimizer.zero_grad(set_to_none=True)
                 result = step_fn(step)
                 result.losses = {k: self.context.sum_scalar(v) for k, v in result.losses.items()}
@@ -226,6 +287,7 @@ class Trainer:
                 )
                 for callback in self.callbacks:
                     callback.on_step_end(self, result)
+                self._save(step + 1, steps)
         finally:
             for callback in self.callbacks:
                 callback.on_train_end(self)
@@ -250,7 +312,26 @@ class ShardedBatches:
         self.dataset = dataset
         self.size = len(dataset)  # type: ignore[arg-type]
         self.context = context
+        self._plan = (batch_size, seed, drop_last)
         self._batches = global_batches(self.size, batch_size, seed=seed, drop_last=drop_last)
+        #: global batches drawn so far (a resumed run draws them again, unread)
+        self.drawn = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "plan": list(self._plan), "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue after the ``state["drawn"]`` batches a saved run had drawn."""
+        if state["size"] != self.size or list(state["plan"]) != list(self._plan):
+            raise ResumeError(
+                f"saved batches of {state['size']} items {state['plan']} do not match "
+                f"{self.size} items {list(self._plan)}"
+            )
+        batch_size, seed, drop_last = self._plan
+        self._batches = global_batches(self.size, batch_size, seed=seed, drop_last=drop_last)
+        for _ in range(int(state["drawn"])):
+            next(self._batches)
+        self.drawn = int(state["drawn"])
 
     def __iter__(self) -> Iterator[tuple[Any, int]]:
         return self
@@ -258,6 +339,7 @@ class ShardedBatches:
     def __next__(self) -> tuple[Any, int]:
         """``(collated local batch or None when this share is empty, global batch size)``."""
         batch = next(self._batches)
+        self.drawn += 1
         mine = local_slice(batch, self.context.rank, self.context.world_size)
         if not mine:
             return None, len(batch)
@@ -300,11 +382,13 @@ def train_supervised(
     *,
     callbacks: Sequence[Callback] = (),
     context: DistributedContext | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> SupervisedOutcome:
     """Train ``model`` in place on ``(image, multi-hot target)`` pairs with Adam.
 
     Deterministic on the CPU for a given ``config.seed`` (which also seeds any
-    random augmentation the dataset draws from torch's global generator).
+    random augmentation the dataset draws from torch's global generator), resumed
+    runs included (``checkpointing``, :mod:`models.resume`).
     """
     context = context or DistributedContext()
     size = dataset_size(labeled, "the labeled set")
@@ -328,7 +412,14 @@ def train_supervised(
 
     steps = config.num_steps(size)
     trainer = Trainer(
-        model, optimizer, callbacks=callbacks, context=context, description="supervised"
+        model,
+        optimizer,
+        callbacks=callbacks,
+        context=context,
+        description="supervised",
+        checkpointing=checkpointing,
+        state={"batches": batches},
+        fingerprint={"config": config_to_dict(config), "items": size},
     )
     history = trainer.fit(step_fn, steps)
     model.eval()

@@ -11,14 +11,27 @@ from PIL import Image
 
 
 def write_video(
-    path: Path, *, frames: int = 12, size: tuple[int, int] = (64, 48), fps: int = 6
+    path: Path,
+    *,
+    frames: int = 12,
+    size: tuple[int, int] = (64, 48),
+    fps: int = 6,
+    keyint: int | None = None,
+    preset: str = "ultrafast",
 ) -> Path:
-    """An H.264 MP4 of moving gradients (``frames`` frames of ``size`` = (w, h))."""
+    """An H.264 MP4 of moving gradients (``frames`` frames of ``size`` = (w, h)).
+
+    ``keyint``: a keyframe every ``keyint`` frames exactly and no B-frames, as clips cut
+    by stream copy need (:mod:`worker.clips`).
+    """
     width, height = size
+    options: dict[str, object] = {"preset": preset}
+    if keyint is not None:
+        options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0"
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
+        stream.options = options
         xx = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
         for i in range(frames):
             img = np.broadcast_to((xx + 20 * i) % 256, (height, width, 3)).astype(np.uint8)

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -69,6 +70,24 @@ def _frame_interval(stream: Any) -> float:
     return float(1 / rate) if rate else 1 / 25
 
 
+def _in_window(
+    items: Iterable[Any], time_base: Fraction, start_s: float, end_s: float, half: float
+) -> Iterator[tuple[Any, float]]:
+    """The packets or frames of ``items`` (in presentation order) whose time lies in the
+    window, each with its time in seconds: from ``start_s`` and before ``end_s``, each
+    bound within half a frame (``half``). Items without a time are skipped; the walk
+    stops at the first item past the window."""
+    for item in items:
+        if item.pts is None:
+            continue
+        t = float(item.pts * time_base)
+        if t < start_s - half:
+            continue
+        if t >= end_s - half:
+            break
+        yield item, t
+
+
 def _copy_plan(path: Path, start_s: float, end_s: float) -> int | None:
     """The pts of the keyframe the copy starts at, or None when a copy cannot cut here."""
     import av
@@ -82,14 +101,7 @@ def _copy_plan(path: Path, start_s: float, end_s: float) -> int | None:
         container.seek(max(0, int(start_s / tb)), stream=stream, backward=True)
         first: int | None = None
         last_pts: int | None = None
-        for packet in container.demux(stream):
-            if packet.pts is None:
-                continue
-            t = float(packet.pts * tb)
-            if t < start_s - half:
-                continue
-            if t >= end_s - half:
-                break
+        for packet, t in _in_window(container.demux(stream), tb, start_s, end_s, half):
             if first is None:
                 if not packet.is_keyframe or abs(t - start_s) > half:
                     return None
@@ -110,11 +122,8 @@ def _copy(source: Path, out: Path, start_s: float, end_s: float, first_pts: int)
         half = _frame_interval(stream) / 2
         target = output.add_stream_from_template(stream)
         container.seek(first_pts, stream=stream, backward=True)
-        for packet in container.demux(stream):
-            if packet.pts is None or packet.pts < first_pts:
-                continue
-            if float(packet.pts * tb) >= end_s - half:
-                break
+        # the window starts at the keyframe first_pts (_copy_plan found it there)
+        for packet, _t in _in_window(container.demux(stream), tb, start_s, end_s, half):
             packet.pts -= first_pts
             if packet.dts is not None:
                 packet.dts -= first_pts
@@ -144,14 +153,7 @@ def _reencode(source: Path, out: Path, start_s: float, end_s: float) -> None:
         container.seek(max(0, int(start_s / tb)), stream=stream, backward=True)
         t0: float | None = None
         last = -1
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            t = float(frame.pts * tb)
-            if t < start_s - half:
-                continue
-            if t >= end_s - half:
-                break
+        for frame, t in _in_window(container.decode(stream), tb, start_s, end_s, half):
             t0 = t if t0 is None else t0
             pts = max(last + 1, round((t - t0) / clip_tb))
             last = pts

@@ -3,11 +3,12 @@ model disagree on, on the most recent videos.
 
 The fine-tune job (:mod:`worker.finetune`) runs the candidate's detector (without
 maps) on the ``ATCON_FINETUNE_COMPARE_VIDEOS`` most recent processed videos (of the
-fine-tune's camera, for a camera's fine-tune) and compares its events with the ones
-stored for each video (found by the model that served it then). Two events agree
-when they have the same label and overlap by a temporal IoU of at least 0.5; the
-rest are events only the served model found (the candidate would drop them) and
-events only the candidate found (it would add them). Stored with the version as
+fine-tune's camera, for a camera's fine-tune) when the version is left a candidate for
+an admin to decide on, or the request asks (``compare_videos``), and compares its
+events with the ones stored for each video (found by the model that served it then).
+Two events agree when they have the same label and overlap by a temporal IoU of at
+least 0.5; the rest are events only the served model found (the candidate would drop
+them) and events only the candidate found (it would add them). Stored with the version as
 ``disagreements.json``; the models page lists them with links to the videos.
 """
 

@@ -7,9 +7,9 @@
 1. take the deployment's fine-tune lock (Redis ``SET NX PX`` renewed while the job
    runs; a process lock in the embedded default), so two fine-tunes never overlap:
    a second one waits, its job still ``running`` with ``detail.phase = "waiting"``;
-2. start from the active model version (registering ``ATCON_CHECKPOINT`` as the first
-   version when none exists; a request restricted to a ``camera`` starts from the
-   version serving that camera), and refuse at once a Grad-CAM layer whose maps are
+2. start from the active model version (``ATCON_CHECKPOINT`` is registered as the
+   first version when the worker starts; a request restricted to a ``camera`` starts
+   from the version serving that camera), and refuse at once a Grad-CAM layer whose maps are
    too small for the ATCON loss at its input size (:func:`models.atcon.check_map_size`);
 3. export a snapshot of the frame pool (:meth:`FramePool.export`): unlabeled frames,
    and the clinicians' labels split into train and validation (with ``camera``: that
@@ -40,7 +40,7 @@ import logging
 import math
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,18 +50,22 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models._exceptions import AtconError, CheckpointError, TrainingError
 
-from ._exceptions import JobError
+from ._exceptions import JobError, NoModelError
 from .cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN
 from .frame_pool import FramePool
 from .jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
 from .locks import HeldLock, LocalLock, RedisLock, held
+from .model_cache import ModelRef, model_reference
 from .queue import JobQueue, JobState
 from .settings import Settings
 from .storage import ID_PATTERN, Storage, atomic_write_json
 from .versions import ModelRegistry, VersionStatus, promotion_gate
 
 if TYPE_CHECKING:
+    from models.resume import Checkpointing
+
     from .comparison import FrameFilter
+    from .training import RunReport
 
 __all__ = [
     "FinetuneRequest",
@@ -128,6 +132,13 @@ class FinetuneRequest(BaseModel):
         description="adapt to this camera only: start from the version serving it, use its "
         "unlabeled and labeled frames only, and if the gate promotes the new version, "
         "activate it for this camera only (the default version stays)",
+    )
+    compare_videos: bool | None = Field(
+        default=None,
+        description="detect again with the new version on the ATCON_FINETUNE_COMPARE_VIDEOS "
+        "most recent videos and list the events it and the served model disagree on "
+        "(minutes of CPU); default: only for a version left a candidate for an admin to "
+        "decide on, not for one the gate promoted or rejected",
     )
 
     method: str | None = Field(
@@ -320,22 +331,40 @@ class _StepProgress:
         return None
 
 
-def _starting_version(
-    registry: ModelRegistry, settings: Settings, camera: str | None
-) -> tuple[str, Path]:
-    active = registry.active_checkpoint(camera)  # the camera's own version, else the default
-    if active is not None:
-        return active
-    if settings.checkpoint is None or not Path(settings.checkpoint).is_file():
-        raise JobError(
-            "there is no model to fine-tune: activate a model version or set ATCON_CHECKPOINT"
-        )
-    card = registry.register(
-        settings.checkpoint,
-        status=VersionStatus.ACTIVE,
-        reason="initial model from ATCON_CHECKPOINT",
-    )
-    return card.version, registry.checkpoint_path(card.version)
+def _starting_version(storage: Storage, settings: Settings, camera: str | None) -> ModelRef:
+    """The version serving ``camera`` (the camera's own, else the default)."""
+    try:
+        return model_reference(storage, settings, camera)
+    except NoModelError as exc:
+        raise JobError(f"there is no model to fine-tune: {exc}") from exc
+
+
+def _resumable_state(work: Path, settings: Settings) -> Checkpointing:
+    """The job's training checkpoints under ``work/state``, resumed when a previous
+    delivery of the same job left some (its worker died mid-run)."""
+    from models.resume import Checkpointing
+
+    state = Checkpointing(work / "state", every_steps=settings.finetune_save_every)
+    state.resume = bool(state.saved())
+    if state.resume:
+        logger.info("fine-tune %s resumes from %s", work.name, state.directory)
+    return state
+
+
+def _resuming(state: Checkpointing, run: Callable[[], RunReport]) -> RunReport:
+    """``run()``; when the saved state cannot be resumed (the pool changed between two
+    deliveries of the job), start again from the first step."""
+    from models._exceptions import ResumeError
+
+    try:
+        return run()
+    except ResumeError as exc:
+        if not state.resume:
+            raise
+        logger.warning("fine-tune state not resumed (%s); starting again", exc)
+        shutil.rmtree(state.directory, ignore_errors=True)
+        state.resume = False
+        return run()
 
 
 def finetune_job(
@@ -350,7 +379,6 @@ def finetune_job(
 
     from .training import (
         DataOptions,
-        RunReport,
         adapt_checkpoint,
         evaluate_checkpoint,
         finetune_checkpoint,
@@ -367,7 +395,8 @@ def finetune_job(
         # a lost lock stops the job at its next progress report, and before registering
         ctx = dataclasses.replace(ctx, progress=_guarded(ctx.progress, lock))
         registry.cleanup()
-        parent_version, parent_checkpoint = _starting_version(registry, settings, options.camera)
+        parent = _starting_version(storage, settings, options.camera)
+        parent_version, parent_checkpoint = parent.version, parent.checkpoint
         parent_model, info = load_checkpoint(parent_checkpoint)
         methods, method_note = _choose_method(options, settings)
         method = methods[0]
@@ -383,7 +412,10 @@ def finetune_job(
         del parent_model
         pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
-        shutil.rmtree(work, ignore_errors=True)
+        state = _resumable_state(work, settings)
+        for part in work.glob("*"):  # all but the training state is made again
+            if part != state.directory:
+                shutil.rmtree(part, ignore_errors=True) if part.is_dir() else part.unlink()
         try:
             ctx.progress(0.01, {"phase": "exporting frames"})
             exported = pool.export(
@@ -438,17 +470,22 @@ def finetune_job(
                     mask_intensity=options.mask_intensity or MASK_INTENSITY,
                     layer=options.layer,
                 )
+                atcon_config = config
                 try:
-                    report = finetune_checkpoint(
-                        parent_checkpoint,
-                        exported.unlabeled_dir,
-                        candidate,
-                        config=config,
-                        labeled_dir=exported.train_dir if mode == "alternating" else None,
-                        data=DataOptions(image_size=info.input_size, val_fraction=0.0),
-                        progress=False,
-                        callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
-                        min_val_per_class=settings.finetune_min_val_per_class,
+                    report = _resuming(
+                        state,
+                        lambda: finetune_checkpoint(
+                            parent_checkpoint,
+                            exported.unlabeled_dir,
+                            candidate,
+                            config=atcon_config,
+                            labeled_dir=exported.train_dir if mode == "alternating" else None,
+                            data=DataOptions(image_size=info.input_size, val_fraction=0.0),
+                            progress=False,
+                            callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                            min_val_per_class=settings.finetune_min_val_per_class,
+                            checkpointing=state,
+                        ),
                     )
                 except (TrainingError, CheckpointError, ValueError) as exc:
                     raise JobError(
@@ -462,16 +499,21 @@ def finetune_job(
                     batch_size=batch,
                     layer=options.layer,
                 )
+                adapt_config = config
                 try:
-                    report = adapt_checkpoint(
-                        parent_checkpoint,
-                        exported.unlabeled_dir,
-                        candidate,
-                        config=config,
-                        labeled_dir=exported.train_dir if config.needs_labels else None,
-                        anchor_dir=anchor_dir,
-                        progress=False,
-                        callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                    report = _resuming(
+                        state,
+                        lambda: adapt_checkpoint(
+                            parent_checkpoint,
+                            exported.unlabeled_dir,
+                            candidate,
+                            config=adapt_config,
+                            labeled_dir=exported.train_dir if adapt_config.needs_labels else None,
+                            anchor_dir=anchor_dir,
+                            progress=False,
+                            callbacks=[_StepProgress(ctx.progress, 0.05, 0.85)],
+                            checkpointing=state,
+                        ),
                     )
                 except (TrainingError, CheckpointError, ValueError) as exc:
                     raise JobError(
@@ -511,7 +553,7 @@ def finetune_job(
                     seed=ctx.job.job_id,
                     layer=options.layer,
                 )
-            if settings.finetune_compare_videos:
+            if _compare_on_videos(options, decision.status, settings):
                 ctx.progress(0.93, {"phase": "detecting on recent videos with the new version"})
                 attachments.update(
                     _disagreements(storage, settings, options.camera, candidate, work)
@@ -553,8 +595,11 @@ def finetune_job(
                 # a camera's fine-tune is promoted for that camera only
                 cameras=[options.camera] if options.camera else None,
             )
-        finally:
+        except Exception:  # failed for good: the state is of no use any more
             shutil.rmtree(work, ignore_errors=True)
+            raise
+        # a worker killed or stopped (SystemExit) mid-run keeps it: the job comes back
+        shutil.rmtree(work, ignore_errors=True)
         from .deletion import withdraw_missing
 
         if withdraw_missing(storage, card, by="an admin (see audit.log)"):
@@ -720,6 +765,19 @@ def _compare_with_parent(
     for path in sorted(overlays.iterdir()):
         files[f"{COMPARISON_DIR}/{path.name}"] = path
     return files, {"frames": report["summary"]["frames"], **report["summary"]}
+
+
+def _compare_on_videos(options: FinetuneRequest, status: VersionStatus, settings: Settings) -> bool:
+    """Whether the new version detects again on recent videos (:func:`_disagreements`).
+
+    That costs minutes of CPU per video, so by default only a version that waits for
+    an admin's decision (a ``candidate``) gets it: the models page shows it beside the
+    activate button. A version the gate promoted or rejected does not, unless the
+    request asks (``compare_videos``); ``ATCON_FINETUNE_COMPARE_VIDEOS=0`` turns it off.
+    """
+    if not settings.finetune_compare_videos or options.compare_videos is False:
+        return False
+    return bool(options.compare_videos) or status is VersionStatus.CANDIDATE
 
 
 def _disagreements(

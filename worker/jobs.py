@@ -22,7 +22,8 @@ or fails the job:
 
 At the start of each job :class:`~worker.model_cache.ModelCache` checks which model
 serves the video (the version activated for its camera, else the data directory's
-active version, else ``ATCON_CHECKPOINT``) and loads it only when it is not loaded.
+active version; ``ATCON_CHECKPOINT`` is the first version, registered when the worker
+starts) and loads it only when it is not loaded.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ._exceptions import (
     VideoNotFoundError,
 )
 from .metrics import observe_detect_stages
-from .model_cache import ModelCache
+from .model_cache import ModelCache, ensure_first_version
 from .queue import Job, JobQueue, JobState, Lease
 from .results import SCORES_FILE
 from .retention import archived_job
@@ -317,6 +318,7 @@ class Worker:
         self.settings = settings
         self.kind = kind
         self.name = name or worker_name()
+        ensure_first_version(storage, settings)  # ATCON_CHECKPOINT becomes v0001 if none is active
         self.models = models or ModelCache(storage, settings)
         self._function = function
         #: the kinds this worker takes: its own, then (unless its function was given)

@@ -1,7 +1,9 @@
 """Which model a worker serves, loaded once and reloaded only when it changes.
 
 The model to serve a video is the version activated for the video's camera, else the
-data directory's active version (:mod:`worker.versions`), else ``ATCON_CHECKPOINT``.
+data directory's active version (:mod:`worker.versions`). ``ATCON_CHECKPOINT`` is
+registered as the first version when the API or a worker starts
+(:func:`ensure_first_version`), so every served model has a version and a card.
 A worker asks :meth:`ModelCache.current` at the start of every job, so activating a
 version is picked up between jobs, never during one. Loaded detectors are kept by
 model (up to ``ATCON_MODEL_CACHE_SIZE``, least recently used out first), so videos of
@@ -26,24 +28,37 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from models.checkpoint_info import CheckpointInfo, file_sha256, read_checkpoint_info
 
-from ._exceptions import JobError, NoModelError
+from ._exceptions import JobError, NoModelError, StorageError, VersionError
+from .settings import Settings
+from .storage import Storage
+from .versions import ModelCard, ModelRegistry
 
 if TYPE_CHECKING:
     import numpy as np
-from .settings import Settings
-from .storage import ModelRef, Storage
 
 __all__ = [
     "Detecting",
     "DetectorLoader",
     "ModelCache",
+    "ModelRef",
     "ServedModel",
     "ServedModels",
+    "checkpoint_name",
+    "ensure_first_version",
     "model_name",
-    "model_version",
+    "model_reference",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to serve: a version of the data directory and its checkpoint."""
+
+    checkpoint: Path
+    #: the version's name (``v0003``)
+    version: str
 
 
 class Detecting(Protocol):
@@ -85,9 +100,9 @@ class ModelCache:
     """The detectors of this process, each loaded once and reloaded only when it changed.
 
     A detector's key is its checkpoint's path, version name, size and modification
-    time, so activating a new version (``models/ACTIVE``, ``models/CAMERAS.json``) or
-    replacing ``ATCON_CHECKPOINT`` is noticed at the next :meth:`current` call, which
-    workers make between jobs. Up to ``capacity`` detectors stay loaded.
+    time, so activating a new version (``models/ACTIVE``, ``models/CAMERAS.json``) is
+    noticed at the next :meth:`current` call, which workers make between jobs. Up to
+    ``capacity`` detectors stay loaded.
     """
 
     def __init__(
@@ -151,36 +166,55 @@ def _file_key(ref: ModelRef) -> tuple[Any, ...]:
     return (str(ref.checkpoint), ref.version, stat.st_size, stat.st_mtime_ns)
 
 
-def model_reference(storage: Storage, settings: Settings, camera: str | None = None) -> ModelRef:
-    """The model serving ``camera`` (see :meth:`worker.storage.Storage.model_to_serve`);
-    :class:`~worker.NoModelError` when there is none."""
-    ref = storage.model_to_serve(settings.checkpoint, camera)
-    if ref is None:
-        raise NoModelError(
-            "no model to serve: set ATCON_CHECKPOINT to a checkpoint file, or activate "
-            "a model version"
+def ensure_first_version(storage: Storage, settings: Settings) -> ModelCard | None:
+    """Register ``ATCON_CHECKPOINT`` as the first active version if none is active yet
+    (:meth:`worker.versions.ModelRegistry.ensure_initial`); run when the API and each
+    worker start. Returns the card it registered or activated, else ``None``."""
+    card = ModelRegistry(storage.models).ensure_initial(settings.checkpoint)
+    if card is not None:
+        logger.info(
+            "ATCON_CHECKPOINT %s serves as model version %s", settings.checkpoint, card.version
         )
-    return ref
+    return card
+
+
+def model_reference(storage: Storage, settings: Settings, camera: str | None = None) -> ModelRef:
+    """The model serving ``camera``: the version activated for that camera, else the
+    active version (``camera=None``: the default alone).
+
+    Raises :class:`~worker.NoModelError` when no version is active and
+    :class:`~worker.StorageError` when the pointers cannot be read.
+    """
+    try:
+        active = ModelRegistry(storage.models).active_checkpoint(camera)
+    except (VersionError, OSError) as exc:
+        raise StorageError(f"the active model version cannot be read: {exc}") from exc
+    if active is None:
+        hint = (
+            f"ATCON_CHECKPOINT ({settings.checkpoint}) does not exist"
+            if settings.checkpoint is not None
+            else "set ATCON_CHECKPOINT to a checkpoint file (it becomes the first version)"
+        )
+        raise NoModelError(
+            f"no model to serve: no model version is active; {hint}, or activate a version"
+        )
+    version, checkpoint = active
+    return ModelRef(checkpoint, version)
+
+
+def model_name(ref: ModelRef) -> str:
+    """The display name of a model to serve, the one scheme everywhere (``events.json``,
+    the frame pool, the API): its version's name (``v0003``)."""
+    return ref.version
 
 
 _NAMES: dict[tuple[Any, ...], str] = {}
 _NAMES_LOCK = threading.Lock()
 
 
-def model_name(ref: ModelRef) -> str:
-    """The display name of a model to serve: the one scheme, everywhere.
-
-    An active version is named by the data directory (``v0003``); the
-    ``ATCON_CHECKPOINT`` fallback ``<stem>-<sha12>``: its file stem and the first 12
-    hex digits of its SHA-256 (hashed once per file version).
-    """
-    if ref.version is not None:
-        return ref.version
-    return checkpoint_name(ref.checkpoint)
-
-
 def checkpoint_name(path: Path, sha256: str | None = None) -> str:
-    """``<stem>-<sha12>`` of a checkpoint file (``sha256``: its hash, if known)."""
+    """``<stem>-<sha12>`` of a checkpoint file outside the data directory (``atcon
+    detect --checkpoint``; ``sha256``: its hash, if known)."""
     if sha256 is not None:
         return f"{path.stem}-{sha256[:12]}"
     stat = path.stat()
@@ -192,10 +226,6 @@ def checkpoint_name(path: Path, sha256: str | None = None) -> str:
         with _NAMES_LOCK:
             _NAMES[key] = name
     return name
-
-
-#: the former name of :func:`model_name`
-model_version = model_name
 
 
 @dataclass(frozen=True)
@@ -223,7 +253,7 @@ class ServedModels:
     def current(self, camera: str | None = None) -> ServedModel:
         """The model serving ``camera`` now (``None``: the default).
 
-        Raises :class:`~worker.NoModelError` when none is configured and
+        Raises :class:`~worker.NoModelError` when no version is active and
         :class:`~models.CheckpointError` when its checkpoint is missing or unreadable.
         """
         from models._exceptions import CheckpointError
@@ -237,8 +267,7 @@ class ServedModels:
             served = self._cache.get(key)
         if served is None:
             info = read_checkpoint_info(ref.checkpoint)
-            name = ref.version or checkpoint_name(ref.checkpoint, info.sha256)
-            served = ServedModel(ref, name, info)
+            served = ServedModel(ref, model_name(ref), info)
             with self._lock:
                 if len(self._cache) > 16:
                     self._cache.clear()

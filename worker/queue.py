@@ -51,7 +51,6 @@ __all__ = [
     "Lease",
     "QueueError",
     "QueueUnavailableError",
-    "open_queue",
 ]
 
 #: upper bounds (seconds) of the job-duration histogram's buckets; +Inf is implied
@@ -251,18 +250,3 @@ class JobQueue(abc.ABC):
 
     def retry_delay(self, attempts: int) -> float:
         return self.settings.retry_delay(max(1, attempts))
-
-
-def open_queue(settings: Settings) -> JobQueue:
-    """A Redis queue when ``settings.redis_url`` is set, else a new in-memory queue.
-
-    The in-memory queue lives in the calling process; whoever opens it (the embedded
-    ``atcon serve``) shares it between its API and its worker threads.
-    """
-    if not settings.embedded:
-        from .redis_queue import RedisQueue
-
-        return RedisQueue(settings)
-    from .memory_queue import MemoryQueue
-
-    return MemoryQueue(settings)

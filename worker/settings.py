@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("atcon-data")
     #: the broker; unset runs the embedded default (API and workers in one process)
     redis_url: str | None = None
-    #: checkpoint served while the data directory holds no active model version
+    #: the first model version: registered (copied into models/v0001, active) when the API
+    #: or a worker starts and no version is active
     checkpoint: Path | None = None
     #: comma-separated ``name:role:sha256hex`` entries
     api_tokens: str = ""
@@ -200,6 +201,10 @@ class Settings(BaseSettings):
     #: and the card says why
     finetune_method: str = "anchor+supervised,recalibrate"
     finetune_steps: int = Field(default=200, ge=1)
+    #: a fine-tune job saves its training state every this many steps under
+    #: ``tmp/finetune-<job id>/state``; the job delivered again after its worker died
+    #: resumes from there rather than starting over
+    finetune_save_every: int = Field(default=50, ge=1)
     #: the most optimiser steps one fine-tune may run (a request asking more is refused
     #: with 422; ``epochs`` that work out to more are capped)
     finetune_max_steps: int = Field(default=5000, ge=1)
@@ -216,7 +221,8 @@ class Settings(BaseSettings):
     #: cannot renew it for this long stops (``LockLostError``)
     finetune_lock_ttl_s: float = Field(default=60.0, ge=0.1)
     #: recent processed videos (of the fine-tune's camera, if any) on which a new version
-    #: detects again, to list the events it and the served model disagree on (0: none)
+    #: left a candidate (or a request with ``compare_videos``) detects again, to list the
+    #: events it and the served model disagree on (0: never)
     finetune_compare_videos: int = Field(default=3, ge=0, le=50)
     #: promotion gate: the largest fall in validation macro-F1 allowed, in points
     gate_f1_tolerance_points: float = Field(default=0.5, ge=0)

@@ -48,7 +48,6 @@ from .results import EVENTS_FILE, read_events
 
 __all__ = [
     "ID_PATTERN",
-    "ModelRef",
     "Storage",
     "VideoRecord",
     "atomic_write_bytes",
@@ -147,15 +146,6 @@ class VideoRecord:
     def from_dict(cls, data: dict[str, Any]) -> VideoRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A checkpoint to serve: the active version in the data directory, or the fallback."""
-
-    checkpoint: Path
-    #: the version name when the data directory's pointer chose it; None for the fallback
-    version: str | None = None
 
 
 class Storage:
@@ -360,22 +350,3 @@ class Storage:
         if not candidate.is_relative_to(base) or candidate == base:
             raise InvalidIdError(f"{relative!r} is not a file of the results of {video_id}")
         return candidate
-
-    # -- model versions ----------------------------------------------------------------------
-
-    def model_to_serve(self, fallback: Path | None, camera: str | None = None) -> ModelRef | None:
-        """The model for a video of ``camera``: the version activated for that camera,
-        else the active model version (:mod:`worker.versions`), else ``fallback``.
-
-        ``fallback`` is ``ATCON_CHECKPOINT``, served while no version is active.
-        """
-        from .versions import ModelRegistry, VersionError
-
-        try:
-            active = ModelRegistry(self.models).active_checkpoint(camera)
-        except (VersionError, OSError) as exc:
-            raise StorageError(f"the active model version cannot be read: {exc}") from exc
-        if active is not None:
-            version, checkpoint = active
-            return ModelRef(checkpoint, version)
-        return ModelRef(fallback) if fallback is not None else None

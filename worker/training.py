@@ -24,6 +24,7 @@ from models.adaptation import AdaptConfig
 from models.atcon import check_map_size
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+from models.checkpoint_info import file_sha256
 from models.distributed import DistributedContext
 from models.finetune import FinetuneConfig, FinetuneOutcome, finetune_atcon, named_layer
 from models.metrics import (
@@ -32,6 +33,7 @@ from models.metrics import (
     mean_attention_consistency,
     weak_localization_iou,
 )
+from models.resume import Checkpointing
 from models.training import (
     Callback,
     ProgressBar,
@@ -105,6 +107,19 @@ def _callbacks(log: JsonLinesLog | None, progress: bool) -> list[Callback]:
     if log is not None:
         callbacks.append(log)
     return callbacks
+
+
+def _describe_run(checkpointing: Checkpointing | None, **run: Any) -> None:
+    """Record what a resumed run must share with the saved one; refuse ``--resume``
+    when nothing was saved (:meth:`models.resume.Checkpointing.check_resumable`)."""
+    if checkpointing is None:
+        return
+    checkpointing.check_resumable()
+    checkpointing.run.update(run)
+
+
+def _sha(path: str | Path | None) -> str | None:
+    return None if path is None else file_sha256(path)
 
 
 def _validation_metrics(
@@ -228,6 +243,7 @@ def train_model(
     progress: bool = True,
     context: DistributedContext | None = None,
     min_val_per_class: int = MIN_VAL_PER_CLASS,
+    checkpointing: Checkpointing | None = None,
 ) -> RunReport:
     """Train a classifier on a labeled frame directory and write its checkpoint to ``out``.
 
@@ -238,7 +254,8 @@ def train_model(
     ``metrics["thresholds"]`` says so). ``multi_label=None`` picks single-label
     (softmax) when every frame has exactly one class, multi-label otherwise. If ATCON
     fine-tuning stops (collapse, NaN), the supervised model is written and the
-    reason is returned in ``RunReport.atcon_error``.
+    reason is returned in ``RunReport.atcon_error``. ``checkpointing`` saves both
+    phases' training state periodically and resumes the run (:mod:`models.resume`).
     """
     context = context or DistributedContext()
     config = config or SupervisedConfig()
@@ -266,9 +283,19 @@ def train_model(
     model = build_backbone(arch, len(frames.class_names), weights=weights, **info.arch_kwargs)
     if finetune is not None and unlabeled_dir is not None:
         _check_atcon_layer(model, finetune, data.image_size)  # before hours of training
+    _describe_run(
+        checkpointing,
+        arch=arch,
+        arch_kwargs=info.arch_kwargs,
+        weights=_sha(weights),
+        classes=frames.class_names,
+        data=config_to_dict(data),
+    )
     log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
     callbacks = _callbacks(log, progress)
-    outcome = train_supervised(model, train_set, config, callbacks=callbacks, context=context)
+    outcome = train_supervised(
+        model, train_set, config, callbacks=callbacks, context=context, checkpointing=checkpointing
+    )
     configs: dict[str, Any] = {
         "supervised": config_to_dict(config),
         "data": config_to_dict(data),
@@ -289,6 +316,7 @@ def train_model(
                 labeled=None if finetune.schedule == "unsupervised" else train_set,
                 callbacks=callbacks,
                 context=context,
+                checkpointing=checkpointing,
             )
         except TrainingError as exc:
             atcon_error = str(exc)
@@ -352,6 +380,7 @@ def adapt_checkpoint(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str = "cpu",
+    checkpointing: Checkpointing | None = None,
 ) -> RunReport:
     """Adapt the model in ``checkpoint`` with ``config.method`` and write it to ``out``.
 
@@ -364,6 +393,7 @@ def adapt_checkpoint(
     records its parent's hash, the method and what it changed (BatchNorm statistics,
     output biases), so detection folds the new statistics when it loads it. Nothing
     is written when adaptation fails (:class:`TrainingError` propagates).
+    ``checkpointing`` saves the training state periodically and resumes the run.
     """
     from models.adaptation import adapt
 
@@ -385,6 +415,8 @@ def adapt_checkpoint(
         anchors = find_unlabeled_frames(anchor_dir)
         if anchors.paths:
             anchor_set = UnlabeledFrameDataset(anchors.paths, plain)
+    described = None if data is None else config_to_dict(data)
+    _describe_run(checkpointing, parent=parent.sha256, data=described)
     outcome = adapt(
         model,
         UnlabeledFrameDataset(unlabeled.paths, plain),
@@ -394,6 +426,7 @@ def adapt_checkpoint(
         thresholds=parent.thresholds,
         callbacks=[*_callbacks(None, progress), *callbacks],
         device=device,
+        checkpointing=checkpointing,
     )
     info = CheckpointInfo.from_dict(parent.to_dict())
     info.parent_hash = parent.sha256
@@ -430,10 +463,12 @@ def finetune_checkpoint(
     context: DistributedContext | None = None,
     callbacks: Sequence[Callback] = (),
     min_val_per_class: int = MIN_VAL_PER_CLASS,
+    checkpointing: Checkpointing | None = None,
 ) -> RunReport:
     """ATCON fine-tune the model in ``checkpoint`` and write the result to ``out``.
 
-    ``callbacks`` see every step (a job reports its progress through one).
+    ``callbacks`` see every step (a job reports its progress through one);
+    ``checkpointing`` saves the training state periodically and resumes the run.
 
     Nothing is written when fine-tuning stops (collapse, NaN): :class:`TrainingError`
     propagates and ``checkpoint`` is untouched. With ``labeled_dir``, its classes must
@@ -461,6 +496,7 @@ def finetune_checkpoint(
     unlabeled = find_unlabeled_frames(unlabeled_dir)
     if not unlabeled.paths:
         raise TrainingError(f"{unlabeled_dir} holds no readable JPEG or PNG frame")
+    _describe_run(checkpointing, parent=parent.sha256, data=config_to_dict(data))
     log = JsonLinesLog(log_path) if log_path is not None and context.is_main else None
     tuned = finetune_atcon(
         model,
@@ -469,6 +505,7 @@ def finetune_checkpoint(
         labeled=labeled_set,
         callbacks=[*_callbacks(log, progress), *callbacks],
         context=context,
+        checkpointing=checkpointing,
     )
     info = CheckpointInfo.from_dict(parent.to_dict())
     info.parent_hash = parent.sha256

@@ -10,6 +10,8 @@ Layout under ``<data_dir>/models``::
     CAMERAS.json           {"cameras": {camera: version}}: versions activated for some
                            cameras only, replaced by rename
     .lock                  serialises activations (flock) across processes
+    .first.lock            serialises the registration of the first version
+                           (``ATCON_CHECKPOINT``, :meth:`ModelRegistry.ensure_initial`)
 
 A video of a camera listed in ``CAMERAS.json`` is scored by that camera's version;
 every other video by the ``ACTIVE`` default. Each camera maps to one version, and
@@ -54,6 +56,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from models.atomic import atomic_write_bytes, atomic_write_json
 from models.checkpoint_info import file_sha256
 
 from ._exceptions import (
@@ -64,7 +67,6 @@ from ._exceptions import (
     VersionsUnreadableError,
 )
 from .cameras import validate_camera
-from .storage import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "COMPARISON_DIR",
@@ -245,6 +247,11 @@ class ModelRegistry:
     POINTER = "ACTIVE"
     CAMERAS = "CAMERAS.json"
     LOCK = ".lock"
+    #: serialises the first version's registration (apart from ``LOCK``, which
+    #: registering an active version takes to activate it)
+    FIRST_LOCK = ".first.lock"
+    #: the reason on the card of the version registered from ``ATCON_CHECKPOINT``
+    INITIAL_REASON = "initial model from ATCON_CHECKPOINT"
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -461,10 +468,42 @@ class ModelRegistry:
             return self.activate(card.version, reason=reason, cameras=scope)
         return card
 
+    def ensure_initial(self, checkpoint: str | Path | None) -> ModelCard | None:
+        """Make ``checkpoint`` (``ATCON_CHECKPOINT``) the first active version when no
+        version is the default yet; return its card, or ``None`` when nothing was done.
+
+        Called when the API and every worker start, so a model is always served through
+        a version and its card. Idempotent and safe when processes start together: the
+        check and the registration happen under a lock, and a version this method
+        registered before with the same weights (interrupted before its activation, or
+        an ``ACTIVE`` pointer removed by hand) is activated rather than copied again.
+        ``None`` (no checkpoint configured) or a missing file does nothing: the model
+        to serve is then missing, which :func:`worker.model_cache.model_reference` reports.
+        """
+        if checkpoint is None or self.active_version() is not None:
+            return None
+        source = Path(checkpoint)
+        if not source.is_file():
+            logger.warning(
+                "ATCON_CHECKPOINT %s does not exist; no model version registered", source
+            )
+            return None
+        with self._locked(self.FIRST_LOCK):
+            if self.active_version() is not None:  # another process got there first
+                return None
+            digest = file_sha256(source)
+            for card in self.versions():  # only one this method registered, never a fine-tune's
+                if card.reason == self.INITIAL_REASON and card.checkpoint_sha256 == digest:
+                    logger.info(
+                        "model version %s holds ATCON_CHECKPOINT; activating it", card.version
+                    )
+                    return self.activate(card.version, reason=self.INITIAL_REASON)
+            return self.register(source, status=VersionStatus.ACTIVE, reason=self.INITIAL_REASON)
+
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the registry's lock (an ``flock``, so also across processes)."""
-        fd = os.open(self.root / self.LOCK, os.O_RDWR | os.O_CREAT, 0o640)
+    def _locked(self, name: str = LOCK) -> Iterator[None]:
+        """Hold one of the registry's locks (an ``flock``, so also across processes)."""
+        fd = os.open(self.root / name, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.finetune import FinetuneConfig
+    from models.resume import Checkpointing
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,27 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         help="JSON-lines log (default: OUT with the suffix .log.jsonl)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the run's training checkpoints (model, optimiser, step, random state); "
+        "removed when the run ends (default: OUT with the suffix .work)",
+    )
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=50,
+        metavar="STEPS",
+        help="save the training state every STEPS steps (default 50; 0: never)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last training checkpoint in --work-dir "
+        "(same options as the interrupted run); the result equals an uninterrupted run's",
+    )
 
 
 def finetune_config(args: argparse.Namespace, schedule: str, batch_size: int) -> FinetuneConfig:
@@ -166,6 +188,33 @@ def min_val_per_class(args: argparse.Namespace) -> int:
     from worker.settings import get_settings
 
     return get_settings().finetune_min_val_per_class
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    """``--work-dir``, else ``OUT.work`` beside the output."""
+    if args.work_dir is not None:
+        return Path(args.work_dir)
+    out = Path(args.out)
+    return out.with_name(out.name + ".work")
+
+
+def checkpointing(args: argparse.Namespace) -> Checkpointing | None:
+    """The run's periodic training checkpoints and ``--resume`` (:mod:`models.resume`)."""
+    from models.resume import Checkpointing
+
+    if args.save_every < 0:
+        raise ValueError(f"--save-every must be 0 or more, got {args.save_every}")
+    if args.save_every == 0 and not args.resume:
+        return None
+    every = args.save_every or 1_000_000_000  # resuming without saving again
+    return Checkpointing(work_dir(args), every_steps=every, resume=args.resume)
+
+
+def finish_run(args: argparse.Namespace) -> None:
+    """Remove the run's training checkpoints once it has ended (its output is written)."""
+    import shutil
+
+    shutil.rmtree(work_dir(args), ignore_errors=True)
 
 
 def log_path(args: argparse.Namespace) -> Path:

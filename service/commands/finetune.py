@@ -108,7 +108,7 @@ def _nightly(camera: str | None) -> int:
     from worker._exceptions import InvalidCameraError
     from worker.cameras import validate_camera
     from worker.finetune import run_nightly_once
-    from worker.queue import open_queue
+    from worker.queue_factory import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
 
@@ -173,12 +173,14 @@ def _run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress,
                     context=context,
                     min_val_per_class=_training.min_val_per_class(args),
+                    checkpointing=_training.checkpointing(args),
                 )
             )
         finally:
             shutdown(context)
         if not context.is_main:
             return 0
+        _training.finish_run(args)
         gate = gate_against_parent(
             args.checkpoint,
             candidate,
@@ -240,4 +242,5 @@ def _adapt(args: argparse.Namespace, method: str, candidate: Path, data: Any, de
         data=data,
         progress=not args.no_progress,
         device=device,
+        checkpointing=_training.checkpointing(args),
     )

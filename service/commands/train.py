@@ -139,10 +139,12 @@ def _run(args: argparse.Namespace) -> int:
             log_path=_training.log_path(args),
             progress=not args.no_progress,
             context=context,
+            checkpointing=_training.checkpointing(args),
         )
     finally:
         shutdown(context)
     if context.is_main:
+        _training.finish_run(args)
         _training.print_json(
             {"out": report.out, "sha256": report.sha256, "metrics": report.metrics}
         )

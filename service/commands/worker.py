@@ -49,7 +49,7 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
 
     from worker._exceptions import AtconError
     from worker.model_cache import ModelCache
-    from worker.queue import open_queue
+    from worker.queue_factory import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
 
@@ -88,7 +88,7 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from worker.jobs import Worker
     from worker.metrics import serve_worker_metrics
-    from worker.queue import open_queue
+    from worker.queue_factory import open_queue
     from worker.settings import get_settings
     from worker.storage import Storage
     from worker.tmp_sweep import start_tmp_sweeper

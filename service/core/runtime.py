@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from models._exceptions import CheckpointError
 from worker._exceptions import JobError, NoModelError, QueueError, StorageError
 from worker.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
-from worker.model_cache import ModelCache, ServedModels
-from worker.queue import JobQueue, open_queue
+from worker.model_cache import ModelCache, ServedModels, ensure_first_version
+from worker.queue import JobQueue
+from worker.queue_factory import open_queue
 from worker.retention import prune_jobs
 from worker.settings import Settings
 from worker.storage import Storage
@@ -45,8 +46,8 @@ class ModelStatus:
 
 class ModelCheck:
     """Can the model to serve be served? Its checkpoint is read without torch: the
-    file must exist and describe a model (:func:`models.checkpoint_info.read_checkpoint_info`);
-    an active version must also match the hash on its card."""
+    file must exist, describe a model (:func:`models.checkpoint_info.read_checkpoint_info`)
+    and match the hash on its version's card."""
 
     def __init__(self, served: ServedModels) -> None:
         self.served = served
@@ -58,18 +59,17 @@ class ModelCheck:
         except (StorageError, NoModelError, CheckpointError) as exc:
             return ModelStatus(False, None, str(exc))
         self._version = model.name
-        if model.ref.version is not None:
-            try:
-                card = ModelRegistry(self.served.storage.models).get(model.ref.version)
-            except (VersionError, OSError, ValueError) as exc:
-                return ModelStatus(False, model.name, f"the card cannot be read: {exc}")
-            if card.checkpoint_sha256 != model.info.sha256:
-                return ModelStatus(
-                    False,
-                    model.name,
-                    f"the checkpoint of {model.name} differs from its card (sha256 "
-                    f"{(model.info.sha256 or '')[:12]}, card {card.checkpoint_sha256[:12]})",
-                )
+        try:
+            card = ModelRegistry(self.served.storage.models).get(model.ref.version)
+        except (VersionError, OSError, ValueError) as exc:
+            return ModelStatus(False, model.name, f"the card cannot be read: {exc}")
+        if card.checkpoint_sha256 != model.info.sha256:
+            return ModelStatus(
+                False,
+                model.name,
+                f"the checkpoint of {model.name} differs from its card (sha256 "
+                f"{(model.info.sha256 or '')[:12]}, card {card.checkpoint_sha256[:12]})",
+            )
         return ModelStatus(True, model.name, "loadable")
 
     @property
@@ -109,6 +109,7 @@ class Runtime:
         storage.ensure_layout()
         # embedded: this process is the only one using tmp/; shared: leave others' work
         storage.clean_tmp(older_than_s=0.0 if settings.embedded else 24 * 3600.0)
+        ensure_first_version(storage, settings)  # a served model always has a version and card
         served = ServedModels(storage, settings)
         runtime = cls(
             settings=settings,

@@ -19,24 +19,56 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from worker._exceptions import InvalidCameraError, VideoDecodeError
-from worker.cameras import CAMERA_MAX_LENGTH, validate_camera
+from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, validate_camera
 
 from .._exceptions import UploadError, UploadTooLargeError
 
 if TYPE_CHECKING:
     from worker.probe import VideoInfo
 
-__all__ = ["CAMERA_FIELD", "FILE_FIELD", "ReceivedFile", "probe_upload", "receive_upload"]
+__all__ = [
+    "CAMERA_FIELD",
+    "FILE_FIELD",
+    "ReceivedFile",
+    "probe_upload",
+    "receive_upload",
+    "upload_openapi",
+]
 
 FILE_FIELD = "file"
 CAMERA_FIELD = "camera"
+
+
+def upload_openapi(camera_description: str, file_description: str | None = None) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of an upload route (``openapi_extra``): a multipart
+    form with the file and the optional camera (the body is read by
+    :func:`receive_upload`, not by FastAPI, so the schema is written here once)."""
+    file: dict[str, Any] = {"type": "string", "format": "binary"}
+    if file_description is not None:
+        file["description"] = file_description
+    camera = {
+        "type": "string",
+        "pattern": CAMERA_PATTERN,
+        "maxLength": CAMERA_MAX_LENGTH,
+        "description": f"optional: {camera_description}",
+    }
+    schema = {
+        "type": "object",
+        "required": [FILE_FIELD],
+        "properties": {FILE_FIELD: file, CAMERA_FIELD: camera},
+    }
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
+
+
 #: bytes of a camera field read before it is refused as too long
 _CAMERA_BYTES = 4 * CAMERA_MAX_LENGTH
 #: room for the multipart framing and small extra fields in Content-Length

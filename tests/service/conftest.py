@@ -12,6 +12,7 @@ from service.core.security import new_token
 from service.main import create_app
 from worker.settings import Role, Settings
 
+from .browser import CHROMIUM, CHROMIUM_ARGS
 from .results import ResultsWriter
 
 
@@ -83,3 +84,18 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def results(settings: Settings) -> ResultsWriter:
     return ResultsWriter(settings.data_dir)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """A headless Chromium for the module (the ``browser`` marker's tests); skipped
+    without Playwright or /usr/bin/chromium."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-services installs it with apt)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

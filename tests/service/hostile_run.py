@@ -38,6 +38,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,16 @@ def _zip_declaring(size: int) -> bytes:
     central = data.rfind(b"PK\x01\x02")
     data[central + 24 : central + 28] = size.to_bytes(4, "little")
     return bytes(data)
+
+
+def _uploads(
+    category: str, path: str, content_type: str, files: Iterable[tuple[str, bytes]]
+) -> list[Case]:
+    """One operator upload to ``path`` for each ``(file name, bytes)``."""
+    return [
+        Case(category, "POST", path, "operator", files={"file": (name, data, content_type)})
+        for name, data in files
+    ]
 
 
 def bad_inputs(video_id: str, frame_id: str, quick: bool) -> list[Case]:
@@ -274,63 +285,43 @@ def bad_inputs(video_id: str, frame_id: str, quick: bool) -> list[Case]:
         "many.zip": _zip({f"{i}.png": b"" for i in range(60)}),
         "dirs-only.zip": _zip({"a/": b"", "b/": b""}),
     }
-    for name, data in {
-        "no-image.zip": _zip({"notes.txt": b"x", "scan.pdf": media.pdf_bytes()}),
-        "escape.zip": _zip({"../../etc/x.png": media.png_bytes(), "/abs.png": b"x"}),
-        "fake.zip": _zip({"a.png": b"not an image", "b.jpg": b"\xff\xd8 no"}),
-    }.items():  # directory fine: 202, then the import job fails with the reason
-        cases.append(
-            Case(
-                "bad zips (import job)",
-                "POST",
-                "/v1/frames",
-                "operator",
-                files={"file": (name, data, "application/zip")},
-            )
-        )
-    for name, data in zips.items():
-        cases.append(
-            Case(
-                "bad zips",
-                "POST",
-                "/v1/frames",
-                "operator",
-                files={"file": (name, data, "application/zip")},
-            )
-        )
-    for name, data in (
-        ("notes.txt", media.text_bytes()),
-        ("scan.pdf", media.pdf_bytes()),
-        ("x.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 50),
-        ("empty.png", b""),
-    ):
-        cases.append(
-            Case(
-                "bad frames",
-                "POST",
-                "/v1/frames",
-                "operator",
-                files={"file": (name, data, "image/png")},
-            )
-        )
-    for name, data in (
-        ("notes.mp4", media.text_bytes()),
-        ("scan.mp4", media.pdf_bytes()),
-        ("photo.mp4", media.png_bytes()),
-        ("cut.mp4", media.truncated_mp4_bytes()),
-        ("sound.mp4", media.audio_only_bytes()),
-        ("empty.mp4", b""),
-        ("junk.mkv", os.urandom(4096)),
-    ):
-        cases.append(
-            Case(
-                "bad videos",
-                "POST",
-                "/v1/videos",
-                "operator",
-                files={"file": (name, data, "video/mp4")},
-            )
-        )
+    # directory fine: 202, then the import job fails with the reason
+    cases += _uploads(
+        "bad zips (import job)",
+        "/v1/frames",
+        "application/zip",
+        {
+            "no-image.zip": _zip({"notes.txt": b"x", "scan.pdf": media.pdf_bytes()}),
+            "escape.zip": _zip({"../../etc/x.png": media.png_bytes(), "/abs.png": b"x"}),
+            "fake.zip": _zip({"a.png": b"not an image", "b.jpg": b"\xff\xd8 no"}),
+        }.items(),
+    )
+    cases += _uploads("bad zips", "/v1/frames", "application/zip", zips.items())
+    cases += _uploads(
+        "bad frames",
+        "/v1/frames",
+        "image/png",
+        [
+            ("notes.txt", media.text_bytes()),
+            ("scan.pdf", media.pdf_bytes()),
+            ("x.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 50),
+            ("empty.png", b""),
+        ],
+    )
+    cases += _uploads(
+        "bad videos",
+        "/v1/videos",
+        "video/mp4",
+        [
+            ("notes.mp4", media.text_bytes()),
+            ("scan.mp4", media.pdf_bytes()),
+            ("photo.mp4", media.png_bytes()),
+            ("cut.mp4", media.truncated_mp4_bytes()),
+            ("sound.mp4", media.audio_only_bytes()),
+            ("empty.mp4", b""),
+            ("junk.mkv", os.urandom(4096)),
+        ],
+    )
     cases.append(
         Case(
             "bad videos",
@@ -542,27 +533,28 @@ class HostileRun:
 
     def oversized(self) -> None:
         size = 64 * MIB if self.quick else GIB
-        multipart_type = {"Content-Type": "multipart/form-data; boundary=hostileboundary"}
-        json_type = {"Content-Type": "application/json"}
-        cases = [
-            ("POST", "/v1/frames", multipart_type, "multipart", None),
-            ("POST", "/v1/videos", multipart_type, "multipart", None),
-            ("POST", "/v1/finetune", json_type, "json", None),
-            ("PUT", f"/v1/frames/{ZERO_ID}/labels", json_type, "json", None),
-            (
-                "POST",
-                "/signin",
-                {"Content-Type": "application/x-www-form-urlencoded"},
-                "form",
-                None,
-            ),
-            ("POST", "/v1/frames", multipart_type, "multipart", "operator"),
-            ("POST", "/v1/videos", multipart_type, "multipart", "operator"),
-            ("POST", "/v1/finetune", json_type, "json", "admin"),
+        content_types = {
+            "multipart": "multipart/form-data; boundary=hostileboundary",
+            "json": "application/json",
+            "form": "application/x-www-form-urlencoded",
+        }
+        routes = [
+            ("POST", "/v1/frames", "multipart"),
+            ("POST", "/v1/videos", "multipart"),
+            ("POST", "/v1/finetune", "json"),
+            ("PUT", f"/v1/frames/{ZERO_ID}/labels", "json"),
+            ("POST", "/signin", "form"),
+        ]
+        # each route without a token, then the upload and fine-tune routes with the role
+        # that may use them: the cap holds before and after authentication
+        allowed = {"/v1/frames": "operator", "/v1/videos": "operator", "/v1/finetune": "admin"}
+        cases = [(method, path, kind, None) for method, path, kind in routes] + [
+            (method, path, kind, allowed[path]) for method, path, kind in routes if path in allowed
         ]
         rows = []
         pid = self.server.pid
-        for method, path, headers, kind, role in cases:
+        for method, path, kind, role in cases:
+            headers = {"Content-Type": content_types[kind]}
             for chunked in (True, False):
                 # a non-empty first piece: an empty chunk would end a chunked body
                 prefix = b'{"labels": ["' if kind == "json" else b"token="

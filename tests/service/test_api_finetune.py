@@ -200,7 +200,8 @@ def test_finetune_requests(app_client: TestClient, auth) -> None:
 def test_models_list_activate_and_roll_back(app_client: TestClient, auth, make_settings) -> None:
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
     checkpoint = app_client.app.state.runtime.settings.checkpoint
-    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    # the app registered ATCON_CHECKPOINT as v0001 when it started
+    assert registry.get("v0001").reason == ModelRegistry.INITIAL_REASON
     registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="no validation set")
     registry.register(checkpoint, status=VersionStatus.REJECTED, reason="F1 fell")
     listed = app_client.get("/v1/models", headers=auth(Role.viewer)).json()
@@ -296,7 +297,7 @@ def test_finetune_request_takes_a_camera(app_client: TestClient, auth) -> None:
 def test_models_activated_for_cameras(app_client: TestClient, auth) -> None:
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
     checkpoint = app_client.app.state.runtime.settings.checkpoint
-    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="initial")
+    assert registry.active_version() == "v0001"  # ATCON_CHECKPOINT, registered at start-up
     registry.register(
         checkpoint, status=VersionStatus.CANDIDATE, reason="night", cameras=["night-1"]
     )

@@ -55,7 +55,8 @@ def test_worker_healthcheck(monkeypatch, tmp_path, capsys):
     import time
 
     from worker.jobs import JobOutcome, Worker
-    from worker.queue import open_queue
+    from worker.model_cache import ensure_first_version
+    from worker.queue_factory import open_queue
     from worker.storage import Storage
 
     with flushed_db(DB_API) as url:
@@ -84,6 +85,8 @@ def test_worker_healthcheck(monkeypatch, tmp_path, capsys):
             checkpoint.write_bytes(b"x")
             monkeypatch.setenv("ATCON_CHECKPOINT", str(checkpoint))
             get_settings.cache_clear()
+            # what a worker starting with ATCON_CHECKPOINT does: it becomes v0001
+            assert ensure_first_version(Storage(tmp_path), get_settings()) is not None
             assert main(["worker", "detect", "--healthcheck"]) == 0
             assert json.loads(capsys.readouterr().out) == {
                 "queue": "ok",

@@ -88,7 +88,9 @@ def test_process_label_finetune_activate_roll_back(tmp_path, token_setting, toke
                 assert answer.status_code == 200, answer.text
 
             started = httpx.post(
-                f"{base}/v1/finetune", json={"steps": 4}, headers=headers[Role.admin]
+                f"{base}/v1/finetune",
+                json={"steps": 4, "compare_videos": True},  # whatever the gate decides
+                headers=headers[Role.admin],
             )
             assert started.status_code == 202, started.text
             job = wait_for(lambda: finished(started.json()["status_url"]), 300, "the fine-tune")

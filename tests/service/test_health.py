@@ -56,7 +56,10 @@ def test_ready_with_a_loadable_checkpoint(make_settings, checkpoint):
         response = client.get("/readyz")
         assert response.status_code == 200, response.text
         model = response.json()["checks"]["model"]
-        assert model["ok"] and model["version"].startswith("model-")
+        assert model["ok"] and model["version"] == "v0001"
+        # ATCON_CHECKPOINT was registered at start-up: the served model has a card
+        card = client.app.state.runtime.served.current().ref
+        assert card.checkpoint.parent.name == "v0001"
 
 
 def test_not_ready_with_a_broken_checkpoint(make_settings, tmp_path):
@@ -68,7 +71,7 @@ def test_not_ready_with_a_broken_checkpoint(make_settings, tmp_path):
         assert "could not be read" in response.json()["checks"]["model"]["detail"]
 
 
-def test_active_version_wins_over_the_fallback(make_settings, checkpoint, tmp_path):
+def test_an_active_version_is_kept_over_atcon_checkpoint(make_settings, checkpoint, tmp_path):
     settings = make_settings(checkpoint=checkpoint)
     from worker.versions import ModelRegistry, VersionStatus
 
@@ -79,6 +82,7 @@ def test_active_version_wins_over_the_fallback(make_settings, checkpoint, tmp_pa
     with TestClient(create_app(settings, workers=0)) as client:
         model = client.get("/readyz").json()["checks"]["model"]
         assert model["ok"] and model["version"] == card.version
+    assert [c.version for c in ModelRegistry(storage.models).versions()] == [card.version]
 
 
 @pytest.mark.redis
@@ -117,7 +121,7 @@ def test_metrics(client, auth, make_settings):
 def test_metrics_name_the_active_model(make_settings, checkpoint, auth):
     with TestClient(create_app(make_settings(checkpoint=checkpoint), workers=0)) as client:
         text = client.get("/metrics", headers=auth(Role.admin)).text
-    assert re.search(r'atcon_active_model_info\{version="model-[0-9a-f]{12}"\} 1\.0', text)
+    assert re.search(r'atcon_active_model_info\{version="v0001"\} 1\.0', text)
 
 
 def test_metrics_show_a_running_finetune_s_progress(client, auth):

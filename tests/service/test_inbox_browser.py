@@ -23,28 +23,15 @@ from worker.storage import Storage
 from worker.versions import ModelRegistry, VersionStatus
 
 from .axe import serious_violations
+from .browser import ARTIFACTS, DESKTOP, MAPS_LOADED, shot
+from .browser import sign_in as _sign_in
 from .inbox_data import add_video
 from .test_health import tiny_checkpoint
-from .test_pages_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, MAPS_LOADED, shot
-from .test_pages_browser import sign_in as _sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 CLASSES = ("bed_exit", "seizure", "staff_present")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-services installs it with apt)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_per_class_deltas_compare_a_version_with_its_parent():
 
 def test_the_models_page_draws_the_chart(app_client, tokens, checkpoint):  # noqa: F811
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
-    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    assert registry.active_version() == "v0001"  # ATCON_CHECKPOINT, registered at start-up
     registry.register(
         checkpoint,
         status=VersionStatus.CANDIDATE,
@@ -102,7 +102,7 @@ def test_the_models_page_lists_the_events_a_version_disagrees_on(
     path = tmp_path / "disagreements.json"
     path.write_text(json.dumps(report))
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
-    registry.register(
+    card = registry.register(
         checkpoint,
         status=VersionStatus.CANDIDATE,
         reason="no labels",
@@ -110,6 +110,6 @@ def test_the_models_page_lists_the_events_a_version_disagrees_on(
     )
     sign_in(app_client, tokens[Role.admin])
     html = app_client.get("/models").text
-    assert "Events v0001 and the served model disagree on, on 2 recent videos" in html
+    assert f"Events {card.version} and the served model disagree on, on 2 recent videos" in html
     assert f'href="/videos/{"c" * 32}?event=seizure-0">seizure 0:03.0–0:05.0</a>' in html
     assert "has no results any more" in html

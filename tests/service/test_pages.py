@@ -420,7 +420,7 @@ def test_the_models_page_is_for_admins(client, tokens):
 
 def test_models_page_shows_withdrawn_training_data(app_client, tokens, checkpoint):
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
-    card = registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    card = registry.get("v0001")  # ATCON_CHECKPOINT, registered at start-up
     registry.record_withdrawal(
         card.version,
         {"what": "video 0123abcd deleted with its 6 pool frame(s)", "video_id": "0123abcd"},
@@ -435,7 +435,7 @@ def test_models_page_shows_withdrawn_training_data(app_client, tokens, checkpoin
 def test_models_page_activates_rolls_back_and_queues_fine_tunes(app_client, tokens, checkpoint):
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
     metrics = {"macro_f1": 0.81, "consistency": 0.62}
-    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    assert registry.active_version() == "v0001"  # ATCON_CHECKPOINT, registered at start-up
     registry.register(
         checkpoint,
         status=VersionStatus.CANDIDATE,
@@ -502,7 +502,7 @@ def test_video_pages_show_the_camera(app_client, auth, tokens):
 
 def test_models_page_shows_and_sets_each_versions_scope(app_client, tokens, checkpoint):
     registry = ModelRegistry(app_client.app.state.runtime.storage.models)
-    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    assert registry.active_version() == "v0001"  # ATCON_CHECKPOINT, registered at start-up
     registry.register(
         checkpoint,
         status=VersionStatus.CANDIDATE,
@@ -557,7 +557,7 @@ def test_a_candidate_without_labels_shows_beside_its_parent(
     files = {"comparison.json": tmp_path / "comparison.json"}
     files.update({f"comparison/{p.name}": p for p in overlays.iterdir()})
     registry = ModelRegistry(storage.models)
-    registry.register(checkpoint, status=VersionStatus.ACTIVE, reason="first")
+    assert registry.active_version() == "v0001"  # ATCON_CHECKPOINT, registered at start-up
     registry.register(
         checkpoint,
         status=VersionStatus.CANDIDATE,

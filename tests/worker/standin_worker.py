@@ -19,7 +19,7 @@ import threading
 import time
 
 from worker.jobs import JobContext, JobOutcome, Worker
-from worker.queue import open_queue
+from worker.queue_factory import open_queue
 from worker.settings import Settings
 from worker.storage import Storage
 

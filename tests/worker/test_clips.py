@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
+from tests import media
 from tests.service.inbox_data import add_video
 from worker._exceptions import EventNotFoundError, VideoNotFoundError
 from worker.clips import COPY, REENCODE, clip_window, cut_clip, event_clip
@@ -19,21 +19,7 @@ FPS = 10
 
 def write_video(path: Path, *, seconds: float = 10.0, keyint: int = 10) -> Path:
     """An H.264 MP4 at FPS with a keyframe every ``keyint`` frames, no B-frames."""
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.options = {
-            "preset": "ultrafast",
-            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0",
-        }
-        xx = np.linspace(0, 255, 64, dtype=np.float32)[None, :, None]
-        for i in range(int(seconds * FPS)):
-            img = np.broadcast_to((xx + 7 * i) % 256, (48, 64, 3)).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return media.write_video(path, frames=int(seconds * FPS), fps=FPS, keyint=keyint)
 
 
 def duration_and_frames(path: Path) -> tuple[float, int]:

@@ -462,3 +462,73 @@ def test_with_labels_the_default_anchors_the_camera_and_learns_from_them(env) ->
     assert card.config["method"] == "anchor+supervised" and "method_note" not in card.config
     assert card.config["adapt"]["steps"] == settings.finetune_steps
     assert card.metrics_before is not None  # judged on the camera's validation frames
+
+
+class _Killed(BaseException):
+    """Stands for the worker process dying (nothing in the worker catches it)."""
+
+
+@pytest.mark.slow
+def test_a_finetune_job_killed_mid_run_resumes_from_its_last_checkpoint(env, monkeypatch) -> None:
+    import models.training
+    from models.checkpoint import load_checkpoint
+
+    settings, storage, queue, classes, rows = env
+    settings = settings.model_copy(update={"finetune_save_every": 2, "visibility_timeout_s": 1})
+    queue = MemoryQueue(settings)
+    _fill(storage, rows, classes, labeled=40)
+    registry = ModelRegistry(storage.models)
+    whole = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=6)))
+    assert whole.status == "done", whole.error
+    registry.activate("v0001", reason="the same start for the second run")
+
+    real = models.training.save_training_state
+    saved: list[int] = []
+
+    def save_then_die(path, **kwargs):
+        real(path, **kwargs)
+        saved.append(kwargs["step"])
+        if kwargs["step"] == 4 and len(saved) == 2:
+            raise _Killed
+
+    job_id = queue_finetune(queue, FinetuneRequest(steps=6))
+    monkeypatch.setattr(models.training, "save_training_state", save_then_die)
+    with pytest.raises(_Killed):
+        Worker(queue, storage, settings, FINETUNE).run(threading.Event(), burst=True)
+    state = storage.tmp / f"finetune-{job_id}" / "state"
+    assert saved == [2, 4] and any(state.iterdir())  # the dead worker's training state
+    time.sleep(1.5)  # its lease runs out; the job is delivered again
+    resumed = _run(settings, storage, queue, job_id)
+    assert resumed.status == "done", resumed.error
+    assert resumed.attempts == 2 and saved == [2, 4, 6]  # steps 5 and 6 only, then saved
+    first, _ = load_checkpoint(registry.checkpoint_path(whole.result["version"]))
+    second, _ = load_checkpoint(registry.checkpoint_path(resumed.result["version"]))
+    a, b = first.state_dict(), second.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert not list(storage.tmp.glob("finetune-*"))  # removed once the job ended
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "labeled,asked,compared",
+    [(0, None, True), (40, None, False), (40, True, True), (0, False, False)],
+)
+def test_only_a_candidate_is_compared_on_recent_videos_unless_asked(
+    env, monkeypatch, labeled, asked, compared
+) -> None:
+    """Re-detecting recent videos costs minutes: a version the gate promoted or rejected
+    skips it; one left a candidate (no labeled validation frames) gets it."""
+    import worker.finetune
+
+    settings, storage, queue, classes, rows = env
+    _fill(storage, rows, classes, labeled=labeled)
+    calls: list[str | None] = []
+    monkeypatch.setattr(
+        worker.finetune, "_disagreements", lambda s, st, camera, c, w: calls.append(camera) or {}
+    )
+    job_id = queue_finetune(queue, FinetuneRequest(steps=2, compare_videos=asked))
+    job = _run(settings, storage, queue, job_id)
+    assert job.status == "done", job.error
+    candidate = job.result["status"] == "candidate"
+    assert candidate == (labeled == 0)
+    assert calls == ([None] if compared else [])

@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 
 from tests import media
-from worker._exceptions import JobError, QueueError, QueueUnavailableError, VideoDecodeError
+from worker._exceptions import (
+    JobError,
+    NoModelError,
+    QueueError,
+    QueueUnavailableError,
+    StorageError,
+    VideoDecodeError,
+)
 from worker.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
 from worker.memory_queue import MemoryQueue
-from worker.model_cache import ModelCache
+from worker.model_cache import ModelCache, ModelRef, ensure_first_version, model_reference
 from worker.queue import Job, JobState
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
@@ -167,17 +174,17 @@ def stand_in_loader(ref, version, settings):
 
 
 def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_path):
-    fallback = tmp_path / "fallback.pt"
-    fallback.write_bytes(b"weights")
-    cache = ModelCache(
-        storage, settings.model_copy(update={"checkpoint": fallback}), loader=stand_in_loader
-    )
+    from worker.versions import ModelRegistry, VersionStatus
+
+    first_file = tmp_path / "first.pt"
+    first_file.write_bytes(b"weights")
+    settings = settings.model_copy(update={"checkpoint": first_file})
+    assert ensure_first_version(storage, settings) is not None  # ATCON_CHECKPOINT: v0001
+    cache = ModelCache(storage, settings, loader=stand_in_loader)
     StandInDetector.loads = 0
     first, version = cache.current()
-    assert version.startswith("fallback-") and cache.current()[0] is first
+    assert version == "v0001" and cache.current()[0] is first
     assert StandInDetector.loads == 1
-
-    from worker.versions import ModelRegistry, VersionStatus
 
     new = tmp_path / "new.pt"
     new.write_bytes(b"new weights")
@@ -185,6 +192,26 @@ def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_
     second, version = cache.current()
     assert version == card.version and second is not first and StandInDetector.loads == 2
     assert cache.current()[0] is second
+
+
+def test_model_reference_follows_the_pointers(storage, settings, tmp_path):
+    from worker.versions import ModelRegistry
+
+    with pytest.raises(NoModelError, match="set ATCON_CHECKPOINT"):
+        model_reference(storage, settings)
+    missing = settings.model_copy(update={"checkpoint": tmp_path / "gone.pt"})
+    assert ensure_first_version(storage, missing) is None
+    with pytest.raises(NoModelError, match="does not exist"):
+        model_reference(storage, missing)
+    day, night = _versions(storage, tmp_path)
+    ModelRegistry(storage.models).activate(night, cameras=["icu-3"])
+    ref = model_reference(storage, settings)
+    assert ref == ModelRef(storage.models / day / "checkpoint.pt", day)
+    assert model_reference(storage, settings, "icu-3").version == night
+    assert model_reference(storage, settings, "icu-4").version == day
+    (storage.models / "ACTIVE").write_text("../../etc\n")
+    with pytest.raises(StorageError, match="active model version"):
+        model_reference(storage, settings)
 
 
 def _versions(storage: Storage, tmp_path: Path) -> tuple[str, str]:
@@ -273,7 +300,8 @@ def test_detect_job_publishes_results(queue, storage, settings, tmp_path):
     assert worker.run(burst=True, poll_s=0.1) == 1
     job = queue.get(record.job_id)
     assert job.status is JobState.done, job.error
-    assert job.result["event_count"] == 1 and job.result["model_version"].startswith("m-")
+    # the Worker registered ATCON_CHECKPOINT as the first version when it started
+    assert job.result["event_count"] == 1 and job.result["model_version"] == "v0001"
     assert queue.stats("detect").frames_total == 7
     assert storage.read_events(record.video_id)["video_id"] == record.video_id
     assert list(storage.tmp.iterdir()) == []

@@ -10,7 +10,8 @@ import pytest
 from tests.redis_helpers import DB_QUEUE, flushed_db, free_port
 from worker._exceptions import JobNotFoundError, QueueError, QueueUnavailableError
 from worker.memory_queue import MemoryQueue
-from worker.queue import JobQueue, JobState, open_queue
+from worker.queue import JobQueue, JobState
+from worker.queue_factory import open_queue
 from worker.redis_queue import RedisQueue
 from worker.settings import Settings
 

@@ -79,11 +79,12 @@ def test_data_dir_default_is_relative():
 @pytest.mark.slow
 def test_a_worker_with_detect_compile_scores_with_the_compiled_model(tmp_path, checkpoint):
     from worker.detect import Detector
-    from worker.model_cache import _load_detector
-    from worker.storage import ModelRef
+    from worker.model_cache import ModelRef, _load_detector
 
     settings = Settings(data_dir=tmp_path / "data", detect_compile=True)
-    detector = _load_detector(ModelRef(checkpoint=checkpoint), "v1", settings)
+    detector = _load_detector(ModelRef(checkpoint=checkpoint, version="v1"), "v1", settings)
     assert isinstance(detector, Detector) and detector.compiled
-    plain = _load_detector(ModelRef(checkpoint=checkpoint), "v1", Settings(data_dir=tmp_path))
+    plain = _load_detector(
+        ModelRef(checkpoint=checkpoint, version="v1"), "v1", Settings(data_dir=tmp_path)
+    )
     assert isinstance(plain, Detector) and not plain.compiled

@@ -1,4 +1,4 @@
-"""The data directory: ids, server-chosen names, atomic publication, model pointer."""
+"""The data directory: ids, server-chosen names, atomic publication."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from worker._exceptions import InvalidIdError, StorageError, VideoNotFoundError
-from worker.storage import ModelRef, Storage, VideoRecord, clean_filename, new_id, validate_id
+from worker.storage import Storage, VideoRecord, clean_filename, new_id, validate_id
 
 
 @pytest.fixture
@@ -93,24 +93,6 @@ def test_result_file_stays_inside_the_results(storage):
             storage.result_file(record.video_id, escape)
 
 
-def test_model_to_serve_prefers_the_active_version(storage, tmp_path):
-    from worker.versions import ModelRegistry, VersionStatus
-
-    fallback = tmp_path / "m.pt"
-    fallback.write_bytes(b"weights")
-    assert storage.model_to_serve(None) is None
-    assert storage.model_to_serve(fallback) == ModelRef(fallback, None)
-    card = ModelRegistry(storage.models).register(
-        fallback, status=VersionStatus.ACTIVE, reason="test"
-    )
-    ref = storage.model_to_serve(fallback)
-    assert ref.version == card.version
-    assert ref.checkpoint == storage.models / card.version / "checkpoint.pt"
-    (storage.models / "ACTIVE").write_text("../../etc\n")
-    with pytest.raises(StorageError, match="active model version"):
-        storage.model_to_serve(fallback)
-
-
 def test_video_record_keeps_its_camera(storage):
     received = storage.new_upload_file()
     received.write_bytes(b"video")
@@ -123,20 +105,6 @@ def test_video_record_keeps_its_camera(storage):
     del data["camera"]
     path.write_text(json.dumps(data))
     assert storage.get_video(older.video_id).camera is None
-
-
-def test_model_to_serve_prefers_the_cameras_version(storage, tmp_path):
-    from worker.versions import ModelRegistry, VersionStatus
-
-    fallback = tmp_path / "m.pt"
-    fallback.write_bytes(b"weights")
-    registry = ModelRegistry(storage.models)
-    default = registry.register(fallback, status=VersionStatus.ACTIVE, reason="default")
-    night = registry.register(fallback, status=VersionStatus.CANDIDATE, reason="night")
-    registry.activate(night.version, cameras=["icu-3"])
-    assert storage.model_to_serve(fallback, "icu-3").version == night.version
-    assert storage.model_to_serve(fallback, "icu-4").version == default.version
-    assert storage.model_to_serve(fallback).version == default.version
 
 
 def test_clean_tmp_keeps_fresh_entries(storage):

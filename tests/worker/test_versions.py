@@ -306,3 +306,73 @@ def test_a_crash_between_pointer_and_cards_leaves_one_active_version(
     assert [c.version for c in registry.versions() if c.status is VersionStatus.ACTIVE] == [first]
     stored = json.loads((registry.root / second / "card.json").read_text())
     assert stored["status"] == "retired"
+
+
+def _ensure_initial_in_a_process(root: str, checkpoint: str, start: float) -> None:
+    import time
+
+    time.sleep(max(0.0, start - time.time()))  # both processes race from the same moment
+    ModelRegistry(root).ensure_initial(checkpoint)
+
+
+def test_the_first_version_is_registered_once_even_by_two_processes(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    import multiprocessing
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    start = time.time() + 2.0
+    processes = [
+        context.Process(
+            target=_ensure_initial_in_a_process, args=(str(registry.root), str(checkpoint), start)
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    cards = registry.versions()
+    assert [(c.version, c.status, c.reason) for c in cards] == [
+        ("v0001", VersionStatus.ACTIVE, ModelRegistry.INITIAL_REASON)
+    ]
+    assert registry.ensure_initial(checkpoint) is None  # idempotent
+    assert len(registry.versions()) == 1
+
+
+def test_the_first_version_is_not_registered_over_an_active_one(
+    registry: ModelRegistry, checkpoint: Path, tmp_path: Path
+) -> None:
+    assert registry.ensure_initial(None) is None
+    assert registry.ensure_initial(tmp_path / "missing.pt") is None
+    assert registry.versions() == []
+    first = registry.ensure_initial(checkpoint)
+    assert first is not None and first.status is VersionStatus.ACTIVE
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"weights-2")
+    assert registry.ensure_initial(other) is None  # a version is active: nothing to do
+    assert registry.active_version() == first.version
+
+
+def test_an_interrupted_first_registration_is_activated_not_copied_again(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    """Killed after the version's folder appeared but before ACTIVE was written: the next
+    start activates that version rather than registering the same weights twice."""
+    reason = ModelRegistry.INITIAL_REASON
+    stranded = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason=reason)
+    assert registry.active_version() is None
+    card = registry.ensure_initial(checkpoint)
+    assert card is not None and card.version == stranded.version
+    assert registry.active_version() == stranded.version and len(registry.versions()) == 1
+
+
+def test_a_fine_tunes_candidate_with_the_same_weights_is_not_activated(
+    registry: ModelRegistry, checkpoint: Path
+) -> None:
+    candidate = registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="tuned")
+    card = registry.ensure_initial(checkpoint)
+    assert card is not None and card.version != candidate.version
+    assert registry.get(candidate.version).status is VersionStatus.CANDIDATE

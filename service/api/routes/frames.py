@@ -28,7 +28,7 @@ from worker.storage import ID_PATTERN, Storage, new_id
 
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
-from ...core.uploads import CAMERA_FIELD, FILE_FIELD, receive_upload
+from ...core.uploads import receive_upload, upload_openapi
 from ..deps import OperatorDep, RuntimeDep, ViewerDep
 
 __all__ = ["router"]
@@ -39,33 +39,9 @@ FrameId = Annotated[str, Path(pattern=ID_PATTERN, description="a frame id")]
 #: a zip's local file header, and the end record an empty zip starts with
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FILE_FIELD],
-                    "properties": {
-                        FILE_FIELD: {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "an image, or a zip of images",
-                        },
-                        CAMERA_FIELD: {
-                            "type": "string",
-                            "pattern": CAMERA_PATTERN,
-                            "maxLength": CAMERA_MAX_LENGTH,
-                            "description": "optional: the ward camera the frames come from; "
-                            f"{CAMERA_RULE}",
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_openapi(
+    f"the ward camera the frames come from; {CAMERA_RULE}", "an image, or a zip of images"
+)
 
 
 class FramePublic(BaseModel):

@@ -20,7 +20,7 @@ from worker._exceptions import (
     VideoDecodeError,
     VideoNotFoundError,
 )
-from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
+from worker.cameras import CAMERA_RULE
 from worker.jobs import DETECT
 from worker.queue import Job, JobQueue, JobState
 from worker.reviews import (
@@ -37,7 +37,11 @@ from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, ne
 from ...core.maps import MapKind, available_kinds, map_source, render_heat_png
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ...core.runtime import Runtime
-from ...core.uploads import CAMERA_FIELD, FILE_FIELD, probe_upload, receive_upload
+from ...core.uploads import (
+    probe_upload,
+    receive_upload,
+    upload_openapi,
+)
 from ..deps import AdminDep, EventId, OperatorDep, RuntimeDep, VideoId, ViewerDep
 from ..schemas import UploadAccepted, VideoList, VideoPublic, VideoUrls
 
@@ -56,31 +60,11 @@ _MEDIA_TYPES = {
     "gif": "image/gif",
 }
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FILE_FIELD],
-                    "properties": {
-                        FILE_FIELD: {"type": "string", "format": "binary"},
-                        CAMERA_FIELD: {
-                            "type": "string",
-                            "pattern": CAMERA_PATTERN,
-                            "maxLength": CAMERA_MAX_LENGTH,
-                            "description": "optional: the ward camera that recorded the "
-                            f"video; {CAMERA_RULE}. Its frames in the pool carry it, and "
-                            "the video is scored by the model version activated for it, "
-                            "else the default",
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_openapi(
+    f"the ward camera that recorded the video; {CAMERA_RULE}. Its frames in the pool "
+    "carry it, and the video is scored by the model version activated for it, else the "
+    "default"
+)
 
 
 def _urls(video_id: str, job_id: str) -> VideoUrls:
