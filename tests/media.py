@@ -11,14 +11,20 @@ from PIL import Image
 
 
 def write_video(
-    path: Path, *, frames: int = 12, size: tuple[int, int] = (64, 48), fps: int = 6
+    path: Path,
+    *,
+    frames: int = 12,
+    size: tuple[int, int] = (64, 48),
+    fps: int = 6,
+    gop: int | None = None,
 ) -> Path:
-    """An H.264 MP4 of moving gradients (``frames`` frames of ``size`` = (w, h))."""
+    """An H.264 MP4 of moving gradients (``frames`` frames of ``size`` = (w, h)); ``gop``
+    frames between keyframes (x264's default when None)."""
     width, height = size
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
+        stream.options = {"preset": "ultrafast", **({"g": str(gop)} if gop else {})}
         xx = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
         for i in range(frames):
             img = np.broadcast_to((xx + 20 * i) % 256, (height, width, 3)).astype(np.uint8)

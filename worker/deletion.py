@@ -198,7 +198,7 @@ def purge_orphaned_frames(storage: Storage) -> list[str]:
             continue
         if video_id not in gone:
             try:
-                gone[video_id] = not storage.upload_dir(video_id).is_dir()
+                gone[video_id] = not storage.video_exists(video_id)
             except StorageError:  # not an id of ours: leave it to a person
                 gone[video_id] = False
         if gone[video_id] and pool.remove(record.frame_id):
@@ -215,7 +215,7 @@ def withdraw_missing(storage: Storage, card: ModelCard, *, by: str) -> list[str]
     video_ids = card.data.get("video_ids")
     if not isinstance(video_ids, list):
         return []
-    gone = [v for v in video_ids if not storage.upload_dir(v).is_dir()]
+    gone = [v for v in video_ids if not storage.video_exists(v)]
     registry = ModelRegistry(storage.models)
     for video_id in gone:
         registry.record_withdrawal(

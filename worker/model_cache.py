@@ -30,6 +30,8 @@ from ._exceptions import JobError, NoModelError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .probe import VideoInput
 from .settings import Settings
 from .storage import ModelRef, Storage
 
@@ -57,7 +59,7 @@ class Detecting(Protocol):
 
     def detect(
         self,
-        video: str | Path,
+        video: VideoInput,
         out_dir: str | Path,
         *,
         video_id: str | None = None,

@@ -39,12 +39,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.atomic import atomic_write_bytes, atomic_write_json
 
 from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
 from .results import EVENTS_FILE, read_events
+
+if TYPE_CHECKING:
+    from .probe import StreamedVideo
+    from .settings import Settings
 
 __all__ = [
     "ID_PATTERN",
@@ -55,6 +59,7 @@ __all__ = [
     "atomic_write_json",
     "clean_filename",
     "new_id",
+    "open_storage",
     "validate_id",
 ]
 
@@ -159,7 +164,18 @@ class ModelRef:
 
 
 class Storage:
-    """Paths and atomic operations on one data directory."""
+    """Paths and atomic operations on one data directory: the local backend.
+
+    This class is also the storage backend interface. :class:`worker.storage_s3.ObjectStorage`
+    (``ATCON_STORAGE_URL=s3://...``) overrides the methods that share data between
+    machines (videos, results, deletion) and keeps this data directory as the process's
+    own scratch and cache; :func:`open_storage` picks one from the settings. Callers
+    ask through the methods below (``video_exists``, ``video_input``, ``results_dir``,
+    ``read_events``...) rather than looking at folders, so both backends answer.
+    """
+
+    #: False for the data directory alone; True when an object store holds the truth
+    shared_store = False
 
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir)
@@ -171,6 +187,11 @@ class Storage:
         #: finished jobs' records, archived when the queue drops them (worker.retention)
         self.jobs = self.root / "jobs"
         self.audit_log = self.root / "audit.log"
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for logs and messages."""
+        return str(self.root)
 
     def ensure_layout(self) -> None:
         try:
@@ -207,6 +228,14 @@ class Storage:
                 continue
         return removed
 
+    def purge_orphaned_copies(self) -> int:
+        """Remove local copies of videos deleted elsewhere; return how many went.
+
+        Nothing to do here: the data directory is the truth, and deletion removes from it.
+        The object store backend's processes keep copies that another process's deletion
+        cannot reach; the workers' sweep (:mod:`worker.tmp_sweep`) calls this."""
+        return 0
+
     def check_writable(self) -> None:
         """Raise ``StorageError`` unless a file can be written and removed in ``tmp/``."""
         try:
@@ -238,7 +267,17 @@ class Storage:
         return folder
 
     def source_path(self, video_id: str) -> Path:
+        """The uploaded bytes as a local file (the object store backend copies them here
+        first: for clips and the source download, not for decoding)."""
         return self.upload_dir(video_id) / SOURCE_NAME
+
+    def video_input(self, video_id: str) -> Path | StreamedVideo:
+        """What a worker decodes: the local file here; the object store streams it."""
+        return self.source_path(video_id)
+
+    def video_exists(self, video_id: str) -> bool:
+        """Whether the video is stored (not deleted): asked before publishing results."""
+        return self.upload_dir(video_id).is_dir()
 
     def new_upload_file(self) -> Path:
         """A fresh file name in ``tmp/`` for an upload being received."""
@@ -336,7 +375,7 @@ class Storage:
         A job done twice publishes twice; each publication is one rename of a complete
         folder, so readers see one whole result set, never a mix.
         """
-        target = self.results_dir(video_id)
+        target = self.results / validate_id(video_id, "video_id")
         if not (staging / EVENTS_NAME).is_file():
             raise StorageError(f"{staging} holds no {EVENTS_NAME}; nothing to publish")
         self.results.mkdir(parents=True, exist_ok=True)
@@ -379,3 +418,14 @@ class Storage:
             version, checkpoint = active
             return ModelRef(checkpoint, version)
         return ModelRef(fallback) if fallback is not None else None
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage backend the settings name: the data directory alone (default), or an
+    S3-compatible object store (``ATCON_STORAGE_URL``) with the data directory as this
+    process's scratch and cache."""
+    if not settings.storage_url:
+        return Storage(settings.data_dir)
+    from .storage_s3 import ObjectStorage
+
+    return ObjectStorage(settings.data_dir, settings.storage_url)

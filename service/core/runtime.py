@@ -20,7 +20,7 @@ from worker.model_cache import ModelCache, ServedModels
 from worker.queue import JobQueue, open_queue
 from worker.retention import prune_jobs
 from worker.settings import Settings
-from worker.storage import Storage
+from worker.storage import Storage, open_storage
 from worker.tmp_sweep import start_tmp_sweeper
 from worker.versions import ModelRegistry, VersionError
 
@@ -105,8 +105,10 @@ class Runtime:
         cls, settings: Settings, *, queue: JobQueue | None = None, workers: int | None = None
     ) -> Runtime:
         settings.check_safe_to_serve()
-        storage = Storage(settings.data_dir)
+        storage = open_storage(settings)
         storage.ensure_layout()
+        if storage.shared_store:
+            storage.check_writable()  # ObjectStoreError naming the bucket, at start
         # embedded: this process is the only one using tmp/; shared: leave others' work
         storage.clean_tmp(older_than_s=0.0 if settings.embedded else 24 * 3600.0)
         served = ServedModels(storage, settings)

@@ -1,0 +1,179 @@
+"""The service on an object store, end to end: a real ``atcon serve`` and two real
+``atcon worker detect`` processes sharing nothing but a real Redis and a real
+S3-compatible server (moto's, the session fixture ``s3``): each has its own data
+directory (scratch and cache) and its own copy of the checkpoint.
+
+Videos uploaded over HTTP are detected by either worker, which streams them from the
+bucket (no worker copies a source); events and maps are served by the API from the
+bucket; deleting a video removes every object derived from it, the API's copies, and
+(through the workers' sweep) the pool frames the workers sampled from it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import media
+from tests.processes import Process, Server, wait_for
+from tests.redis_helpers import DB_E2E, flushed_db
+from worker.settings import Role
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+VIDEOS = 4
+
+
+def _paths_naming(root: Path, needle: str, *, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Files under ``root`` whose path or content holds ``needle``."""
+    found = []
+    for path in root.rglob("*"):
+        relative = str(path.relative_to(root))
+        if relative in skip:
+            continue
+        if needle in relative or (path.is_file() and needle.encode() in path.read_bytes()):
+            found.append(relative)
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, token_setting, s3):
+    from .test_health import tiny_checkpoint
+
+    base = tmp_path_factory.mktemp("s3e2e")
+    checkpoint = tiny_checkpoint(base / "model.pt", arch="resnet18", thresholds=[0.01, 0.01])
+    bucket = s3.bucket()
+    with flushed_db(DB_E2E) as url:
+        common = {
+            **s3.env(),
+            "ATCON_API_TOKENS": token_setting,
+            "ATCON_REDIS_URL": url,
+            "ATCON_STORAGE_URL": f"s3://{bucket}/ward-a",
+            "ATCON_POOL_FRAMES_PER_MINUTE": "60",
+            "ATCON_TMP_SWEEP_INTERVAL_S": "1",
+        }
+
+        def own(name: str) -> dict[str, str]:
+            """A process's own data directory and checkpoint copy: nothing shared."""
+            folder = base / name
+            folder.mkdir()
+            model = shutil.copyfile(checkpoint, folder / "model.pt")
+            return {
+                **common,
+                "ATCON_DATA_DIR": str(folder / "data"),
+                "ATCON_CHECKPOINT": str(model),
+            }
+
+        server = Server(own("api"), base / "api.log").start()
+        workers = [
+            Process(
+                ["service.cli", "worker", "detect", "--name", name], own(name), base / f"{name}.log"
+            ).start()
+            for name in ("w1", "w2")
+        ]
+        try:
+            # both workers listening before the first upload, so that both take jobs
+            import redis
+
+            client = redis.Redis.from_url(url)
+            try:
+                wait_for(
+                    lambda: (
+                        {b"atcon:alive:detect:w1", b"atcon:alive:detect:w2"}
+                        <= set(client.keys("atcon:alive:detect:*"))
+                    ),
+                    120,
+                    "both detect workers to mark themselves alive",
+                )
+            finally:
+                client.close()
+            yield server, base, bucket, workers
+        finally:
+            for worker in workers:
+                worker.stop()
+            server.stop()
+
+
+def _headers(tokens) -> dict[Role, dict[str, str]]:
+    return {role: {"Authorization": f"Bearer {tokens[role]}"} for role in Role}
+
+
+def test_two_workers_and_the_api_share_only_redis_and_the_bucket(stack, tokens, s3):
+    server, base, bucket, workers = stack
+    headers = _headers(tokens)
+    viewer = headers[Role.viewer]
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        accepted = []
+        for i in range(VIDEOS):
+            video = media.video_bytes(frames=36 + i, size=(64, 48), fps=6)
+            answer = http.post(
+                "/v1/videos",
+                files={"file": (f"w{i}.mp4", video, "video/mp4")},
+                headers=headers[Role.operator],
+            )
+            assert answer.status_code == 202, answer.text
+            accepted.append(answer.json())
+        ids = [a["video_id"] for a in accepted]
+
+        def all_finished():
+            jobs = [http.get(a["status_url"], headers=viewer).json() for a in accepted]
+            return jobs if all(j["status"] in ("done", "failed") for j in jobs) else None
+
+        jobs = wait_for(all_finished, 300, "the detection jobs")
+        assert [j["status"] for j in jobs] == ["done"] * VIDEOS, [j["error"] for j in jobs]
+
+        # every job was done by one of the two workers, and each worker did some
+        done_by = {
+            w.args[-1]: {j["job_id"] for j in jobs if f"job {j['job_id']} done" in w.output()}
+            for w in workers
+        }
+        assert set().union(*done_by.values()) == {j["job_id"] for j in jobs}, done_by
+        assert all(done_by.values()), f"one worker took every job: {done_by}"
+
+        for video_id in ids:
+            events = http.get(f"/v1/videos/{video_id}/events", headers=viewer)
+            assert events.status_code == 200, events.text
+            listed = events.json()["events"]
+            assert listed, "thresholds of 0.01 make every frame an event"
+            event_id = listed[0]["id"]
+            for kind in ("overlay", "gradcam", "guided_backprop", "mask", "frame"):
+                image = http.get(
+                    f"/v1/videos/{video_id}/events/{event_id}/maps/{kind}.png", headers=viewer
+                )
+                assert image.status_code == 200, (kind, image.text)
+                assert image.content.startswith(b"\x89PNG")
+
+        keys = s3.keys(bucket, "ward-a/")
+        for video_id in ids:
+            assert f"ward-a/uploads/{video_id}/source" in keys
+            assert f"ward-a/uploads/{video_id}/video.json" in keys
+            assert f"ward-a/results/{video_id}/CURRENT.json" in keys
+        # the workers streamed the sources from the bucket: no copy on their disks
+        for name in ("w1", "w2"):
+            assert not list((base / name / "data").rglob("source")), name
+
+        # the workers sampled pool frames of the video into their own data directories
+        gone, kept = ids[0], ids[1]
+        assert any(_paths_naming(base / n / "data" / "frames", gone) for n in ("w1", "w2"))
+
+        deleted = http.delete(f"/v1/videos/{gone}", headers=headers[Role.admin])
+        assert deleted.status_code == 204, deleted.text
+
+        assert [k for k in s3.keys(bucket) if gone in k] == []
+        assert [k for k in s3.keys(bucket) if kept in k]
+        assert _paths_naming(base / "api" / "data", gone, skip=frozenset({"audit.log"})) == []
+        for url in (f"/v1/videos/{gone}", f"/v1/videos/{gone}/events"):
+            assert http.get(url, headers=viewer).status_code == 404
+        listed_ids = {
+            v["video_id"] for v in http.get("/v1/videos", headers=viewer).json()["videos"]
+        }
+        assert listed_ids == set(ids) - {gone}
+
+        # each worker's sweep drops the frames of a video that left the bucket
+        def swept() -> bool:
+            return not any(_paths_naming(base / n / "data", gone) for n in ("w1", "w2"))
+
+        wait_for(swept, 60, "the workers' sweep of the deleted video's pool frames")
+        assert http.get(f"/v1/videos/{kept}/events", headers=viewer).status_code == 200
