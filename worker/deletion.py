@@ -40,7 +40,7 @@ from typing import Any
 from ._exceptions import StorageError, TrainedOnVideoError, VideoNotFoundError
 from .frame_pool import FramePool
 from .storage import Storage, VideoRecord, atomic_write_json, validate_id
-from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard, ModelRegistry
+from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard
 
 __all__ = [
     "DeletionReport",
@@ -102,7 +102,7 @@ def versions_trained_on(storage: Storage, video_id: str) -> list[str]:
         uploaded_at = None
     if not storage.models.is_dir():
         return []
-    registry = ModelRegistry(storage.models)
+    registry = storage.registry()
     return [c.version for c in registry.versions() if _trained_on(c, video_id, uploaded_at)]
 
 
@@ -216,7 +216,7 @@ def withdraw_missing(storage: Storage, card: ModelCard, *, by: str) -> list[str]
     if not isinstance(video_ids, list):
         return []
     gone = [v for v in video_ids if not storage.video_exists(v)]
-    registry = ModelRegistry(storage.models)
+    registry = storage.registry()
     for video_id in gone:
         registry.record_withdrawal(
             card.version,
@@ -244,7 +244,7 @@ def delete_video(
     if versions and not withdraw:
         raise TrainedOnVideoError(video_id, versions)
     report = purge_derived(storage, video_id)
-    registry = ModelRegistry(storage.models) if versions else None
+    registry = storage.registry() if versions else None
     for version in versions:
         assert registry is not None
         registry.record_withdrawal(

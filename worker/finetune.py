@@ -361,7 +361,7 @@ def finetune_job(
     except ValueError as exc:
         raise JobError(f"the fine-tune request is invalid: {exc}") from exc
     settings, storage = ctx.settings, ctx.storage
-    registry = ModelRegistry(storage.models)
+    registry = storage.registry()
     started = datetime.now(UTC)
     with _finetune_lock(settings, ctx.progress) as lock:
         # a lost lock stops the job at its next progress report, and before registering

@@ -49,6 +49,7 @@ from .results import EVENTS_FILE, read_events
 if TYPE_CHECKING:
     from .probe import StreamedVideo
     from .settings import Settings
+    from .versions import ModelRegistry
 
 __all__ = [
     "ID_PATTERN",
@@ -228,6 +229,13 @@ class Storage:
                 continue
         return removed
 
+    def refresh_copies(self) -> None:
+        """Bring this process's copies of the shared videos and results up to date.
+
+        Nothing to do here (the data directory is the truth); the object store backend
+        copies in records and results it lacks, for readers that scan folders (the
+        events inbox, :mod:`service.core.inbox`)."""
+
     def purge_orphaned_copies(self) -> int:
         """Remove local copies of videos deleted elsewhere; return how many went.
 
@@ -402,16 +410,23 @@ class Storage:
 
     # -- model versions ----------------------------------------------------------------------
 
+    def registry(self) -> ModelRegistry:
+        """The model versions (:class:`~worker.versions.ModelRegistry` on ``models/``; the
+        object store backend's copies them from the store first)."""
+        from .versions import ModelRegistry
+
+        return ModelRegistry(self.models)
+
     def model_to_serve(self, fallback: Path | None, camera: str | None = None) -> ModelRef | None:
         """The model for a video of ``camera``: the version activated for that camera,
         else the active model version (:mod:`worker.versions`), else ``fallback``.
 
         ``fallback`` is ``ATCON_CHECKPOINT``, served while no version is active.
         """
-        from .versions import ModelRegistry, VersionError
+        from .versions import VersionError
 
         try:
-            active = ModelRegistry(self.models).active_checkpoint(camera)
+            active = self.registry().active_checkpoint(camera)
         except (VersionError, OSError) as exc:
             raise StorageError(f"the active model version cannot be read: {exc}") from exc
         if active is not None:
@@ -426,6 +441,8 @@ def open_storage(settings: Settings) -> Storage:
     process's scratch and cache."""
     if not settings.storage_url:
         return Storage(settings.data_dir)
-    from .storage_s3 import ObjectStorage
+    from .storage_s3 import ObjectStorage, registry_lock
 
-    return ObjectStorage(settings.data_dir, settings.storage_url)
+    return ObjectStorage(
+        settings.data_dir, settings.storage_url, registry_lock=registry_lock(settings)
+    )

@@ -22,8 +22,9 @@ generation it names, into their local ``results/<video_id>/`` (with a
 Workers decode the source with ranged GETs (:meth:`ObjectStorage.video_input`), never
 copying it; the API copies it locally only to serve it or cut a clip.
 
-Not in the bucket yet (each process's data directory keeps them, as before): model
-versions (``models/``), the frame pool (``frames/``), reviews, thumbnails and clips,
+Model versions live under ``models/`` in the bucket too (:mod:`worker.versions_s3`).
+Not in the bucket yet (each process's data directory keeps them, as before): the frame
+pool (``frames/``), reviews, thumbnails and clips, ``models/last_finetune.json``,
 sessions and the audit log. See ``docs/architecture.md``.
 """
 
@@ -34,13 +35,15 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._exceptions import ResultsUnreadableError, StorageError, VideoNotFoundError
+from .locks import LocalLock, RedisLock
 from .object_store import READ_BLOCK_BYTES, ObjectStore
 from .storage import (
     _ID,
@@ -53,9 +56,37 @@ from .storage import (
     validate_id,
 )
 
-__all__ = ["POINTER_NAME", "ObjectStorage", "StoredVideo"]
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .versions_s3 import StoredRegistry
+
+__all__ = ["POINTER_NAME", "ObjectStorage", "StoredVideo", "registry_lock"]
 
 logger = logging.getLogger(__name__)
+
+_PROCESS_REGISTRY_LOCK = threading.Lock()
+
+
+def _process_lock() -> LocalLock:
+    return LocalLock(_PROCESS_REGISTRY_LOCK)
+
+
+def registry_lock(settings: Settings) -> Callable[[], RedisLock | LocalLock]:
+    """The lock serialising model version changes across the deployment: a Redis lease
+    (``<prefix>:models:lock``) when there is a Redis, else a lock of this process."""
+    if not settings.redis_url:
+        return _process_lock
+    client: list[Any] = []
+
+    def make() -> RedisLock:
+        if not client:
+            from .redis_client import connect
+
+            client.append(connect(settings))
+        return RedisLock(client[0], f"{settings.queue_prefix}:models:lock", ttl_ms=30_000)
+
+    return make
+
 
 #: the pointer object naming a video's published results generation
 POINTER_NAME = "CURRENT.json"
@@ -101,7 +132,12 @@ class ObjectStorage(Storage):
     shared_store = True
 
     def __init__(
-        self, data_dir: str | Path, url: str | None = None, *, store: ObjectStore | None = None
+        self,
+        data_dir: str | Path,
+        url: str | None = None,
+        *,
+        store: ObjectStore | None = None,
+        registry_lock: Callable[[], RedisLock | LocalLock] | None = None,
     ) -> None:
         super().__init__(data_dir)
         if store is None:
@@ -109,6 +145,15 @@ class ObjectStorage(Storage):
                 raise StorageError("ObjectStorage needs a storage URL or a store")
             store = ObjectStore(url)
         self.store = store
+        #: the deployment-wide lock of model version changes (a process lock by default)
+        self.registry_lock = registry_lock or _process_lock
+
+    def registry(self) -> StoredRegistry:
+        """The model versions, copied from the store (checkpoints on demand); changes
+        go back to it under :attr:`registry_lock`."""
+        from .versions_s3 import StoredRegistry
+
+        return StoredRegistry(self.models, self.store, self.registry_lock)
 
     @property
     def location(self) -> str:
@@ -236,6 +281,25 @@ class ObjectStorage(Storage):
             if not found and not removed:
                 raise
         logger.info("video %s: %d objects removed from the store", video_id, removed)
+
+    def refresh_copies(self) -> None:
+        """Copy in the records and results of the store's videos that this process lacks
+        (one LIST, then one HEAD per video without a local result), and drop copies of
+        videos gone from the store. A result re-published after it was copied is
+        fetched again at its video's next read."""
+        stored = set(self.video_ids())
+        for video_id in stored:
+            try:
+                if not (self.upload_dir(video_id) / RECORD_NAME).is_file():
+                    self.get_video(video_id)
+                if not (super().results_dir(video_id) / "events.json").is_file():
+                    self.results_dir(video_id)
+            except StorageError:  # deleted or re-published meanwhile: next time
+                logger.warning("video %s: local copy not refreshed now", video_id)
+        for folder in (self.uploads, self.results):
+            for entry in list(folder.iterdir()) if folder.is_dir() else []:
+                if _ID.match(entry.name) and entry.name not in stored:
+                    self._discard(entry)
 
     def purge_orphaned_copies(self) -> int:
         """Drop this process's copies (records, results, cache) of videos no longer in

@@ -22,7 +22,7 @@ from worker.retention import prune_jobs
 from worker.settings import Settings
 from worker.storage import Storage, open_storage
 from worker.tmp_sweep import start_tmp_sweeper
-from worker.versions import ModelRegistry, VersionError
+from worker.versions import VersionError
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -60,7 +60,7 @@ class ModelCheck:
         self._version = model.name
         if model.ref.version is not None:
             try:
-                card = ModelRegistry(self.served.storage.models).get(model.ref.version)
+                card = self.served.storage.registry().get(model.ref.version)
             except (VersionError, OSError, ValueError) as exc:
                 return ModelStatus(False, model.name, f"the card cannot be read: {exc}")
             if card.checkpoint_sha256 != model.info.sha256:

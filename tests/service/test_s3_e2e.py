@@ -132,6 +132,11 @@ def test_two_workers_and_the_api_share_only_redis_and_the_bucket(stack, tokens, 
         assert set().union(*done_by.values()) == {j["job_id"] for j in jobs}, done_by
         assert all(done_by.values()), f"one worker took every job: {done_by}"
 
+        # the inbox, asked first: the API copies in the results the workers published
+        inbox = http.get("/v1/events?limit=200", headers=viewer)
+        assert inbox.status_code == 200, inbox.text
+        assert {e["video_id"] for e in inbox.json()["events"]} == set(ids)
+
         for video_id in ids:
             events = http.get(f"/v1/videos/{video_id}/events", headers=viewer)
             assert events.status_code == 200, events.text
