@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import StorageError, TrainedOnVideoError, VideoNotFoundError
-from .frame_pool import FramePool
 from .storage import Storage, VideoRecord, atomic_write_json, validate_id
 from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard
 
@@ -173,7 +172,7 @@ def purge_derived(storage: Storage, video_id: str) -> DeletionReport:
     """
     validate_id(video_id, "video_id")
     report = DeletionReport(video_id)
-    pool = FramePool(storage.frames)
+    pool = storage.frame_pool()
     for record in pool.records(video_ids=[video_id]):
         if pool.remove(record.frame_id):
             report.frames.append(record.frame_id)
@@ -189,7 +188,7 @@ def purge_orphaned_frames(storage: Storage) -> list[str]:
     Frames left by deletions made before a deletion took the frames along, or added
     by a job that raced a deletion. A frame joins the pool only after its video is
     stored, so a frame without its video is never work in progress."""
-    pool = FramePool(storage.frames)
+    pool = storage.frame_pool()
     removed = []
     gone: dict[str, bool] = {}
     for record in pool.records():

@@ -287,7 +287,7 @@ def nightly_should_run(
     if busy:
         return False, f"{busy} fine-tune job(s){of} already queued or running"
     since = last_finetune(storage, camera)
-    new = len(FramePool(storage.frames).records(since=since, labeled=False, camera=camera))
+    new = len(storage.frame_pool().records(since=since, labeled=False, camera=camera))
     if new < settings.finetune_min_new_frames:
         return False, (
             f"only {new} new frames{of} since the last fine-tune "
@@ -381,7 +381,7 @@ def finetune_job(
                     f"fine-tuning refused: {exc} The active model is unchanged."
                 ) from exc
         del parent_model
-        pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
+        pool = storage.frame_pool(info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
         shutil.rmtree(work, ignore_errors=True)
         try:

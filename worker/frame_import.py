@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from ._exceptions import JobError, StorageError
-from .frame_pool import FramePool, InvalidFrameError
+from .frame_pool import InvalidFrameError
 from .jobs import IMPORT, JobContext, JobOutcome
 from .storage import Storage, validate_id
 
@@ -67,7 +67,7 @@ def import_frames(ctx: JobContext, upload_id: str, camera: str | None = None) ->
             f"the archive of import {upload_id} is gone (swept after "
             "ATCON_TMP_MAX_AGE_S, or already imported); upload it again"
         )
-    pool = FramePool(storage.frames, _input_size(ctx), settings.pool_val_fraction)
+    pool = storage.frame_pool(_input_size(ctx), settings.pool_val_fraction)
 
     def progress(done: int, total: int) -> None:
         ctx.progress(done / max(total, 1), {"entries_done": done, "entries": total})

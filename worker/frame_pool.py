@@ -145,6 +145,10 @@ class FramePool:
         self.image_size = image_size
         self.val_fraction = val_fraction
 
+    def sync(self) -> None:
+        """Publish what was written into the folder outside these methods (maps drawn
+        by a frames job). Nothing to do here; the object store's pool uploads them."""
+
     # ------------------------------------------------------------------ adding
 
     def _store(self, image: Image.Image, record: FrameRecord) -> FrameRecord:

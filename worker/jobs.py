@@ -207,11 +207,11 @@ def _collect_frames(
     ctx: JobContext, detector: Any, video_id: str, version: str, camera: str | None
 ) -> None:
     """Feed the frame pool from a processed video; a failure here never fails the job."""
-    from .frame_pool import FramePool, collect_from_detection
+    from .frame_pool import collect_from_detection
 
     settings, storage = ctx.settings, ctx.storage
     try:
-        pool = FramePool(storage.frames, detector.info.input_size, settings.pool_val_fraction)
+        pool = storage.frame_pool(detector.info.input_size, settings.pool_val_fraction)
         added = collect_from_detection(
             pool,
             detector,

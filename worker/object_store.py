@@ -135,12 +135,14 @@ class ObjectStore:
             raise self._fail("writing", name, exc) from exc
         return True
 
-    def put_file(self, name: str, path: Path) -> None:
-        """Upload a local file (multipart above boto3's threshold)."""
+    def put_file(self, name: str, path: Path) -> str:
+        """Upload a local file (multipart above boto3's threshold); return its ETag."""
         try:
             self.client.upload_file(str(path), self.bucket, self.key(name))
+            answer = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
         except Exception as exc:
             raise self._fail("uploading", name, exc) from exc
+        return str(answer.get("ETag", ""))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -163,6 +165,16 @@ class ObjectStore:
                 return None
             raise self._fail("looking up", name, exc) from exc
         return int(answer["ContentLength"])
+
+    def etag(self, name: str) -> str | None:
+        """The object's ETag, or None when there is none."""
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise self._fail("looking up", name, exc) from exc
+        return str(answer.get("ETag", ""))
 
     def exists(self, name: str) -> bool:
         return self.size(name) is not None

@@ -47,6 +47,7 @@ from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
 from .results import EVENTS_FILE, read_events
 
 if TYPE_CHECKING:
+    from .frame_pool import FramePool
     from .probe import StreamedVideo
     from .settings import Settings
     from .versions import ModelRegistry
@@ -408,6 +409,15 @@ class Storage:
             raise InvalidIdError(f"{relative!r} is not a file of the results of {video_id}")
         return candidate
 
+    # -- frame pool --------------------------------------------------------------------------
+
+    def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> FramePool:
+        """The frame pool (:class:`~worker.frame_pool.FramePool` on ``frames/``; the
+        object store backend's is brought up to date from the store first)."""
+        from .frame_pool import FramePool
+
+        return FramePool(self.frames, image_size, val_fraction)
+
     # -- model versions ----------------------------------------------------------------------
 
     def registry(self) -> ModelRegistry:
@@ -441,8 +451,11 @@ def open_storage(settings: Settings) -> Storage:
     process's scratch and cache."""
     if not settings.storage_url:
         return Storage(settings.data_dir)
-    from .storage_s3 import ObjectStorage, registry_lock
+    from .storage_s3 import ObjectStorage, frame_lock, registry_lock
 
     return ObjectStorage(
-        settings.data_dir, settings.storage_url, registry_lock=registry_lock(settings)
+        settings.data_dir,
+        settings.storage_url,
+        registry_lock=registry_lock(settings),
+        frame_lock=frame_lock(settings),
     )

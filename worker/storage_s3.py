@@ -22,10 +22,11 @@ generation it names, into their local ``results/<video_id>/`` (with a
 Workers decode the source with ranged GETs (:meth:`ObjectStorage.video_input`), never
 copying it; the API copies it locally only to serve it or cut a clip.
 
-Model versions live under ``models/`` in the bucket too (:mod:`worker.versions_s3`).
-Not in the bucket yet (each process's data directory keeps them, as before): the frame
-pool (``frames/``), reviews, thumbnails and clips, ``models/last_finetune.json``,
-sessions and the audit log. See ``docs/architecture.md``.
+Model versions live under ``models/`` in the bucket too (:mod:`worker.versions_s3`), and
+so does the frame pool under ``frames/`` (:mod:`worker.frame_pool_s3`). Not in the
+bucket yet (each process's data directory keeps them, as before): reviews, thumbnails
+and clips, ``models/last_finetune.json``, sessions and the audit log. See
+``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ from .storage import (
 )
 
 if TYPE_CHECKING:
+    from .frame_pool_s3 import StoredFramePool
     from .settings import Settings
     from .versions_s3 import StoredRegistry
 
-__all__ = ["POINTER_NAME", "ObjectStorage", "StoredVideo", "registry_lock"]
+__all__ = ["POINTER_NAME", "ObjectStorage", "StoredVideo", "frame_lock", "registry_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,31 @@ _PROCESS_REGISTRY_LOCK = threading.Lock()
 
 def _process_lock() -> LocalLock:
     return LocalLock(_PROCESS_REGISTRY_LOCK)
+
+
+_PROCESS_FRAME_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _process_frame_lock(frame_id: str) -> LocalLock:
+    with _PROCESS_REGISTRY_LOCK:
+        return LocalLock(_PROCESS_FRAME_LOCKS.setdefault(frame_id, threading.Lock()))
+
+
+def frame_lock(settings: Settings) -> Callable[[str], RedisLock | LocalLock]:
+    """The lock of one pool frame's record across the deployment: a Redis lease
+    (``<prefix>:frames:lock:<frame_id>``) when there is a Redis, else a process lock."""
+    if not settings.redis_url:
+        return _process_frame_lock
+    client: list[Any] = []
+
+    def make(frame_id: str) -> RedisLock:
+        if not client:
+            from .redis_client import connect
+
+            client.append(connect(settings))
+        return RedisLock(client[0], f"{settings.queue_prefix}:frames:lock:{frame_id}", 30_000)
+
+    return make
 
 
 def registry_lock(settings: Settings) -> Callable[[], RedisLock | LocalLock]:
@@ -138,6 +165,7 @@ class ObjectStorage(Storage):
         *,
         store: ObjectStore | None = None,
         registry_lock: Callable[[], RedisLock | LocalLock] | None = None,
+        frame_lock: Callable[[str], RedisLock | LocalLock] | None = None,
     ) -> None:
         super().__init__(data_dir)
         if store is None:
@@ -147,6 +175,23 @@ class ObjectStorage(Storage):
         self.store = store
         #: the deployment-wide lock of model version changes (a process lock by default)
         self.registry_lock = registry_lock or _process_lock
+        #: the deployment-wide lock of one pool frame's record
+        self.frame_lock = frame_lock or _process_frame_lock
+
+    def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> StoredFramePool:
+        """The frame pool, copied in from the store first; every change goes back to it
+        (per-frame updates under a lease, :mod:`worker.frame_pool_s3`)."""
+        from .frame_pool_s3 import PREFIX, StoredFramePool
+        from .store_sync import FolderCopy
+
+        copy = FolderCopy(self.frames, self.store, PREFIX)
+        self.frames.mkdir(parents=True, exist_ok=True)
+        copy.pull()
+        locks = self.frames / ".locks"
+        for lock in list(locks.iterdir()) if locks.is_dir() else []:
+            if not (self.frames / f"{lock.name}.json").exists():  # removed elsewhere
+                lock.unlink(missing_ok=True)
+        return StoredFramePool(self.frames, copy, self.frame_lock, image_size, val_fraction)
 
     def registry(self) -> StoredRegistry:
         """The model versions, copied from the store (checkpoints on demand); changes

@@ -1,24 +1,22 @@
 """Model versions in the object store: :class:`StoredRegistry`.
 
 The registry's folder layout (:mod:`worker.versions`) is kept object for object under
-``models/`` in the bucket; each process's ``<data_dir>/models`` is a copy. Reading:
-a registry is opened with :meth:`StoredRegistry.pull`, which copies in every object
-that changed since this process last saw it (by ETag), except checkpoints, fetched
-only when :meth:`StoredRegistry.checkpoint_path` asks for one. Writing (registering,
-activating, rewriting a card) happens under the registry's lock, which here is a
-deployment-wide lease (a Redis lock, :mod:`worker.locks`; a process lock without
-Redis): take it, pull, change the local copy as the plain registry does, push what
-changed (version files first, the pointers ``ACTIVE`` and ``CAMERAS.json`` last),
-release. Two admins activating on two API replicas are serialised by the lock; a
-process killed before the pointers' PUT leaves the old version active.
+``models/`` in the bucket; each process's ``<data_dir>/models`` is a copy
+(:class:`worker.store_sync.FolderCopy`). Reading: a registry is opened with
+:meth:`StoredRegistry.pull`, which copies in every object that changed since this
+process last saw it (by ETag), except checkpoints, fetched only when
+:meth:`StoredRegistry.checkpoint_path` asks for one. Writing (registering, activating,
+rewriting a card) happens under the registry's lock, which here is a deployment-wide
+lease (a Redis lock, :mod:`worker.locks`; a process lock without Redis): take it, pull,
+change the local copy as the plain registry does, push what changed (version files
+first, the pointers ``ACTIVE`` and ``CAMERAS.json`` last), release. Two admins
+activating on two API replicas are serialised by the lock; a process killed before the
+pointers' PUT leaves the old version active.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from typing import Any
 from ._exceptions import UnknownVersionError
 from .locks import LocalLock, RedisLock, held
 from .object_store import ObjectStore
+from .store_sync import FolderCopy
 from .versions import ModelCard, ModelRegistry
 
 __all__ = ["StoredRegistry"]
@@ -35,16 +34,6 @@ __all__ = ["StoredRegistry"]
 logger = logging.getLogger(__name__)
 
 PREFIX = "models/"
-#: this process's record of what it copied: {name: [etag, size, mtime_ns]}
-MANIFEST = ".synced.json"
-#: per local folder: one pull or push at a time within the process
-_FOLDER_LOCKS: dict[str, threading.RLock] = {}
-_FOLDER_LOCKS_GUARD = threading.Lock()
-
-
-def _folder_lock(root: Path) -> threading.RLock:
-    with _FOLDER_LOCKS_GUARD:
-        return _FOLDER_LOCKS.setdefault(str(root.resolve()), threading.RLock())
 
 
 class StoredRegistry(ModelRegistry):
@@ -57,114 +46,32 @@ class StoredRegistry(ModelRegistry):
         lock: Callable[[], RedisLock | LocalLock],
     ) -> None:
         super().__init__(root)
-        self.store = store
+        self.copy = FolderCopy(self.root, store, PREFIX)
         self._new_lock = lock
         self._depth = threading.local()
-        self._etags: dict[str, str] = {}
         self.pull()
 
-    # -- copies -----------------------------------------------------------------------------
-
-    def _manifest(self) -> dict[str, list[Any]]:
-        try:
-            data = json.loads((self.root / MANIFEST).read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _save_manifest(self, manifest: dict[str, list[Any]]) -> None:
-        from models.atomic import atomic_write_json
-
-        atomic_write_json(self.root / MANIFEST, manifest)
-
-    def _stat(self, name: str) -> list[Any] | None:
-        try:
-            st = (self.root / name).stat()
-        except OSError:
-            return None
-        return [st.st_size, st.st_mtime_ns]
-
-    def _listing(self) -> dict[str, str]:
-        """``{name: etag}`` of every object under ``models/`` (names relative to it)."""
-        paginator = self.store.client.get_paginator("list_objects_v2")
-        listing = {}
-        for page in paginator.paginate(Bucket=self.store.bucket, Prefix=self.store.key(PREFIX)):
-            for entry in page.get("Contents", []):
-                name = str(entry["Key"])[len(self.store.key(PREFIX)) :]
-                listing[name] = str(entry.get("ETag", ""))
-        return listing
-
-    def _download(self, name: str) -> None:
-        target = self.root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(prefix=".part-", dir=target.parent)
-        os.close(fd)
-        try:
-            if self.store.download(PREFIX + name, Path(partial)):
-                os.replace(partial, target)
-        finally:
-            Path(partial).unlink(missing_ok=True)
+    def _is_checkpoint(self, name: str) -> bool:
+        return name.endswith("/" + self.CHECKPOINT)
 
     def pull(self) -> None:
-        """Copy in what changed in the store since this process last looked (checkpoints
-        only on demand); drop local pointers the store no longer has."""
-        with _folder_lock(self.root):
-            listing = self._listing()
-            self._etags = listing
-            manifest = self._manifest()
-            for name, etag in listing.items():
-                if name.endswith("/" + self.CHECKPOINT) or name.startswith("."):
-                    continue
-                seen = manifest.get(name)
-                if seen is not None and seen[0] == etag and self._stat(name) == seen[1:]:
-                    continue
-                self._download(name)
-                manifest[name] = [etag, *(self._stat(name) or [0, 0])]
-            for pointer in (self.POINTER, self.CAMERAS):
-                if pointer not in listing and pointer in manifest:
-                    (self.root / pointer).unlink(missing_ok=True)
-                    del manifest[pointer]
-            self._save_manifest(manifest)
+        """Copy in what changed in the store (checkpoints only on demand)."""
+        self.copy.pull(later=self._is_checkpoint)
 
     def checkpoint_path(self, version: str) -> Path:
         path = super().checkpoint_path(version)  # UnknownVersionError without a card
-        name = f"{version}/{self.CHECKPOINT}"
-        with _folder_lock(self.root):
-            manifest = self._manifest()
-            seen = manifest.get(name)
-            etag = self._etags.get(name)
-            fresh = seen is not None and self._stat(name) == seen[1:]
-            if etag is not None and not (fresh and seen is not None and seen[0] == etag):
-                self._download(name)
-                manifest[name] = [etag, *(self._stat(name) or [0, 0])]
-                self._save_manifest(manifest)
-            elif etag is None and not path.is_file():
-                raise UnknownVersionError(f"model version {version} has no checkpoint stored")
+        self.copy.pull(only=[f"{version}/{self.CHECKPOINT}"])
+        if not path.is_file():
+            raise UnknownVersionError(f"model version {version} has no checkpoint stored")
         return path
 
     def _push(self) -> None:
-        """Upload the local files that changed since the last pull or push: version
-        files first, the pointers last."""
-        with _folder_lock(self.root):
-            manifest = self._manifest()
-            changed = []
-            for path in self.root.rglob("*"):
-                name = path.relative_to(self.root).as_posix()
-                if not path.is_file() or name.startswith(".") or "/." in name:
-                    continue
-                seen = manifest.get(name)
-                if seen is None or self._stat(name) != seen[1:]:
-                    changed.append(name)
-            pointers = [n for n in changed if n in (self.POINTER, self.CAMERAS)]
-            for name in [n for n in changed if n not in pointers] + pointers:
-                self.store.put_file(PREFIX + name, self.root / name)
-            if changed:
-                listing = self._listing()
-                self._etags = listing
-                for name in changed:
-                    manifest[name] = [listing.get(name, ""), *(self._stat(name) or [0, 0])]
-                self._save_manifest(manifest)
-                logger.info("model registry: %d file(s) written to the store", len(changed))
+        """Upload what changed here: version files first, the pointers last."""
+        changed = self.copy.changed()
+        pointers = [n for n in changed if n in (self.POINTER, self.CAMERAS)]
+        self.copy.push([n for n in changed if n not in pointers] + pointers)
+        if changed:
+            logger.info("model registry: %d file(s) written to the store", len(changed))
 
     # -- writing under the deployment-wide lock -----------------------------------------------
 

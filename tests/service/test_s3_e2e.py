@@ -5,8 +5,10 @@ directory (scratch and cache) and its own copy of the checkpoint.
 
 Videos uploaded over HTTP are detected by either worker, which streams them from the
 bucket (no worker copies a source); events and maps are served by the API from the
-bucket; deleting a video removes every object derived from it, the API's copies, and
-(through the workers' sweep) the pool frames the workers sampled from it."""
+bucket; the pool frames the workers sampled reach the API's review queue, a label set
+through the API and a map a worker draws reach the bucket; deleting a video removes
+every object derived from it (its frames included), the API's copies, and (through the
+workers' sweep) the workers' copies."""
 
 from __future__ import annotations
 
@@ -159,16 +161,42 @@ def test_two_workers_and_the_api_share_only_redis_and_the_bucket(stack, tokens, 
         for name in ("w1", "w2"):
             assert not list((base / name / "data").rglob("source")), name
 
-        # the workers sampled pool frames of the video into their own data directories
+        # the pool frames the workers sampled are in the bucket, and the API's review
+        # queue lists them; a label from the API and a map drawn by a worker go there too
         gone, kept = ids[0], ids[1]
-        assert any(_paths_naming(base / n / "data" / "frames", gone) for n in ("w1", "w2"))
+        queue = http.get("/v1/frames/review?limit=200", headers=viewer)
+        assert queue.status_code == 200, queue.text
+        frames = queue.json()["frames"]
+        assert {f["video_id"] for f in frames} == set(ids)
+        gone_frames = {f["frame_id"] for f in frames if f["video_id"] == gone}
+        first = sorted(gone_frames)[0]
+        labeled = http.put(
+            f"/v1/frames/{first}/labels", json={"labels": ["staff"]}, headers=headers[Role.operator]
+        )
+        assert labeled.status_code == 200, labeled.text
+
+        def drawn():  # a worker draws the map (202 until it has)
+            answer = http.get(f"/v1/frames/{first}/maps/gradcam.png", headers=viewer)
+            assert answer.status_code in (200, 202), answer.text
+            return answer if answer.status_code == 200 else None
+
+        assert wait_for(drawn, 120, "the frame's Grad-CAM map").content.startswith(b"\x89PNG")
+        keys = s3.keys(bucket, "ward-a/frames/")
+        assert f"ward-a/frames/{first}.png" in keys and f"ward-a/frames/{first}.json" in keys
+        assert any(k.startswith(f"ward-a/frames/maps/{first}.") for k in keys)
+        record = s3.client().get_object(Bucket=bucket, Key=f"ward-a/frames/{first}.json")
+        assert b'"staff"' in record["Body"].read()
 
         deleted = http.delete(f"/v1/videos/{gone}", headers=headers[Role.admin])
         assert deleted.status_code == 204, deleted.text
 
         assert [k for k in s3.keys(bucket) if gone in k] == []
+        assert [k for k in s3.keys(bucket) if any(f in k for f in gone_frames)] == []
         assert [k for k in s3.keys(bucket) if kept in k]
-        assert _paths_naming(base / "api" / "data", gone, skip=frozenset({"audit.log"})) == []
+        for frame_id in gone_frames:
+            assert http.get(f"/v1/frames/{frame_id}", headers=viewer).status_code == 404
+        for needle in (gone, *gone_frames):
+            assert _paths_naming(base / "api" / "data", needle, skip=frozenset({"audit.log"})) == []
         for url in (f"/v1/videos/{gone}", f"/v1/videos/{gone}/events"):
             assert http.get(url, headers=viewer).status_code == 404
         listed_ids = {
@@ -176,9 +204,13 @@ def test_two_workers_and_the_api_share_only_redis_and_the_bucket(stack, tokens, 
         }
         assert listed_ids == set(ids) - {gone}
 
-        # each worker's sweep drops the frames of a video that left the bucket
+        # each worker's sweep drops its copies of what the deletion removed
         def swept() -> bool:
-            return not any(_paths_naming(base / n / "data", gone) for n in ("w1", "w2"))
+            return not any(
+                _paths_naming(base / n / "data", needle)
+                for n in ("w1", "w2")
+                for needle in (gone, *gone_frames)
+            )
 
         wait_for(swept, 60, "the workers' sweep of the deleted video's pool frames")
         assert http.get(f"/v1/videos/{kept}/events", headers=viewer).status_code == 200

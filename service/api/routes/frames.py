@@ -150,9 +150,7 @@ def _pool(runtime: Runtime) -> tuple[FramePool, ServedModel]:
     ``NoModelError`` and ``CheckpointError`` become 503 at the HTTP boundary
     (:mod:`service.core.problems`)."""
     served = runtime.served.current()
-    pool = FramePool(
-        runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
-    )
+    pool = runtime.storage.frame_pool(served.info.input_size, runtime.settings.pool_val_fraction)
     return pool, served
 
 
@@ -304,7 +302,7 @@ def get_frame(frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep) -> F
     responses={**problem_responses(404), 200: {"content": {"image/png": {}}}},
 )
 def frame_image(frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep) -> FileResponse:
-    path = FramePool(runtime.storage.frames).image_path(frame_id)
+    path = runtime.storage.frame_pool().image_path(frame_id)
     return FileResponse(path, media_type="image/png")
 
 
