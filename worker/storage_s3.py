@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -373,10 +374,19 @@ class ObjectStorage(Storage):
             raise StorageError(f"{staging} holds no events.json; nothing to publish")
         generation = new_id()
         files = _relative_files(staging)
-        for relative in files:
-            self.store.put_file(
-                self._results_key(video_id, f"{generation}/{relative}"), staging / relative
-            )
+        # the generation's objects in parallel (boto3 clients are thread-safe); all of
+        # them are up before the pointer is written, or the publication fails here
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="publish") as pool:
+            uploads = [
+                pool.submit(
+                    self.store.put_file,
+                    self._results_key(video_id, f"{generation}/{relative}"),
+                    staging / relative,
+                )
+                for relative in files
+            ]
+            for upload in uploads:
+                upload.result()
         before = self._pointer(video_id)
         pointer = {"generation": generation, "files": files, "published_at": time.time()}
         self.store.put_bytes(
