@@ -409,6 +409,24 @@ class Storage:
             raise InvalidIdError(f"{relative!r} is not a file of the results of {video_id}")
         return candidate
 
+    # -- staged files (a zip of frames waiting for its import job) ------------------------------
+
+    def staged_path(self, name: str) -> Path:
+        """Where staged file ``name`` (a server-chosen name) is read by its job; the
+        object store backend copies it in from the store first."""
+        return self.tmp / name
+
+    def stage(self, received: Path, name: str) -> None:
+        """Hand a received file to a job on any machine (here: a rename into ``tmp/``)."""
+        try:
+            os.replace(received, self.tmp / name)
+        except OSError as exc:
+            raise StorageError(f"{name} could not be staged: {exc}") from exc
+
+    def discard_staged(self, name: str) -> None:
+        """Remove a staged file once its job is done with it (or could not be queued)."""
+        (self.tmp / name).unlink(missing_ok=True)
+
     # -- frame pool --------------------------------------------------------------------------
 
     def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> FramePool:

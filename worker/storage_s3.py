@@ -179,6 +179,30 @@ class ObjectStorage(Storage):
         #: the deployment-wide lock of one pool frame's record
         self.frame_lock = frame_lock or _process_frame_lock
 
+    # -- staged files -------------------------------------------------------------------------
+
+    def stage(self, received: Path, name: str) -> None:
+        """Upload to ``staging/<name>`` (the job may run on another machine)."""
+        self.store.put_file(f"staging/{name}", received)
+        received.unlink(missing_ok=True)
+
+    def staged_path(self, name: str) -> Path:
+        local = super().staged_path(name)
+        if not local.is_file():
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, partial = tempfile.mkstemp(prefix=".staged-", dir=self.tmp)
+            os.close(fd)
+            try:
+                if self.store.download(f"staging/{name}", Path(partial)):
+                    os.replace(partial, local)
+            finally:
+                Path(partial).unlink(missing_ok=True)
+        return local
+
+    def discard_staged(self, name: str) -> None:
+        self.store.delete([f"staging/{name}"])
+        super().discard_staged(name)
+
     def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> StoredFramePool:
         """The frame pool, copied in from the store first; every change goes back to it
         (per-frame updates under a lease, :mod:`worker.frame_pool_s3`)."""
@@ -283,6 +307,21 @@ class ObjectStorage(Storage):
             parts = name.split("/")
             if len(parts) == 3 and parts[2] == RECORD_NAME and _ID.match(parts[1]):
                 yield parts[1]
+
+    def list_videos(self) -> list[VideoRecord]:
+        """Every video in the store, newest first: one LIST, and a GET only for records
+        this process has not copied yet (a record does not change after its upload)."""
+        records = []
+        for video_id in self.video_ids():
+            local = self.upload_dir(video_id) / RECORD_NAME
+            try:
+                if local.is_file():
+                    records.append(VideoRecord.from_dict(json.loads(local.read_bytes())))
+                else:
+                    records.append(self.get_video(video_id))
+            except (OSError, ValueError, TypeError, StorageError):
+                logger.warning("skipping video %s: record unreadable or gone", video_id)
+        return sorted(records, key=lambda r: (r.created_at, r.video_id), reverse=True)
 
     def video_exists(self, video_id: str) -> bool:
         return self.store.exists(self._upload_key(video_id, RECORD_NAME))

@@ -91,7 +91,7 @@ def stack(tmp_path_factory, token_setting, s3):
                 )
             finally:
                 client.close()
-            yield server, base, bucket, workers
+            yield server, base, bucket, workers, own
         finally:
             for worker in workers:
                 worker.stop()
@@ -103,7 +103,7 @@ def _headers(tokens) -> dict[Role, dict[str, str]]:
 
 
 def test_two_workers_and_the_api_share_only_redis_and_the_bucket(stack, tokens, s3):
-    server, base, bucket, workers = stack
+    server, base, bucket, workers, _ = stack
     headers = _headers(tokens)
     viewer = headers[Role.viewer]
     with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -214,3 +214,54 @@ def test_two_workers_and_the_api_share_only_redis_and_the_bucket(stack, tokens, 
 
         wait_for(swept, 60, "the workers' sweep of the deleted video's pool frames")
         assert http.get(f"/v1/videos/{kept}/events", headers=viewer).status_code == 200
+
+
+def _png(value: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), value, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_zip_posted_to_the_api_is_imported_by_a_worker_elsewhere(stack, tokens, s3):
+    import io
+    import zipfile
+
+    server, base, bucket, _, own = stack
+    headers = _headers(tokens)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.png", _png(30))
+        archive.writestr("b.png", _png(200))
+    importer = Process(["service.cli", "worker", "import"], own("importer"), base / "imp.log")
+    importer.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            accepted = http.post(
+                "/v1/frames",
+                files={"file": ("f.zip", buffer.getvalue(), "application/zip")},
+                headers=headers[Role.operator],
+            )
+            assert accepted.status_code == 202, accepted.text
+            assert s3.keys(bucket, "ward-a/staging/")  # staged in the bucket, not on disk
+
+            def done():
+                job = http.get(accepted.json()["status_url"], headers=headers[Role.viewer]).json()
+                return job if job["status"] in ("done", "failed") else None
+
+            job = wait_for(done, 180, "the import job")
+            assert job["status"] == "done", job["error"]
+            imported = set(job["result"]["frame_ids"])
+            assert len(imported) == 2
+            for frame_id in imported:  # the API reads them from the bucket
+                record = http.get(f"/v1/frames/{frame_id}", headers=headers[Role.viewer])
+                assert record.status_code == 200, record.text
+                image = http.get(f"/v1/frames/{frame_id}/image.png", headers=headers[Role.viewer])
+                assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        assert s3.keys(bucket, "ward-a/staging/") == []
+    finally:
+        importer.stop()

@@ -354,3 +354,20 @@ def test_a_pointer_naming_a_path_outside_the_folder_is_refused(tmp_path, bucket)
     api.store.put_bytes(f"results/{video_id}/{POINTER_NAME}", json.dumps(pointer).encode())
     with pytest.raises(StorageError, match="outside its folder"):
         api.read_events(video_id)
+
+
+def test_a_zip_staged_by_the_api_is_read_by_a_worker_elsewhere(tmp_path, bucket, s3):
+    from worker.frame_import import discard_archive, stage_archive, staged_archive
+
+    api = backend(tmp_path / "api", bucket, "stage")
+    worker = backend(tmp_path / "worker", bucket, "stage")
+    upload_id = new_id()
+    received = tmp_path / "received.zip"
+    received.write_bytes(b"PK zip bytes")
+    stage_archive(api, received, upload_id)
+    assert not received.exists()
+    assert staged_archive(worker, upload_id).read_bytes() == b"PK zip bytes"
+    discard_archive(worker, upload_id)
+    assert s3.keys(bucket, "stage/") == []
+    assert not staged_archive(worker, upload_id).exists()
+    assert not staged_archive(api, upload_id).exists()

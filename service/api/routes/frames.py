@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker._exceptions import EmptyZipError, InvalidFrameError, QueueError, ZipTooLargeError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
-from worker.frame_import import IMPORT, stage_archive, staged_archive
+from worker.frame_import import IMPORT, discard_archive, stage_archive
 from worker.frame_pool import FramePool, FrameRecord, check_zip
 from worker.frame_scoring import FRAME_MAP_KINDS, frame_map_path, request_scoring
 from worker.model_cache import ServedModel
@@ -242,7 +242,7 @@ async def _queue_import(
     try:
         await run_in_threadpool(runtime.queue.enqueue, IMPORT, payload, job_id=upload_id)
     except QueueError:
-        staged_archive(runtime.storage, upload_id).unlink(missing_ok=True)
+        await run_in_threadpool(discard_archive, runtime.storage, upload_id)
         runtime.audit.record("import_frames", principal, job_id=upload_id, outcome="queue down")
         raise
     runtime.audit.record("import_frames", principal, job_id=upload_id)
