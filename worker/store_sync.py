@@ -42,7 +42,9 @@ def _lock(root: Path) -> threading.RLock:
 
 
 def _travels(name: str) -> bool:
-    return not any(part.startswith(".") for part in name.split("/"))
+    """Whether ``name`` is copied: no hidden part, and no empty one (``"/etc/x"`` or
+    ``"a//b"`` would leave the folder or alias another name)."""
+    return all(part and not part.startswith(".") for part in name.split("/"))
 
 
 class FolderCopy:

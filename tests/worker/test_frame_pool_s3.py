@@ -116,3 +116,14 @@ def test_a_removal_and_a_drawn_map_reach_every_copy(machines, s3):
     assert not any(gone in str(p) for p in worker.frames.rglob("*"))
     assert fresh.get(kept).frame_id == kept
     assert not api.frame_pool(16).remove(gone)
+
+
+def test_object_names_that_would_leave_the_folder_are_never_copied(machines, tmp_path):
+    machine, _ = machines
+    worker = machine("worker")
+    for name in ("/../../escaped.json", "a//b.json", "../up.json", ".hidden.json"):
+        worker.store.put_bytes(f"frames/{name}", b"{}")
+    worker.frame_pool(16)
+    assert not (tmp_path / "escaped.json").exists()
+    assert not (tmp_path / "up.json").exists()
+    assert sorted(p.name for p in worker.frames.rglob("*") if p.is_file()) == [".synced"]
