@@ -59,3 +59,11 @@ def tiny_net() -> TinyNet:
 def images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     return torch.randn(3, 3, 32, 32, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real S3-compatible server (moto's standalone server) for the session."""
+    from tests.s3_helpers import s3_server
+
+    yield from s3_server(tmp_path_factory.mktemp("moto"))

@@ -18,16 +18,20 @@ def write_video(
     fps: int = 6,
     keyint: int | None = None,
     preset: str = "ultrafast",
+    gop: int | None = None,
 ) -> Path:
     """An H.264 MP4 of moving gradients (``frames`` frames of ``size`` = (w, h)).
 
     ``keyint``: a keyframe every ``keyint`` frames exactly and no B-frames, as clips cut
-    by stream copy need (:mod:`worker.clips`).
+    by stream copy need (:mod:`worker.clips`); ``gop``: at most ``gop`` frames between
+    keyframes (x264's default when None).
     """
     width, height = size
     options: dict[str, object] = {"preset": preset}
     if keyint is not None:
         options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0"
+    if gop:
+        options["g"] = str(gop)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

@@ -81,6 +81,7 @@ __all__ = [
     "NoVideoStreamError",
     "NotAVideoError",
     "NothingToUndoError",
+    "ObjectStoreError",
     "QueueError",
     "QueueUnavailableError",
     "ResultsExistError",
@@ -139,6 +140,10 @@ class InvalidCameraError(WorkerError, ValueError):
 
 class StorageError(WorkerError):
     """The data directory cannot be used as asked."""
+
+
+class ObjectStoreError(StorageError):
+    """The object store (``ATCON_STORAGE_URL``) cannot be reached or refused a request."""
 
 
 class InvalidIdError(StorageError, ValueError):

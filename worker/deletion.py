@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import StorageError, TrainedOnVideoError, VideoNotFoundError
-from .frame_pool import FramePool
 from .storage import Storage, VideoRecord, atomic_write_json, validate_id
-from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard, ModelRegistry
+from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard
 
 __all__ = [
     "DeletionReport",
@@ -102,7 +101,7 @@ def versions_trained_on(storage: Storage, video_id: str) -> list[str]:
         uploaded_at = None
     if not storage.models.is_dir():
         return []
-    registry = ModelRegistry(storage.models)
+    registry = storage.registry()
     return [c.version for c in registry.versions() if _trained_on(c, video_id, uploaded_at)]
 
 
@@ -173,7 +172,7 @@ def purge_derived(storage: Storage, video_id: str) -> DeletionReport:
     """
     validate_id(video_id, "video_id")
     report = DeletionReport(video_id)
-    pool = FramePool(storage.frames)
+    pool = storage.frame_pool()
     for record in pool.records(video_ids=[video_id]):
         if pool.remove(record.frame_id):
             report.frames.append(record.frame_id)
@@ -189,7 +188,7 @@ def purge_orphaned_frames(storage: Storage) -> list[str]:
     Frames left by deletions made before a deletion took the frames along, or added
     by a job that raced a deletion. A frame joins the pool only after its video is
     stored, so a frame without its video is never work in progress."""
-    pool = FramePool(storage.frames)
+    pool = storage.frame_pool()
     removed = []
     gone: dict[str, bool] = {}
     for record in pool.records():
@@ -198,7 +197,7 @@ def purge_orphaned_frames(storage: Storage) -> list[str]:
             continue
         if video_id not in gone:
             try:
-                gone[video_id] = not storage.upload_dir(video_id).is_dir()
+                gone[video_id] = not storage.video_exists(video_id)
             except StorageError:  # not an id of ours: leave it to a person
                 gone[video_id] = False
         if gone[video_id] and pool.remove(record.frame_id):
@@ -215,8 +214,8 @@ def withdraw_missing(storage: Storage, card: ModelCard, *, by: str) -> list[str]
     video_ids = card.data.get("video_ids")
     if not isinstance(video_ids, list):
         return []
-    gone = [v for v in video_ids if not storage.upload_dir(v).is_dir()]
-    registry = ModelRegistry(storage.models)
+    gone = [v for v in video_ids if not storage.video_exists(v)]
+    registry = storage.registry()
     for video_id in gone:
         registry.record_withdrawal(
             card.version,
@@ -244,7 +243,7 @@ def delete_video(
     if versions and not withdraw:
         raise TrainedOnVideoError(video_id, versions)
     report = purge_derived(storage, video_id)
-    registry = ModelRegistry(storage.models) if versions else None
+    registry = storage.registry() if versions else None
     for version in versions:
         assert registry is not None
         registry.record_withdrawal(

@@ -61,7 +61,7 @@ from ._memory import release_free_memory
 from ._prefetch import Prefetcher
 from .frames import normalization
 from .model_cache import checkpoint_name
-from .probe import VideoInfo, probe
+from .probe import StreamedVideo, VideoInfo, VideoInput, probe, source_name
 from .results import (
     EVENTS_FILE,
     MAPS_DIR,
@@ -401,7 +401,7 @@ class Detector:
 
     def _score(
         self,
-        video: Path,
+        video: VideoInput,
         timings: _Timings,
         duration: float | None,
         progress: Callable[[float], None] | None,
@@ -436,7 +436,7 @@ class Detector:
 
     def _maps(
         self,
-        video: Path,
+        video: VideoInput,
         events: list[Event],
         pts: np.ndarray,
         maps_dir: Path,
@@ -484,7 +484,7 @@ class Detector:
     # -- the job ---------------------------------------------------------------------
     def detect(
         self,
-        video: str | Path,
+        video: VideoInput,
         out_dir: str | Path,
         *,
         video_id: str | None = None,
@@ -500,7 +500,8 @@ class Detector:
         fraction done, in [0, 1].
         """
         started = time.perf_counter()
-        video = Path(video)
+        if not isinstance(video, StreamedVideo):
+            video = Path(video)
         info = probe(video)
         try:
             with _torch_threads(self.torch_threads):
@@ -522,7 +523,7 @@ class Detector:
 
     def _detect(
         self,
-        video: Path,
+        video: VideoInput,
         info: VideoInfo,
         out_dir: Path,
         video_id: str | None,
@@ -564,7 +565,8 @@ class Detector:
                 scores=scores.astype(np.float32),
                 class_names=np.array(self.class_names),
             )
-            document = self._document(video_id or video.stem, info, sampler, events, rendered)
+            stem = Path(source_name(video)).stem
+            document = self._document(video_id or stem, info, sampler, events, rendered)
             timings.write = time.perf_counter() - mark
             timings.total = time.perf_counter() - started
             document["timings_s"] = timings.to_dict()

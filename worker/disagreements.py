@@ -123,7 +123,7 @@ def event_disagreements(
             entry["camera"] = record.camera
             entry["served_version"] = model.get("version") if isinstance(model, dict) else None
             out = work / video_id
-            found = detector.detect(storage.source_path(video_id), out, video_id=video_id)
+            found = detector.detect(storage.video_input(video_id), out, video_id=video_id)
             shutil.rmtree(out, ignore_errors=True)
             served = [e for e in stored.get("events") or [] if isinstance(e, dict)]
             result = compare_events(served, found.get("events") or [])

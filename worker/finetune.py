@@ -59,7 +59,7 @@ from .model_cache import ModelRef, model_reference
 from .queue import JobQueue, JobState
 from .settings import Settings
 from .storage import ID_PATTERN, Storage, atomic_write_json
-from .versions import ModelRegistry, VersionStatus, promotion_gate
+from .versions import VersionStatus, promotion_gate
 
 if TYPE_CHECKING:
     from models.resume import Checkpointing
@@ -298,7 +298,7 @@ def nightly_should_run(
     if busy:
         return False, f"{busy} fine-tune job(s){of} already queued or running"
     since = last_finetune(storage, camera)
-    new = len(FramePool(storage.frames).records(since=since, labeled=False, camera=camera))
+    new = len(storage.frame_pool().records(since=since, labeled=False, camera=camera))
     if new < settings.finetune_min_new_frames:
         return False, (
             f"only {new} new frames{of} since the last fine-tune "
@@ -389,7 +389,7 @@ def finetune_job(
     except ValueError as exc:
         raise JobError(f"the fine-tune request is invalid: {exc}") from exc
     settings, storage = ctx.settings, ctx.storage
-    registry = ModelRegistry(storage.models)
+    registry = storage.registry()
     started = datetime.now(UTC)
     with _finetune_lock(settings, ctx.progress) as lock:
         # a lost lock stops the job at its next progress report, and before registering
@@ -410,7 +410,7 @@ def finetune_job(
                     f"fine-tuning refused: {exc} The active model is unchanged."
                 ) from exc
         del parent_model
-        pool = FramePool(storage.frames, info.input_size, settings.pool_val_fraction)
+        pool = storage.frame_pool(info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"
         state = _resumable_state(work, settings)
         for part in work.glob("*"):  # all but the training state is made again

@@ -3,27 +3,27 @@
 The API only streams the upload to disk (capped), checks the archive's central
 directory (:func:`worker.frame_pool.check_zip`: a zip, not empty, entry count and
 declared decompressed size under the settings' caps), stages it as
-``tmp/import-<upload_id>.zip`` and queues this job; decompression, image decoding and
+``tmp/import-<upload_id>.zip`` (``staging/`` in the object store, when there is one:
+:meth:`worker.storage.Storage.stage`) and queues this job; decompression, image decoding and
 the pool's writes happen here, off the request path. The job's result reports how
 many frames were added and each refused entry with its reason; an archive without a
 single usable image fails the job with the reason. A retried import adds each entry
 once (frame ids derive from the upload id and the entry). The staged archive is
 removed when the job ends (done or failed for good); one left behind by a lost job
-is swept from ``tmp/`` (:mod:`worker.tmp_sweep`).
+is swept from ``tmp/`` (:mod:`worker.tmp_sweep`; not yet from the object store).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from ._exceptions import JobError, StorageError
-from .frame_pool import FramePool, InvalidFrameError
+from ._exceptions import JobError
+from .frame_pool import InvalidFrameError
 from .jobs import IMPORT, JobContext, JobOutcome
 from .storage import Storage, validate_id
 
-__all__ = ["IMPORT", "import_frames", "stage_archive", "staged_archive"]
+__all__ = ["IMPORT", "discard_archive", "import_frames", "stage_archive", "staged_archive"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +31,24 @@ logger = logging.getLogger(__name__)
 _REASONS_IN_ERROR = 5
 
 
+def _archive_name(upload_id: str) -> str:
+    return f"import-{validate_id(upload_id, 'upload_id')}.zip"
+
+
 def staged_archive(storage: Storage, upload_id: str) -> Path:
-    """Where the archive of import ``upload_id`` waits for its job."""
-    return storage.tmp / f"import-{validate_id(upload_id, 'upload_id')}.zip"
+    """Where the archive of import ``upload_id`` is read by its job (copied in from the
+    object store when there is one)."""
+    return storage.staged_path(_archive_name(upload_id))
 
 
-def stage_archive(storage: Storage, received: Path, upload_id: str) -> Path:
-    """Move a received, checked archive to where its job will find it."""
-    target = staged_archive(storage, upload_id)
-    try:
-        os.replace(received, target)
-    except OSError as exc:
-        raise StorageError(f"the archive could not be staged for import: {exc}") from exc
-    return target
+def stage_archive(storage: Storage, received: Path, upload_id: str) -> None:
+    """Hand a received, checked archive to its job (``tmp/``, or the object store)."""
+    storage.stage(received, _archive_name(upload_id))
+
+
+def discard_archive(storage: Storage, upload_id: str) -> None:
+    """Remove a staged archive: imported, refused, or its job not queued."""
+    storage.discard_staged(_archive_name(upload_id))
 
 
 def _input_size(ctx: JobContext) -> int:
@@ -67,7 +72,7 @@ def import_frames(ctx: JobContext, upload_id: str, camera: str | None = None) ->
             f"the archive of import {upload_id} is gone (swept after "
             "ATCON_TMP_MAX_AGE_S, or already imported); upload it again"
         )
-    pool = FramePool(storage.frames, _input_size(ctx), settings.pool_val_fraction)
+    pool = storage.frame_pool(_input_size(ctx), settings.pool_val_fraction)
 
     def progress(done: int, total: int) -> None:
         ctx.progress(done / max(total, 1), {"entries_done": done, "entries": total})
@@ -83,12 +88,12 @@ def import_frames(ctx: JobContext, upload_id: str, camera: str | None = None) ->
                 progress=progress,
             )
     except InvalidFrameError as exc:  # the API checked it; a changed file, or a bug
-        path.unlink(missing_ok=True)
+        discard_archive(storage, upload_id)
         raise JobError(f"the archive cannot be imported: {exc}") from exc
     refused = [{"name": name, "reason": reason} for name, reason in result.rejected]
     report = {"accepted": len(result.accepted), "rejected": refused}
     ctx.progress(1.0, report)
-    path.unlink(missing_ok=True)
+    discard_archive(storage, upload_id)
     if not result.accepted:
         reasons = "; ".join(f"{r['name']}: {r['reason']}" for r in refused[:_REASONS_IN_ERROR])
         more = f"; and {len(refused) - _REASONS_IN_ERROR} more" if len(refused) > 5 else ""

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -55,6 +55,9 @@ __all__ = [
     "ZipTooLargeError",
     "check_zip",
 ]
+
+if TYPE_CHECKING:  # PyAV stays out of the API process
+    from .probe import VideoInput
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +144,10 @@ class FramePool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.image_size = image_size
         self.val_fraction = val_fraction
+
+    def sync(self) -> None:
+        """Publish what was written into the folder outside these methods (maps drawn
+        by a frames job). Nothing to do here; the object store's pool uploads them."""
 
     # ------------------------------------------------------------------ adding
 
@@ -600,7 +607,7 @@ def _bucket(frame_id: str) -> float:
 def collect_from_detection(
     pool: FramePool,
     detector: Any,
-    source: Path,
+    source: VideoInput,
     scores_npz: Path,
     *,
     video_id: str,

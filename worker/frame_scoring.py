@@ -130,7 +130,7 @@ def score_frames(
     if model is not None and model != name:
         logger.info("frames job asked for model %s; %s serves now", model, name)
     size = int(detector.info.input_size)
-    pool = FramePool(ctx.storage.frames, size, ctx.settings.pool_val_fraction)
+    pool = ctx.storage.frame_pool(size, ctx.settings.pool_val_fraction)
     scored = drawn = 0
     for start in range(0, len(frame_ids), _BATCH):
         ids, frames = _load(pool, frame_ids[start : start + _BATCH], size)
@@ -144,6 +144,7 @@ def score_frames(
                 scored += 1
         if maps:
             drawn += _draw(pool, ids, frames, detector, name)
+            pool.sync()  # the maps drawn, to the object store when there is one
         ctx.progress(min(1.0, (start + _BATCH) / len(frame_ids)))
     return JobOutcome({"scored": scored, "maps": drawn, "model": name}, frames=scored)
 

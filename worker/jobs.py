@@ -175,10 +175,11 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
     staging = storage.staging_dir(video_id)
     try:
         out = staging / "results"
+        # the local file, or the object streamed from the store with ranged reads
         events = detector.detect(
-            storage.source_path(video_id), out, video_id=video_id, progress=ctx.progress
+            storage.video_input(video_id), out, video_id=video_id, progress=ctx.progress
         )
-        if not storage.upload_dir(video_id).is_dir():
+        if not storage.video_exists(video_id):
             raise JobError(f"video {video_id} was deleted while it was processed")
         publishing = time.perf_counter()
         storage.publish_results(video_id, out)
@@ -187,7 +188,7 @@ def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
         shutil.rmtree(staging, ignore_errors=True)
     observe_detect_stages(events.get("timings_s") or {}, publish_s)
     _collect_frames(ctx, detector, video_id, version, record.camera)
-    if not storage.upload_dir(video_id).is_dir():
+    if not storage.video_exists(video_id):
         # deleted while its frames were sampled: what this job added goes with it
         from .deletion import purge_derived
 
@@ -207,15 +208,15 @@ def _collect_frames(
     ctx: JobContext, detector: Any, video_id: str, version: str, camera: str | None
 ) -> None:
     """Feed the frame pool from a processed video; a failure here never fails the job."""
-    from .frame_pool import FramePool, collect_from_detection
+    from .frame_pool import collect_from_detection
 
     settings, storage = ctx.settings, ctx.storage
     try:
-        pool = FramePool(storage.frames, detector.info.input_size, settings.pool_val_fraction)
+        pool = storage.frame_pool(detector.info.input_size, settings.pool_val_fraction)
         added = collect_from_detection(
             pool,
             detector,
-            storage.source_path(video_id),
+            storage.video_input(video_id),
             storage.results_dir(video_id) / SCORES_FILE,
             video_id=video_id,
             frames_per_minute=settings.pool_frames_per_minute,

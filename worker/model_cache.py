@@ -31,10 +31,12 @@ from models.checkpoint_info import CheckpointInfo, file_sha256, read_checkpoint_
 from ._exceptions import JobError, NoModelError, StorageError, VersionError
 from .settings import Settings
 from .storage import Storage
-from .versions import ModelCard, ModelRegistry
+from .versions import ModelCard
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .probe import VideoInput
 
 __all__ = [
     "Detecting",
@@ -72,7 +74,7 @@ class Detecting(Protocol):
 
     def detect(
         self,
-        video: str | Path,
+        video: VideoInput,
         out_dir: str | Path,
         *,
         video_id: str | None = None,
@@ -170,7 +172,7 @@ def ensure_first_version(storage: Storage, settings: Settings) -> ModelCard | No
     """Register ``ATCON_CHECKPOINT`` as the first active version if none is active yet
     (:meth:`worker.versions.ModelRegistry.ensure_initial`); run when the API and each
     worker start. Returns the card it registered or activated, else ``None``."""
-    card = ModelRegistry(storage.models).ensure_initial(settings.checkpoint)
+    card = storage.registry().ensure_initial(settings.checkpoint)
     if card is not None:
         logger.info(
             "ATCON_CHECKPOINT %s serves as model version %s", settings.checkpoint, card.version
@@ -186,7 +188,7 @@ def model_reference(storage: Storage, settings: Settings, camera: str | None = N
     :class:`~worker.StorageError` when the pointers cannot be read.
     """
     try:
-        active = ModelRegistry(storage.models).active_checkpoint(camera)
+        active = storage.registry().active_checkpoint(camera)
     except (VersionError, OSError) as exc:
         raise StorageError(f"the active model version cannot be read: {exc}") from exc
     if active is None:

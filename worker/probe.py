@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import av
 import av.error
@@ -63,10 +63,38 @@ class VideoInfo:
         return asdict(self)
 
 
+@runtime_checkable
+class StreamedVideo(Protocol):
+    """A video read through a seekable file object rather than a path: an object in the
+    store (:class:`worker.storage_s3.StoredVideo`), decoded with ranged reads."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> BinaryIO: ...
+
+
+#: what probing and decoding accept: a local file, or a video streamed from the store
+VideoInput = str | Path | StreamedVideo
+
+
+def source_name(source: VideoInput) -> str:
+    """The name messages give the video (the file's or the object's last part)."""
+    if isinstance(source, str | Path):
+        return Path(source).name
+    return source.name
+
+
 def _describe(path: Path) -> str | None:
     """A human name for what the file looks like, when it is clearly not a video."""
     with open(path, "rb") as fh:
-        head = fh.read(4096)
+        return _describe_head(fh.read(4096))
+
+
+def _describe_head(head: bytes) -> str | None:
     for signature, name in _SIGNATURES:
         if head.startswith(signature):
             return name
@@ -78,24 +106,38 @@ def _describe(path: Path) -> str | None:
     return "a text file" if text and printable / len(text) > 0.95 else None
 
 
-def _open(path: str | Path) -> InputContainer:
-    """Open ``path`` and translate every way it can fail into a named, actionable error."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(f"video file {path.name!r} does not exist or is not a file")
-    if path.stat().st_size == 0:
+def _open(source: VideoInput) -> InputContainer:
+    """Open ``source`` and translate every way it can fail into a named, actionable error."""
+    name = source_name(source)
+    target: str | BinaryIO
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise VideoDecodeError(f"video file {name!r} does not exist or is not a file")
+        size = path.stat().st_size
+    else:
+        size = source.size
+    if size == 0:
         raise EmptyVideoError(
-            f"{path.name!r} is empty (0 bytes): the upload or copy did not complete; "
-            "send the file again"
+            f"{name!r} is empty (0 bytes): the upload or copy did not complete; send the file again"
         )
-    kind = _describe(path)
+    if isinstance(source, str | Path):
+        kind = _describe(Path(source))
+        target = str(source)
+    else:
+        try:
+            target = source.open()
+            kind = _describe_head(target.read(4096))
+            target.seek(0)
+        except FileNotFoundError:
+            raise VideoDecodeError(f"video {name!r} does not exist in the store") from None
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        container = av.open(target, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         if kind is not None:
-            raise NotAVideoError(f"{path.name!r} is {kind}, not a video; {_VIDEO_HINT}") from exc
+            raise NotAVideoError(f"{name!r} is {kind}, not a video; {_VIDEO_HINT}") from exc
         raise VideoDecodeError(
-            f"{path.name!r} could not be read as a video ({exc.strerror}): the file is "
+            f"{name!r} could not be read as a video ({exc.strerror}): the file is "
             "damaged or truncated, for example by an interrupted recording or copy; "
             "export or upload it again"
         ) from exc
@@ -103,7 +145,7 @@ def _open(path: str | Path) -> InputContainer:
     if fmt in _STILL_FORMATS or fmt.endswith("_pipe") or kind is not None:
         container.close()
         what = kind or f"read by FFmpeg's {fmt!r} still-image or text reader"
-        raise NotAVideoError(f"{path.name!r} is {what}, not a video; {_VIDEO_HINT}")
+        raise NotAVideoError(f"{name!r} is {what}, not a video; {_VIDEO_HINT}")
     return container
 
 
@@ -153,7 +195,7 @@ def _decode_packet(stream: VideoStream, packet: av.Packet | None) -> list[VideoF
     return [f for f in frames if isinstance(f, VideoFrame)]
 
 
-def probe(path: str | Path) -> VideoInfo:
+def probe(path: VideoInput) -> VideoInfo:
     """Describe the video at ``path``, decoding until its first frame to prove it decodes.
 
     Raises :class:`NotAVideoError` for images, documents and text,
@@ -161,10 +203,11 @@ def probe(path: str | Path) -> VideoInfo:
     empty file or a video stream without a decodable frame, and
     :class:`VideoDecodeError` for damaged or truncated files.
     """
-    path = Path(path)
-    container = _open(path)
+    name = source_name(path)
+    container = _open(path)  # a missing or empty file is refused here, by name
+    size = Path(path).stat().st_size if isinstance(path, str | Path) else path.size
     try:
-        stream = _video_stream(container, path.name)
+        stream = _video_stream(container, name)
         first: VideoFrame | None = None
         try:
             for packet in container.demux(stream):
@@ -177,20 +220,20 @@ def probe(path: str | Path) -> VideoInfo:
                     break
         except av.error.FFmpegError as exc:
             raise VideoDecodeError(
-                f"{path.name!r} stops being readable before its first frame ({exc.strerror}): "
+                f"{name!r} stops being readable before its first frame ({exc.strerror}): "
                 "the file is damaged or truncated; export or upload it again"
             ) from exc
         if first is None:
             raise EmptyVideoError(
-                f"{path.name!r} has a video stream but no frame could be decoded from it: "
+                f"{name!r} has a video stream but no frame could be decoded from it: "
                 "the recording is empty or unreadable; check the camera's export"
             )
         rotation = _rotation(first)
         sar = _stream_sar(stream)
         width, height = _display_size(first.width, first.height, sar, rotation)
         return VideoInfo(
-            file_name=path.name,
-            size_bytes=path.stat().st_size,
+            file_name=name,
+            size_bytes=size,
             container=container.format.name,
             codec=stream.codec_context.name,
             width=width,

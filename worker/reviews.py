@@ -157,7 +157,7 @@ def frame_pool(
     model = (events or {}).get("model")
     if isinstance(model, dict) and isinstance(model.get("input_size"), int):
         size = int(model["input_size"])
-    return FramePool(storage.frames, size, settings.pool_val_fraction)
+    return storage.frame_pool(size, settings.pool_val_fraction)
 
 
 def _path(storage: Storage, video_id: str) -> Path:

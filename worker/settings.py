@@ -100,6 +100,10 @@ class Settings(BaseSettings):
 
     #: the data directory: uploads, results, model versions; shared by every process
     data_dir: Path = Path("atcon-data")
+    #: an S3-compatible object store shared by every process, ``s3://bucket/prefix``
+    #: (endpoint and credentials: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...); unset:
+    #: the data directory alone. With it, ``data_dir`` is this process's scratch and cache
+    storage_url: str | None = None
     #: the broker; unset runs the embedded default (API and workers in one process)
     redis_url: str | None = None
     #: the first model version: registered (copied into models/v0001, active) when the API
@@ -270,7 +274,16 @@ class Settings(BaseSettings):
             validate_camera(name, "ATCON_FINETUNE_CAMERAS entry")
         return value
 
-    @field_validator("redis_url", "device", "metrics_port", mode="before")
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value:
+            from .object_store import parse_storage_url
+
+            parse_storage_url(value)  # SettingsError naming the expected form
+        return value
+
+    @field_validator("redis_url", "device", "metrics_port", "storage_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -39,12 +39,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.atomic import atomic_write_bytes, atomic_write_json
 
 from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
 from .results import EVENTS_FILE, read_events
+
+if TYPE_CHECKING:
+    from .frame_pool import FramePool
+    from .probe import StreamedVideo
+    from .settings import Settings
+    from .versions import ModelRegistry
 
 __all__ = [
     "ID_PATTERN",
@@ -54,6 +60,7 @@ __all__ = [
     "atomic_write_json",
     "clean_filename",
     "new_id",
+    "open_storage",
     "validate_id",
 ]
 
@@ -149,7 +156,18 @@ class VideoRecord:
 
 
 class Storage:
-    """Paths and atomic operations on one data directory."""
+    """Paths and atomic operations on one data directory: the local backend.
+
+    This class is also the storage backend interface. :class:`worker.storage_s3.ObjectStorage`
+    (``ATCON_STORAGE_URL=s3://...``) overrides the methods that share data between
+    machines (videos, results, deletion) and keeps this data directory as the process's
+    own scratch and cache; :func:`open_storage` picks one from the settings. Callers
+    ask through the methods below (``video_exists``, ``video_input``, ``results_dir``,
+    ``read_events``...) rather than looking at folders, so both backends answer.
+    """
+
+    #: False for the data directory alone; True when an object store holds the truth
+    shared_store = False
 
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir)
@@ -161,6 +179,11 @@ class Storage:
         #: finished jobs' records, archived when the queue drops them (worker.retention)
         self.jobs = self.root / "jobs"
         self.audit_log = self.root / "audit.log"
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for logs and messages."""
+        return str(self.root)
 
     def ensure_layout(self) -> None:
         try:
@@ -197,6 +220,21 @@ class Storage:
                 continue
         return removed
 
+    def refresh_copies(self) -> None:
+        """Bring this process's copies of the shared videos and results up to date.
+
+        Nothing to do here (the data directory is the truth); the object store backend
+        copies in records and results it lacks, for readers that scan folders (the
+        events inbox, :mod:`service.core.inbox`)."""
+
+    def purge_orphaned_copies(self) -> int:
+        """Remove local copies of videos deleted elsewhere; return how many went.
+
+        Nothing to do here: the data directory is the truth, and deletion removes from it.
+        The object store backend's processes keep copies that another process's deletion
+        cannot reach; the workers' sweep (:mod:`worker.tmp_sweep`) calls this."""
+        return 0
+
     def check_writable(self) -> None:
         """Raise ``StorageError`` unless a file can be written and removed in ``tmp/``."""
         try:
@@ -228,7 +266,17 @@ class Storage:
         return folder
 
     def source_path(self, video_id: str) -> Path:
+        """The uploaded bytes as a local file (the object store backend copies them here
+        first: for clips and the source download, not for decoding)."""
         return self.upload_dir(video_id) / SOURCE_NAME
+
+    def video_input(self, video_id: str) -> Path | StreamedVideo:
+        """What a worker decodes: the local file here; the object store streams it."""
+        return self.source_path(video_id)
+
+    def video_exists(self, video_id: str) -> bool:
+        """Whether the video is stored (not deleted): asked before publishing results."""
+        return self.upload_dir(video_id).is_dir()
 
     def new_upload_file(self) -> Path:
         """A fresh file name in ``tmp/`` for an upload being received."""
@@ -326,7 +374,7 @@ class Storage:
         A job done twice publishes twice; each publication is one rename of a complete
         folder, so readers see one whole result set, never a mix.
         """
-        target = self.results_dir(video_id)
+        target = self.results / validate_id(video_id, "video_id")
         if not (staging / EVENTS_NAME).is_file():
             raise StorageError(f"{staging} holds no {EVENTS_NAME}; nothing to publish")
         self.results.mkdir(parents=True, exist_ok=True)
@@ -350,3 +398,55 @@ class Storage:
         if not candidate.is_relative_to(base) or candidate == base:
             raise InvalidIdError(f"{relative!r} is not a file of the results of {video_id}")
         return candidate
+
+    # -- staged files (a zip of frames waiting for its import job) ------------------------------
+
+    def staged_path(self, name: str) -> Path:
+        """Where staged file ``name`` (a server-chosen name) is read by its job; the
+        object store backend copies it in from the store first."""
+        return self.tmp / name
+
+    def stage(self, received: Path, name: str) -> None:
+        """Hand a received file to a job on any machine (here: a rename into ``tmp/``)."""
+        try:
+            os.replace(received, self.tmp / name)
+        except OSError as exc:
+            raise StorageError(f"{name} could not be staged: {exc}") from exc
+
+    def discard_staged(self, name: str) -> None:
+        """Remove a staged file once its job is done with it (or could not be queued)."""
+        (self.tmp / name).unlink(missing_ok=True)
+
+    # -- frame pool --------------------------------------------------------------------------
+
+    def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> FramePool:
+        """The frame pool (:class:`~worker.frame_pool.FramePool` on ``frames/``; the
+        object store backend's is brought up to date from the store first)."""
+        from .frame_pool import FramePool
+
+        return FramePool(self.frames, image_size, val_fraction)
+
+    # -- model versions ----------------------------------------------------------------------
+
+    def registry(self) -> ModelRegistry:
+        """The model versions (:class:`~worker.versions.ModelRegistry` on ``models/``; the
+        object store backend's copies them from the store first)."""
+        from .versions import ModelRegistry
+
+        return ModelRegistry(self.models)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage backend the settings name: the data directory alone (default), or an
+    S3-compatible object store (``ATCON_STORAGE_URL``) with the data directory as this
+    process's scratch and cache."""
+    if not settings.storage_url:
+        return Storage(settings.data_dir)
+    from .storage_s3 import ObjectStorage, frame_lock, registry_lock
+
+    return ObjectStorage(
+        settings.data_dir,
+        settings.storage_url,
+        registry_lock=registry_lock(settings),
+        frame_lock=frame_lock(settings),
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from ._exceptions import StorageError
 from .deletion import purge_orphaned_frames
 from .settings import Settings
 from .storage import Storage
@@ -45,7 +46,8 @@ def start_tmp_sweeper(
             try:
                 sweep_tmp(storage, settings.tmp_max_age_s)
                 purge_orphaned_frames(storage)
-            except OSError as exc:  # the shared volume away for a moment: next time
+                storage.purge_orphaned_copies()
+            except (OSError, StorageError) as exc:  # the volume or store away: next time
                 logger.warning("tmp/ not swept now: %s", exc)
             if stop.wait(settings.tmp_sweep_interval_s):
                 return

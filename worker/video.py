@@ -50,7 +50,9 @@ from av.video.stream import VideoStream
 
 from ._exceptions import EmptyVideoError, VideoDecodeError
 from .probe import (
+    StreamedVideo,
     VideoInfo,
+    VideoInput,
     _decode_packet,
     _display_size,
     _duration_s,
@@ -59,6 +61,7 @@ from .probe import (
     _stream_sar,
     _video_stream,
     probe,
+    source_name,
 )
 
 __all__ = [
@@ -233,7 +236,7 @@ class FrameSampler:
 
     def __init__(
         self,
-        path: str | Path,
+        path: VideoInput,
         *,
         fps: float = 2.0,
         size: tuple[int, int] | None = None,
@@ -252,7 +255,8 @@ class FrameSampler:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if threads < 0:
             raise ValueError(f"threads must be 0 (automatic) or positive, got {threads}")
-        self.path = Path(path)
+        self.path = path if isinstance(path, StreamedVideo) else Path(path)
+        self.name = source_name(path)
         self.rate = Fraction(fps).limit_denominator(1_000_000)
         self.size = size
         self.max_side = max_side
@@ -270,7 +274,7 @@ class FrameSampler:
         started = time.perf_counter()
         container = _open(self.path)
         try:
-            stream = _video_stream(container, self.path.name)
+            stream = _video_stream(container, self.name)
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
             if self.skip_nonref:
@@ -326,7 +330,7 @@ class FrameSampler:
             self.busy_s = time.perf_counter() - started
             if stats.decoded_frames == 0:
                 raise EmptyVideoError(
-                    f"no frame of {self.path.name!r} could be decoded: the video stream is "
+                    f"no frame of {self.name!r} could be decoded: the video stream is "
                     "empty or unreadable; check the camera's export"
                 )
             if stats.failed_packets or stats.corrupt_frames or stats.coverage < 0.999:
@@ -407,7 +411,7 @@ def _frame_at(
 
 
 def extract_frames(
-    path: str | Path,
+    path: VideoInput,
     pts: Sequence[int],
     *,
     sizes: Sequence[tuple[int, int] | None] = (None,),
@@ -423,7 +427,7 @@ def extract_frames(
     """
     if not sizes:
         raise ValueError("sizes must name at least one output size")
-    name = Path(path).name
+    name = source_name(path)
     found: dict[int, list[np.ndarray]] = {}
     container = _open(path)
     try:

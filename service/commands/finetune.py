@@ -110,7 +110,7 @@ def _nightly(camera: str | None) -> int:
     from worker.finetune import run_nightly_once
     from worker.queue_factory import open_queue
     from worker.settings import get_settings
-    from worker.storage import Storage
+    from worker.storage import open_storage
 
     if camera is not None:
         try:
@@ -125,7 +125,7 @@ def _nightly(camera: str | None) -> int:
             "ATCON_REDIS_URL; the embedded default (`atcon serve`) schedules by itself"
         )
         return 2
-    storage = Storage(settings.data_dir)
+    storage = open_storage(settings)
     storage.ensure_layout()
     queue = open_queue(settings)
     try:

@@ -51,7 +51,7 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
     from worker.model_cache import ModelCache
     from worker.queue_factory import open_queue
     from worker.settings import get_settings
-    from worker.storage import Storage
+    from worker.storage import open_storage
 
     settings = get_settings()
     checks: dict[str, str] = {}
@@ -75,7 +75,7 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
             raise ValueError(f"no {kind} worker {who} marked itself alive recently")
         checks["worker"] = ", ".join(mine)
         if kind == "detect":
-            ref = ModelCache(Storage(settings.data_dir), settings).reference()
+            ref = ModelCache(open_storage(settings), settings).reference()
             if not ref.checkpoint.is_file():
                 raise ValueError(f"checkpoint {ref.checkpoint} does not exist")
             checks["model"] = "ok"
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.metrics import serve_worker_metrics
     from worker.queue_factory import open_queue
     from worker.settings import get_settings
-    from worker.storage import Storage
+    from worker.storage import open_storage
     from worker.tmp_sweep import start_tmp_sweeper
 
     if args.healthcheck:
@@ -102,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
             "workers in its own process"
         )
         return 2
-    storage = Storage(settings.data_dir)
+    storage = open_storage(settings)
     storage.ensure_layout()
+    if storage.shared_store:
+        storage.check_writable()  # ObjectStoreError naming the bucket, at start
+    logger.info("storage: %s", storage.location)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

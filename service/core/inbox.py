@@ -267,6 +267,8 @@ class EventIndex:
 
     def rows(self) -> list[InboxRow]:
         """Every event of every video, newest first (sorted again only after a change)."""
+        if self.storage.shared_store:  # the object store: copy in what others published
+            self.storage.refresh_copies()
         try:
             names = os.listdir(self._uploads)
         except FileNotFoundError:

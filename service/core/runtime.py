@@ -21,9 +21,9 @@ from worker.queue import JobQueue
 from worker.queue_factory import open_queue
 from worker.retention import prune_jobs
 from worker.settings import Settings
-from worker.storage import Storage
+from worker.storage import Storage, open_storage
 from worker.tmp_sweep import start_tmp_sweeper
-from worker.versions import ModelRegistry, VersionError
+from worker.versions import VersionError
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -60,7 +60,7 @@ class ModelCheck:
             return ModelStatus(False, None, str(exc))
         self._version = model.name
         try:
-            card = ModelRegistry(self.served.storage.models).get(model.ref.version)
+            card = self.served.storage.registry().get(model.ref.version)
         except (VersionError, OSError, ValueError) as exc:
             return ModelStatus(False, model.name, f"the card cannot be read: {exc}")
         if card.checkpoint_sha256 != model.info.sha256:
@@ -105,8 +105,10 @@ class Runtime:
         cls, settings: Settings, *, queue: JobQueue | None = None, workers: int | None = None
     ) -> Runtime:
         settings.check_safe_to_serve()
-        storage = Storage(settings.data_dir)
+        storage = open_storage(settings)
         storage.ensure_layout()
+        if storage.shared_store:
+            storage.check_writable()  # ObjectStoreError naming the bucket, at start
         # embedded: this process is the only one using tmp/; shared: leave others' work
         storage.clean_tmp(older_than_s=0.0 if settings.embedded else 24 * 3600.0)
         ensure_first_version(storage, settings)  # a served model always has a version and card

@@ -43,7 +43,6 @@ from worker.jobs import FINETUNE
 from worker.queue import Job
 from worker.retention import list_jobs
 from worker.versions import (
-    ModelRegistry,
     NoCameraVersionError,
     UnknownVersionError,
     VersionError,
@@ -65,7 +64,7 @@ _JOBS_SHOWN = 20
 def models_page(page: PageDep) -> Response:
     page.require(Role.admin)
     runtime = page.runtime
-    registry = ModelRegistry(runtime.storage.models)
+    registry = runtime.storage.registry()
     versions = list(reversed(registry.versions()))
     comparisons: dict[str, dict[str, Any]] = {}
     disagreements: dict[str, dict[str, Any]] = {}
@@ -111,7 +110,7 @@ def models_page(page: PageDep) -> Response:
 def comparison_image(version: str, name: str, page: PageDep) -> Response:
     """An overlay PNG of a version's comparison (admin, like the page that shows it)."""
     page.require(Role.admin)
-    registry = ModelRegistry(page.runtime.storage.models)
+    registry = page.runtime.storage.registry()
     if not name.endswith(".png"):
         raise PageError(404, "No such image", "That image does not exist.")
     try:
@@ -133,7 +132,7 @@ async def activate(version: str, page: PageDep) -> Response:
         raise PageError(
             422, "No camera named", "Name at least one camera (comma-separated), then try again."
         )
-    registry = ModelRegistry(page.runtime.storage.models)
+    registry = page.runtime.storage.registry()
     try:
         registry.activate(
             version,
@@ -159,7 +158,7 @@ async def camera_to_default(camera: str, page: PageDep) -> Response:
     """Serve ``camera`` the default version again."""
     principal = page.require(Role.admin)
     await page.form()
-    registry = ModelRegistry(page.runtime.storage.models)
+    registry = page.runtime.storage.registry()
     try:
         removed = registry.deactivate_cameras([camera], reason=f"by {principal.name}")
     except InvalidCameraError as exc:

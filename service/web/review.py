@@ -32,7 +32,7 @@ from models._exceptions import CheckpointError
 from worker._exceptions import NoModelError, QueueError, StorageError, UnknownFrameError
 from worker.cameras import CAMERA_PATTERN
 from worker.finetune import last_finetune
-from worker.frame_pool import FramePool, FrameRecord
+from worker.frame_pool import FrameRecord
 from worker.frame_scoring import request_scoring
 from worker.settings import Settings
 from worker.storage import ID_PATTERN, Storage
@@ -130,8 +130,8 @@ def review_page(request: Request, page: PageDep, limit: str | None = None) -> Re
     scoring = False
     try:
         served = runtime.served.current()
-        pool = FramePool(
-            runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
+        pool = runtime.storage.frame_pool(
+            served.info.input_size, runtime.settings.pool_val_fraction
         )
         classes = list(served.info.class_names)
         unscored = [r.frame_id for r in pool.records(labeled=False) if r.consistency is None]
@@ -139,7 +139,7 @@ def review_page(request: Request, page: PageDep, limit: str | None = None) -> Re
             request_scoring(runtime.queue, served.name, unscored)
             scoring = True
     except (NoModelError, CheckpointError, StorageError) as exc:  # list what is scored
-        pool, classes, problem = FramePool(runtime.storage.frames), [], str(exc)
+        pool, classes, problem = runtime.storage.frame_pool(), [], str(exc)
     except QueueError as exc:  # scored frames can still be labeled
         logger.warning("frames not sent for scoring: %s", exc)
     settings = runtime.settings
@@ -186,8 +186,8 @@ async def label_frame(request: Request, frame_id: str, page: PageDep) -> Respons
     runtime = page.runtime
     try:
         served = runtime.served.current()
-        pool = FramePool(
-            runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
+        pool = runtime.storage.frame_pool(
+            served.info.input_size, runtime.settings.pool_val_fraction
         )
         pool.set_labels(frame_id, labels, list(served.info.class_names))
     except UnknownFrameError:

@@ -99,3 +99,19 @@ def test_inbox_benchmark_times_the_inbox_and_both_ways_of_cutting_a_clip(tmp_pat
     assert all(r["p95_ms"] >= r["p50_ms"] > 0 for r in result["requests"].values())
     methods = {name: c.get("method") for name, c in result["clips"].items()}
     assert methods["first, stream copy"] == "copy" and methods["first, re-encoded"] == "reencode"
+
+
+def test_storage_benchmark_compares_the_backends_on_one_video(tmp_path: Path) -> None:
+    pytest.importorskip("moto", reason="moto[server] (the dev extra) runs the S3 server")
+    from bench import storage
+
+    out = tmp_path / "storage.json"
+    argv = ["--minutes", "0.05", "--repeats", "1", "--input-size", "64"]
+    assert storage.main([*argv, "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    local, stored = result["local"], result["object_store"]
+    assert local["samples"] == stored["samples"] == 6  # 3 s at 2 samples/s, both backends
+    assert local["total_s"] > 0 and stored["total_s"] > 0 and stored["publish_s"] > 0
+    assert result["object_store_over_local"] == pytest.approx(stored["total_s"] / local["total_s"])
+    # the decoder's ranged reads bring each byte of the video about once
+    assert 0 < result["decoder_fetched_bytes"] <= 1.1 * result["video"]["bytes"]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker._exceptions import EmptyZipError, InvalidFrameError, QueueError, ZipTooLargeError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
-from worker.frame_import import IMPORT, stage_archive, staged_archive
+from worker.frame_import import IMPORT, discard_archive, stage_archive
 from worker.frame_pool import FramePool, FrameRecord, check_zip
 from worker.frame_scoring import FRAME_MAP_KINDS, frame_map_path, request_scoring
 from worker.model_cache import ServedModel
@@ -126,9 +126,7 @@ def _pool(runtime: Runtime) -> tuple[FramePool, ServedModel]:
     ``NoModelError`` and ``CheckpointError`` become 503 at the HTTP boundary
     (:mod:`service.core.problems`)."""
     served = runtime.served.current()
-    pool = FramePool(
-        runtime.storage.frames, served.info.input_size, runtime.settings.pool_val_fraction
-    )
+    pool = runtime.storage.frame_pool(served.info.input_size, runtime.settings.pool_val_fraction)
     return pool, served
 
 
@@ -220,7 +218,7 @@ async def _queue_import(
     try:
         await run_in_threadpool(runtime.queue.enqueue, IMPORT, payload, job_id=upload_id)
     except QueueError:
-        staged_archive(runtime.storage, upload_id).unlink(missing_ok=True)
+        await run_in_threadpool(discard_archive, runtime.storage, upload_id)
         runtime.audit.record("import_frames", principal, job_id=upload_id, outcome="queue down")
         raise
     runtime.audit.record("import_frames", principal, job_id=upload_id)
@@ -280,7 +278,7 @@ def get_frame(frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep) -> F
     responses={**problem_responses(404), 200: {"content": {"image/png": {}}}},
 )
 def frame_image(frame_id: FrameId, principal: ViewerDep, runtime: RuntimeDep) -> FileResponse:
-    path = FramePool(runtime.storage.frames).image_path(frame_id)
+    path = runtime.storage.frame_pool().image_path(frame_id)
     return FileResponse(path, media_type="image/png")
 
 

@@ -94,7 +94,7 @@ class CameraScopes(BaseModel):
 
 
 def _registry(runtime: RuntimeDep) -> ModelRegistry:
-    return ModelRegistry(runtime.storage.models)
+    return runtime.storage.registry()
 
 
 @router.get("", response_model=ModelList, summary="Every model version, newest first")
