@@ -46,3 +46,27 @@ def test_the_trees_are_rooted_in_atcon_error() -> None:
             if name == "BodyTooLargeError":  # an HTTPException, raised before routing
                 continue
             assert issubclass(value, AtconError), name
+
+
+def test_the_service_imports_the_workers_exceptions_by_their_public_names() -> None:
+    """``service`` imports ``from worker import NoModelError``, never from
+    ``worker._exceptions``: the private module can move without touching the service."""
+    import ast
+    from pathlib import Path
+
+    import service
+    import worker
+
+    private = []
+    for path in sorted(Path(service.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "worker._exceptions":
+                private.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.ImportFrom) and node.module == "worker":
+                private += [
+                    f"{path.name}:{node.lineno}" for a in node.names if a.name == "_exceptions"
+                ]
+    assert private == [], f"import these from worker instead: {private}"
+    from worker import _exceptions as tree
+
+    assert set(worker.__all__) == set(tree.__all__) - {"AtconError"}

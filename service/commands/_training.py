@@ -231,7 +231,7 @@ def print_json(data: dict[str, Any]) -> None:
 def run_guarded(body: Any) -> int:
     """Run ``body()``; turn the project's named errors into one log line and exit code 1."""
     from models._exceptions import AtconError
-    from worker._exceptions import WorkerError
+    from worker import WorkerError
 
     try:
         return int(body())

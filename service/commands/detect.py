@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from models import CheckpointError
-    from worker._exceptions import ResultsExistError, VideoDecodeError
+    from worker import ResultsExistError, VideoDecodeError
     from worker.detect import DetectionConfig, Detector
 
     try:

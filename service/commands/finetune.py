@@ -105,7 +105,7 @@ def _nightly(camera: str | None) -> int:
     """Queue a fine-tune if the nightly conditions hold; print the job id or why not."""
     import json
 
-    from worker._exceptions import InvalidCameraError
+    from worker import InvalidCameraError
     from worker.cameras import validate_camera
     from worker.finetune import run_nightly_once
     from worker.queue_factory import open_queue

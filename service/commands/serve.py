@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.main import create_app
-    from worker._exceptions import SettingsError
+    from worker import SettingsError
     from worker.settings import Settings
 
     overrides: dict[str, object] = {"dev": True} if args.dev else {}

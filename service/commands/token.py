@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from service.core.security import new_token
-    from worker._exceptions import SettingsError
+    from worker import SettingsError
     from worker.settings import Role, parse_tokens
 
     token, entry = new_token(args.name, Role(args.role))

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _healthcheck(kind: str, name: str | None = None) -> int:
     import json
 
-    from worker._exceptions import AtconError
+    from models import AtconError
     from worker.model_cache import ModelCache
     from worker.queue_factory import open_queue
     from worker.settings import get_settings

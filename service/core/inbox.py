@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from worker._exceptions import StorageError
+from worker import StorageError
 from worker.reviews import REVIEWS_NAME, history_of, read_history, read_reviews, review_of
 from worker.storage import EVENTS_NAME, RECORD_NAME, Storage
 

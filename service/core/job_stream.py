@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from worker._exceptions import QueueUnavailableError
+from worker import QueueUnavailableError
 from worker.queue import Job, JobQueue, JobState
 
 __all__ = ["job_events", "sse"]

@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from worker._exceptions import QueueError
+from worker import QueueError
 from worker.queue import DURATION_BUCKETS, JobQueue, JobState
 
 __all__ = ["QueueCollector", "RequestMetrics", "metrics_registry", "render_metrics"]

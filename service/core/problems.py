@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models._exceptions import CheckpointError
-from worker._exceptions import (
+from worker import (
     EventNotFoundError,
     InvalidCameraError,
     InvalidFrameError,

@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 from typing import Any
 
-from worker._exceptions import InvalidIdError, NoResultsError
+from worker import InvalidIdError, NoResultsError
 from worker.reviews import history_of, read_history, read_reviews, review_of
 from worker.storage import Storage
 

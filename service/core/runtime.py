@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 from models._exceptions import CheckpointError
-from worker._exceptions import JobError, NoModelError, QueueError, StorageError
+from worker import JobError, NoModelError, QueueError, StorageError
 from worker.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
 from worker.model_cache import ModelCache, ServedModels, ensure_first_version
 from worker.queue import JobQueue

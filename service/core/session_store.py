@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from models.atomic import atomic_write_bytes
-from worker._exceptions import StorageError
+from worker import StorageError
 
 __all__ = ["SessionStore"]
 

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker._exceptions import StorageError
+from worker import StorageError
 
 from .config import Role, Settings, TokenEntry
 from .security import DEV_PRINCIPAL, Principal

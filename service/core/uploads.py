@@ -25,7 +25,7 @@ import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from worker._exceptions import InvalidCameraError, VideoDecodeError
+from worker import InvalidCameraError, VideoDecodeError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, validate_camera
 
 from .._exceptions import UploadError, UploadTooLargeError

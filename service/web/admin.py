@@ -32,7 +32,7 @@ from urllib.parse import quote
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from worker._exceptions import (
+from worker import (
     InvalidCameraError,
     JobNotFoundError,
     QueueError,

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import QueryParams
 
 from models._exceptions import CheckpointError
-from worker._exceptions import NoModelError, QueueError, StorageError, UnknownFrameError
+from worker import NoModelError, QueueError, StorageError, UnknownFrameError
 from worker.cameras import CAMERA_PATTERN
 from worker.finetune import last_finetune
 from worker.frame_pool import FrameRecord

@@ -26,7 +26,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
-from worker._exceptions import (
+from worker import (
     EventNotFoundError,
     NoResultsError,
     QueueUnavailableError,

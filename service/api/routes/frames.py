@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker._exceptions import EmptyZipError, InvalidFrameError, QueueError, ZipTooLargeError
+from worker import EmptyZipError, InvalidFrameError, QueueError, ZipTooLargeError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
 from worker.frame_import import IMPORT, discard_archive, stage_archive
 from worker.frame_pool import FramePool, FrameRecord, check_zip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from worker._exceptions import QueueError, StorageError
+from worker import QueueError, StorageError
 
 from ...core.metrics import metrics_registry, render_metrics
 from ...core.problems import PROBLEM_RESPONSES, problem_responses

@@ -11,14 +11,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from worker import deletion
-from worker._exceptions import (
+from worker import (
     InvalidIdError,
     JobNotFoundError,
     QueueError,
     QueueUnavailableError,
     VideoDecodeError,
     VideoNotFoundError,
+    deletion,
 )
 from worker.cameras import CAMERA_RULE
 from worker.jobs import DETECT
