@@ -78,8 +78,13 @@ __all__ = ["PRECISIONS", "DetectionConfig", "Detector", "cpu_has_native_bfloat16
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "int8": torch.float32,  # the int8 copy takes float32 frames and quantises inside
+}
 _MIN_INPUT_SIZE = 16
 #: scoring batches between returns of free heap pages to the OS (:mod:`worker._memory`)
 _TRIM_EVERY_BATCHES = 16
@@ -115,7 +120,9 @@ class DetectionConfig:
     ``thresholds`` overrides the checkpoint's onset thresholds by class name; offsets
     are ``offset_ratio`` times the onsets. ``precision`` is the scoring model's
     (attention maps are always float32): ``"auto"`` picks bfloat16 (float16 where
-    unsupported) on CUDA, bfloat16 on a CPU with native support, float32 otherwise.
+    unsupported) on CUDA, bfloat16 on a CPU with native support, else int8 when the
+    checkpoint has a checked int8 copy beside it (:mod:`worker.int8`), else float32.
+    ``"int8"`` requires that copy.
     ``channels_last=None`` uses channels-last memory format on CUDA and below float32.
     ``expected_classes``, when set, must equal the checkpoint's classes (as a set).
     PyTorch's intra-op thread count is process-wide and not this class's to set: the
@@ -255,7 +262,7 @@ class Detector:
             cfg.channels_last
             if cfg.channels_last is not None
             else (self.device.type == "cuda" or self._dtype != torch.float32)
-        )
+        ) and self.precision != "int8"
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -280,7 +287,12 @@ class Detector:
         on.update(cfg.thresholds)
         self.on_thresholds = [float(on[name]) for name in self.class_names]
         self.off_thresholds = [v * cfg.offset_ratio for v in self.on_thresholds]
-        if cfg.compile:
+        if self.precision == "int8":
+            from .int8 import int8_path, load_int8_scorer
+
+            # compiled with a static batch: :meth:`_classify` pads to ``batch_size``
+            self.scorer, self.compiled = load_int8_scorer(int8_path(self.checkpoint)), True
+        elif cfg.compile:
             self._compile_scorer()
 
     def frame_consistency(self, frames: np.ndarray) -> np.ndarray:
@@ -306,6 +318,25 @@ class Detector:
         x = self._preprocess(np.ascontiguousarray(frames))
         cam, guided, _ = gradcam_and_guided_backprop(self.model, x, layer=self.layer)
         return cam.float().cpu().numpy(), guided.float().cpu().numpy()
+
+    def build_int8(self, calibration: np.ndarray, validation: np.ndarray) -> dict[str, Any]:
+        """Build, check and store this checkpoint's int8 copy (:mod:`worker.int8`) from
+        uint8 (N, S, S, 3) calibration and validation frames (pool or training frames);
+        return the check. A detector made afterwards with ``precision="auto"`` on a CPU
+        without native bfloat16 uses it when the check passed."""
+        import copy
+
+        from .int8 import build_int8
+
+        model = copy.deepcopy(self.model).float().to(memory_format=torch.contiguous_format)
+        return build_int8(
+            model,
+            self._preprocess(np.ascontiguousarray(calibration)),
+            self._preprocess(np.ascontiguousarray(validation)),
+            self.checkpoint,
+            batch_size=self.config.batch_size,
+            multi_label=self.info.multi_label,
+        )
 
     # -- setup -----------------------------------------------------------------------
     def _check_fit(self, model: nn.Module, info: CheckpointInfo) -> None:
@@ -369,11 +400,26 @@ class Detector:
 
     def _resolve_precision(self) -> str:
         wanted = self.config.precision
+        if wanted == "int8":
+            from .int8 import int8_path
+
+            if self.device.type != "cpu" or not int8_path(self.checkpoint).is_file():
+                raise CheckpointMismatchError(
+                    f"precision int8 needs a CPU and the int8 copy {int8_path(self.checkpoint)} "
+                    "of the checkpoint; build it first (Detector.build_int8)"
+                )
         if wanted != "auto":
             return wanted
         if self.device.type == "cuda":
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "bfloat16" if cpu_has_native_bfloat16() else "float32"
+        if cpu_has_native_bfloat16():
+            return "bfloat16"
+        from .int8 import int8_check
+
+        check = int8_check(self.checkpoint)
+        if check and check.get("usable") and check.get("batch_size") == self.config.batch_size:
+            return "int8"
+        return "float32"
 
     def _compile_scorer(self) -> None:
         """Swap :attr:`scorer` for its compiled form (:mod:`worker.compiled`), if one works."""
