@@ -534,6 +534,7 @@ class Detector:
             on_thresholds=self.on_thresholds,
             off_thresholds=self.off_thresholds,
             max_pending=gate_config.max_pending,
+            batch_size=cfg.batch_size,
         )
         times, pts = [], []
         source = gate_batches(sampler, gate)

@@ -246,13 +246,18 @@ class GatedScores:
 
     ``classify`` maps uint8 frames (N, S, S, 3) to probabilities (N, C); it is called
     with the frames to score, never with an empty array. Feed batches in time order
-    with :meth:`add`, then read :meth:`result`.
+    with :meth:`add`, then read :meth:`result`. Batches are held until at least
+    ``batch_size`` of their samples need the model (or ``max_queued`` batches wait),
+    so the model sees full batches, as a compiled scorer that pads every call to
+    ``batch_size`` needs to gain from skipping.
     """
 
     classify: Callable[[np.ndarray], np.ndarray]
     on_thresholds: Sequence[float]
     off_thresholds: Sequence[float]
     max_pending: int = 64
+    batch_size: int = 1
+    max_queued: int = 16
     scores: list[np.ndarray] = field(default_factory=list)
     reasons: list[np.ndarray] = field(default_factory=list)
     changes: list[np.ndarray] = field(default_factory=list)
@@ -260,14 +265,35 @@ class GatedScores:
     _last_state: np.ndarray | None = None
     #: skipped samples since the last scored one: (batch number, row, frame)
     _pending: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    _queued: list[GatedBatch] = field(default_factory=list)
+    _queued_rows: int = 0
 
     def add(self, gated: GatedBatch) -> None:
-        """Score (or inherit) the samples of one batch."""
+        """Queue one batch; score (or inherit) the queue once enough samples need the model."""
         if not len(gated):
             return
+        self._queued.append(gated)
+        self._queued_rows += int(np.count_nonzero(gated.reason != INHERITED))
+        if self._queued_rows >= self.batch_size or len(self._queued) >= self.max_queued:
+            self.flush()
+
+    def flush(self) -> None:
+        """Score the queued batches' samples that need the model, in one call, and walk them."""
+        queued, self._queued, self._queued_rows = self._queued, [], 0
+        wanted = [g.batch.frames[g.reason != INHERITED] for g in queued]
+        nonempty = [f for f in wanted if len(f)]
+        fresh = self.classify(np.concatenate(nonempty)) if nonempty else None
+        offset = 0
+        for gated, frames in zip(queued, wanted, strict=True):
+            count = len(frames)
+            part = None if fresh is None else fresh[offset : offset + count]
+            offset += count
+            self._walk(gated, part)
+
+    def _walk(self, gated: GatedBatch, fresh: np.ndarray | None) -> None:
+        """Place one batch's scores: fresh where scored, inherited elsewhere; backfill."""
         frames, reason = gated.batch.frames, gated.reason.copy()
         rows = np.flatnonzero(reason != INHERITED)
-        fresh = self.classify(frames[rows]) if rows.size else None
         out: np.ndarray | None = None
         number = len(self.scores)
         self.reasons.append(reason)
@@ -307,6 +333,7 @@ class GatedScores:
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores (T, C) float32, reason codes (T,) uint8, change scores (T,) float32."""
+        self.flush()
         if not self.scores:
             return (
                 np.zeros((0, len(self.on_thresholds)), dtype=np.float32),

@@ -158,3 +158,22 @@ def test_gate_config_is_checked() -> None:
         GateConfig(max_interval_s=0)
     with pytest.raises(ValueError, match="min_area"):
         GateConfig(min_area=2)
+
+
+def test_batches_wait_until_the_model_gets_a_full_batch() -> None:
+    """A compiled scorer pads every call to its batch: queued batches are scored
+    together once enough of their samples need the model."""
+    calls: list[int] = []
+
+    def classify(frames: np.ndarray) -> np.ndarray:
+        calls.append(len(frames))
+        return np.full((len(frames), 1), 0.1, dtype=np.float32)
+
+    scores = GatedScores(classify, [0.5], [0.4], batch_size=4)
+    scores.add(_gated([0, 1, 2], [FIRST, 0, CHANGE], [1, 1, 1]))
+    scores.add(_gated([3, 4, 5], [AFTER_CHANGE, 0, 0], [1, 1, 1]))
+    assert calls == []  # three samples to score so far
+    scores.add(_gated([6, 7, 8], [INTERVAL, 0, 0], [1, 1, 1]))
+    assert calls == [4]
+    result, reasons, _ = scores.result()
+    assert result.shape == (9, 1) and list(reasons[:3]) == [FIRST, INHERITED, CHANGE]
