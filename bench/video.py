@@ -9,7 +9,10 @@ neighbour slows every variant alike):
   (the baseline every ratio is taken against, from the same round);
 * ``detect``: :meth:`worker.detect.Detector.detect` with every sample scored (model
   loaded beforehand, as the queue worker keeps it);
-* ``gated``: the same with motion gating (:mod:`worker.motion`), default settings.
+* ``gated``: the same with motion gating (:mod:`worker.motion`), default settings;
+* ``int8``, ``gated-int8``: the two above scoring with the checkpoint's int8 copy
+  (:mod:`worker.int8`; built once into the cache before the rounds, calibrated on
+  frames of the video, its check reported; compiled in each child's model load).
 
 Each measurement runs in a fresh process. The report gives per variant the median
 of its per-round ratios to decode-only, each round's ratio, the real-time factor,
@@ -49,7 +52,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["staff_present", "patient_sitting", "bed_exit", "lights_dimmed"]
-VARIANTS = ("decode", "detect", "gated")
+VARIANTS = ("decode", "detect", "gated", "int8", "gated-int8")
 #: the environment that holds PyTorch to AVX2 (no AVX-512, no bfloat16)
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 _FLAGS = {
@@ -187,6 +190,27 @@ def make_checkpoint(cache: Path, arch: str, input_size: int) -> Path:
     return path
 
 
+def int8_copy(args: argparse.Namespace, checkpoint: Path, video: Path) -> dict[str, Any]:
+    """The checkpoint's int8 copy (:mod:`worker.int8`), built once into the cache:
+    calibrated on 64 frames of the video sampled at 0.5/s, checked on the 64 between."""
+    import numpy as np
+
+    from worker.detect import DetectionConfig, Detector
+    from worker.int8 import int8_check
+    from worker.video import FrameSampler
+
+    check = int8_check(checkpoint)
+    if check is not None and check.get("batch_size") == args.batch_size:
+        return check
+    size = args.input_size
+    frames = np.concatenate(
+        [b.frames for b in FrameSampler(video, fps=0.5, size=(size, size), batch_size=32)]
+    )[:128]
+    print("building the int8 copy ...", file=sys.stderr)
+    config = DetectionConfig(precision="float32", batch_size=args.batch_size, maps=False)
+    return Detector(checkpoint, config=config).build_int8(frames[::2], frames[1::2])
+
+
 # -- measurements (each in its own process) -------------------------------------------------
 
 
@@ -231,15 +255,23 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
             "decode_fps": sampler.stats.decoded_frames / wall,
             "peak_rss_mb": _peak_rss_mb(),
         }
+    from worker.detect import cpu_has_native_bfloat16
+
+    precision = args.precision
+    if args.child in ("int8", "gated-int8"):
+        precision = "int8"
+    elif precision == "auto" and args.device in (None, "cpu"):
+        # what auto picks without the int8 copy: these variants are the baselines
+        precision = "bfloat16" if cpu_has_native_bfloat16() else "float32"
     started = time.perf_counter()
     config = DetectionConfig(
         sample_fps=args.fps,
         batch_size=args.batch_size,
-        precision=args.precision,
+        precision=precision,
         device=args.device,
         skip_nonref=args.skip_nonref,
         compile=args.compile or args.child == "compile",
-        gating=GateConfig() if args.child == "gated" else None,
+        gating=GateConfig() if args.child in ("gated", "gated-int8") else None,
     )
     detector = Detector(args.checkpoint, config=config)
     load = time.perf_counter() - started
@@ -331,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         decoder = measure_decoder_cores(video=make_video(args.cache, min(args.minutes, 0.5)))
         args.torch_threads = choose_torch_threads(available_cores(), decoder)
         args.decoder_cores = decoder
+    if {"int8", "gated-int8"} & set(variants):
+        args.int8_check = int8_copy(args, checkpoint, video)
     try:
         return _measure(args, ["decode", *variants], video, checkpoint)
     finally:
@@ -362,6 +396,7 @@ def _measure(args: argparse.Namespace, variants: list[str], video: Path, checkpo
         "cpu": cpu_description(AVX2_ENV if args.emulate_avx2 else None),
         "torch_threads": args.torch_threads,
         "decoder_cores_measured": getattr(args, "decoder_cores", None),
+        "int8_check": getattr(args, "int8_check", None),
         "load_average": {"before": load_before, "after": load_after},
         "cold_compile_s": built["wall_s"] if built else None,
         "rounds": rounds,
@@ -441,6 +476,15 @@ def _print(args: argparse.Namespace, results: dict[str, Any]) -> None:
             f"frames/s; {decode['realtime_factor']:.1f}x real time)",
         ),
     ]
+    if results["int8_check"]:
+        check = results["int8_check"]
+        rows.append(
+            (
+                "int8 copy",
+                f"largest probability change from float32 {check['max_probability_change']:.4f}"
+                f" on {check['validation_frames']} frames (target <= {check['target']})",
+            )
+        )
     for mode, v in results["variants"].items():
         t = v["timings_s"]
         rows.append(

@@ -27,7 +27,7 @@ def test_scoring_benchmark_reports_rates_ratios_and_deviations(tmp_path: Path) -
 def test_video_benchmark_interleaves_variants_and_reports_ratios(tmp_path: Path) -> None:
     out = tmp_path / "video.json"
     argv = ["--minutes", "0.1", "--input-size", "64", "--repeats", "2", "--torch-threads", "1"]
-    argv += ["--emulate-avx2"]
+    argv += ["--emulate-avx2", "--variants", "decode,detect,gated"]
     assert video.main([*argv, "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert len(result["rounds"]) == 2
