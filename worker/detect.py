@@ -38,8 +38,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +60,7 @@ from ._memory import release_free_memory
 from ._prefetch import Prefetcher
 from .frames import normalization
 from .model_cache import checkpoint_name
+from .motion import INHERITED, REASONS, UNGATED, GateConfig, GatedScores, MotionGate, gate_batches
 from .probe import StreamedVideo, VideoInfo, VideoInput, probe, source_name
 from .results import (
     EVENTS_FILE,
@@ -78,15 +78,33 @@ __all__ = ["PRECISIONS", "DetectionConfig", "Detector", "cpu_has_native_bfloat16
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "int8": torch.float32,  # the int8 copy takes float32 frames and quantises inside
+}
 _MIN_INPUT_SIZE = 16
 #: scoring batches between returns of free heap pages to the OS (:mod:`worker._memory`)
 _TRIM_EVERY_BATCHES = 16
 
 
+#: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN below its bfloat16 instructions
+_ONEDNN_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from Linux."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from Linux.
+
+    False also when PyTorch is held to an older instruction set by
+    ``ATEN_CPU_CAPABILITY`` (``default``, ``avx2``) or ``ONEDNN_MAX_CPU_ISA`` (below
+    ``AVX512_CORE_BF16``): how the benchmark emulates a CPU without bfloat16.
+    """
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2"):
+        return False
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_WITHOUT_BF16:
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
             flags = fh.read()
@@ -102,13 +120,19 @@ class DetectionConfig:
     ``thresholds`` overrides the checkpoint's onset thresholds by class name; offsets
     are ``offset_ratio`` times the onsets. ``precision`` is the scoring model's
     (attention maps are always float32): ``"auto"`` picks bfloat16 (float16 where
-    unsupported) on CUDA, bfloat16 on a CPU with native support, float32 otherwise.
+    unsupported) on CUDA, bfloat16 on a CPU with native support, else int8 when the
+    checkpoint has a checked int8 copy beside it (:mod:`worker.int8`), else float32.
+    ``"int8"`` requires that copy.
     ``channels_last=None`` uses channels-last memory format on CUDA and below float32.
     ``expected_classes``, when set, must equal the checkpoint's classes (as a set).
-    ``torch_threads`` is PyTorch's intra-op thread count while :meth:`Detector.detect`
-    runs (restored after; it is process-wide): ``None`` gives the decoder half the CPU
-    cores on CPU (PyTorch's threads spin-wait, and fighting the decoder thread for
-    cores made inference several times slower on two cores), ``0`` leaves it alone.
+    PyTorch's intra-op thread count is process-wide and not this class's to set: the
+    worker chooses it at start-up (:mod:`worker.threads`) from the cores the decoder
+    leaves free.
+    ``gating`` turns on motion gating (:mod:`worker.motion`): the model scores only
+    samples that changed since the last scored one (plus the samples after each
+    change, one every ``max_interval_s`` at least, and every skipped sample between
+    two scored ones on either side of an event boundary); the others inherit the last
+    scores. ``None`` (the default) scores every sample, exactly as without gating.
     ``skip_nonref`` lets the decoder skip frames nothing refers to (B-frames): less
     decoding, samples up to a few source frames before each instant (their times stay
     exact).
@@ -137,9 +161,9 @@ class DetectionConfig:
     decode_threads: int = 0
     max_display_side: int = 960
     expected_classes: list[str] | None = None
-    torch_threads: int | None = None
     skip_nonref: bool = False
     compile: bool = False
+    gating: GateConfig | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
@@ -163,10 +187,6 @@ class DetectionConfig:
             raise ValueError(f"gb_normalization must be one of {', '.join(GB_NORMALIZATIONS)}")
         if self.prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be at least 1, got {self.prefetch_batches}")
-        if self.torch_threads is not None and self.torch_threads < 0:
-            raise ValueError(
-                f"torch_threads must be 0 (leave alone) or positive, got {self.torch_threads}"
-            )
         if self.max_display_side < 16:
             raise ValueError(f"max_display_side must be at least 16, got {self.max_display_side}")
 
@@ -175,6 +195,7 @@ class DetectionConfig:
 class _Timings:
     decode_busy: float = 0.0
     decode_wait: float = 0.0
+    gate: float = 0.0
     preprocess: float = 0.0
     model: float = 0.0
     segment: float = 0.0
@@ -186,17 +207,17 @@ class _Timings:
         return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
 
 
-@contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """PyTorch's intra-op thread count set to ``threads`` (0: unchanged) for a block."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if threads:
-            torch.set_num_threads(previous)
+@dataclass(frozen=True)
+class _Scored:
+    """What the scoring pass gives: per sample times (s), pts, scores (T, C), the
+    reason codes of :data:`worker.motion.REASONS` and, with gating, change scores."""
+
+    times: np.ndarray
+    pts: np.ndarray
+    scores: np.ndarray
+    reasons: np.ndarray
+    changes: np.ndarray | None
+    sampler: FrameSampler
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -241,7 +262,7 @@ class Detector:
             cfg.channels_last
             if cfg.channels_last is not None
             else (self.device.type == "cuda" or self._dtype != torch.float32)
-        )
+        ) and self.precision != "int8"
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -266,7 +287,12 @@ class Detector:
         on.update(cfg.thresholds)
         self.on_thresholds = [float(on[name]) for name in self.class_names]
         self.off_thresholds = [v * cfg.offset_ratio for v in self.on_thresholds]
-        if cfg.compile:
+        if self.precision == "int8":
+            from .int8 import int8_path, load_int8_scorer
+
+            # compiled with a static batch: :meth:`_classify` pads to ``batch_size``
+            self.scorer, self.compiled = load_int8_scorer(int8_path(self.checkpoint)), True
+        elif cfg.compile:
             self._compile_scorer()
 
     def frame_consistency(self, frames: np.ndarray) -> np.ndarray:
@@ -292,6 +318,25 @@ class Detector:
         x = self._preprocess(np.ascontiguousarray(frames))
         cam, guided, _ = gradcam_and_guided_backprop(self.model, x, layer=self.layer)
         return cam.float().cpu().numpy(), guided.float().cpu().numpy()
+
+    def build_int8(self, calibration: np.ndarray, validation: np.ndarray) -> dict[str, Any]:
+        """Build, check and store this checkpoint's int8 copy (:mod:`worker.int8`) from
+        uint8 (N, S, S, 3) calibration and validation frames (pool or training frames);
+        return the check. A detector made afterwards with ``precision="auto"`` on a CPU
+        without native bfloat16 uses it when the check passed."""
+        import copy
+
+        from .int8 import build_int8
+
+        model = copy.deepcopy(self.model).float().to(memory_format=torch.contiguous_format)
+        return build_int8(
+            model,
+            self._preprocess(np.ascontiguousarray(calibration)),
+            self._preprocess(np.ascontiguousarray(validation)),
+            self.checkpoint,
+            batch_size=self.config.batch_size,
+            multi_label=self.info.multi_label,
+        )
 
     # -- setup -----------------------------------------------------------------------
     def _check_fit(self, model: nn.Module, info: CheckpointInfo) -> None:
@@ -355,11 +400,26 @@ class Detector:
 
     def _resolve_precision(self) -> str:
         wanted = self.config.precision
+        if wanted == "int8":
+            from .int8 import int8_path
+
+            if self.device.type != "cpu" or not int8_path(self.checkpoint).is_file():
+                raise CheckpointMismatchError(
+                    f"precision int8 needs a CPU and the int8 copy {int8_path(self.checkpoint)} "
+                    "of the checkpoint; build it first (Detector.build_int8)"
+                )
         if wanted != "auto":
             return wanted
         if self.device.type == "cuda":
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "bfloat16" if cpu_has_native_bfloat16() else "float32"
+        if cpu_has_native_bfloat16():
+            return "bfloat16"
+        from .int8 import int8_check
+
+        check = int8_check(self.checkpoint)
+        if check and check.get("usable") and check.get("batch_size") == self.config.batch_size:
+            return "int8"
+        return "float32"
 
     def _compile_scorer(self) -> None:
         """Swap :attr:`scorer` for its compiled form (:mod:`worker.compiled`), if one works."""
@@ -369,8 +429,7 @@ class Detector:
         example = torch.zeros(batch, 3, size, size, dtype=self._input_dtype, device=self.device)
         if self.channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
-        with _torch_threads(self.torch_threads):
-            compiled = compile_scorer(self.scoring_model, example, precision=self._dtype)
+        compiled = compile_scorer(self.scoring_model, example, precision=self._dtype)
         if compiled is not None:
             self.scorer, self.compiled = compiled, True
 
@@ -399,13 +458,28 @@ class Detector:
         result: np.ndarray = probs.cpu().numpy()
         return result
 
+    def _classify_frames(self, frames: np.ndarray, timings: _Timings) -> np.ndarray:
+        """Probabilities (N, C) of uint8 frames (N, S, S, 3), in batches of ``batch_size``."""
+        out = []
+        for start in range(0, frames.shape[0], self.config.batch_size):
+            mark = time.perf_counter()
+            x = self._preprocess(
+                np.ascontiguousarray(frames[start : start + self.config.batch_size]),
+                self._input_dtype,
+            )
+            prepared = time.perf_counter()
+            out.append(self._classify(x))
+            timings.preprocess += prepared - mark
+            timings.model += time.perf_counter() - prepared
+        return np.concatenate(out)
+
     def _score(
         self,
         video: VideoInput,
         timings: _Timings,
         duration: float | None,
         progress: Callable[[float], None] | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FrameSampler]:
+    ) -> _Scored:
         cfg, size = self.config, self.info.input_size
         sampler = FrameSampler(
             video,
@@ -415,6 +489,8 @@ class Detector:
             threads=cfg.decode_threads,
             skip_nonref=cfg.skip_nonref,
         )
+        if cfg.gating is not None:
+            return self._score_gated(sampler, cfg.gating, timings, duration, progress)
         times, pts, scores = [], [], []
         with Prefetcher(sampler, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
             for index, batch in enumerate(batches, start=1):
@@ -432,7 +508,57 @@ class Detector:
                     progress(min(0.9, 0.9 * float(batch.times[-1]) / duration))
             timings.decode_wait = batches.wait_s
         timings.decode_busy = sampler.busy_s
-        return np.concatenate(times), np.concatenate(pts), np.concatenate(scores), sampler
+        all_times = np.concatenate(times)
+        return _Scored(
+            times=all_times,
+            pts=np.concatenate(pts),
+            scores=np.concatenate(scores),
+            reasons=np.full(all_times.shape[0], UNGATED, dtype=np.uint8),
+            changes=None,
+            sampler=sampler,
+        )
+
+    def _score_gated(
+        self,
+        sampler: FrameSampler,
+        gate_config: GateConfig,
+        timings: _Timings,
+        duration: float | None,
+        progress: Callable[[float], None] | None,
+    ) -> _Scored:
+        """:meth:`_score` with motion gating (:mod:`worker.motion`)."""
+        cfg = self.config
+        gate = MotionGate(gate_config)
+        gated = GatedScores(
+            classify=lambda frames: self._classify_frames(frames, timings),
+            on_thresholds=self.on_thresholds,
+            off_thresholds=self.off_thresholds,
+            max_pending=gate_config.max_pending,
+            batch_size=cfg.batch_size,
+        )
+        times, pts = [], []
+        source = gate_batches(sampler, gate)
+        with Prefetcher(source, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
+            for index, item in enumerate(batches, start=1):
+                if index % _TRIM_EVERY_BATCHES == 0:
+                    release_free_memory()
+                gated.add(item)
+                times.append(item.batch.times)
+                pts.append(item.batch.pts)
+                if progress is not None and duration:
+                    progress(min(0.9, 0.9 * float(item.batch.times[-1]) / duration))
+            timings.decode_wait = batches.wait_s
+        timings.decode_busy = sampler.busy_s
+        timings.gate = gate.busy_s
+        scores, reasons, changes = gated.result()
+        return _Scored(
+            times=np.concatenate(times),
+            pts=np.concatenate(pts),
+            scores=scores,
+            reasons=reasons,
+            changes=changes,
+            sampler=sampler,
+        )
 
     def _maps(
         self,
@@ -504,22 +630,9 @@ class Detector:
             video = Path(video)
         info = probe(video)
         try:
-            with _torch_threads(self.torch_threads):
-                return self._detect(
-                    video, info, Path(out_dir), video_id, progress, overwrite, started
-                )
+            return self._detect(video, info, Path(out_dir), video_id, progress, overwrite, started)
         finally:
             release_free_memory()  # a worker idles between jobs at its resting size
-
-    @property
-    def torch_threads(self) -> int:
-        """PyTorch's intra-op threads during :meth:`detect` (0: left as the process has it)."""
-        wanted = self.config.torch_threads
-        if wanted is not None:
-            return wanted
-        if self.device.type != "cpu":
-            return 0
-        return max(1, (os.cpu_count() or 2) // 2)
 
     def _detect(
         self,
@@ -533,7 +646,8 @@ class Detector:
     ) -> dict[str, Any]:
         timings = _Timings()
         with staged_directory(out_dir, overwrite=overwrite) as staging:
-            times, pts, scores, sampler = self._score(video, timings, info.duration_s, progress)
+            scored = self._score(video, timings, info.duration_s, progress)
+            times, pts, scores, sampler = scored.times, scored.pts, scored.scores, scored.sampler
             mark = time.perf_counter()
             cfg = self.config
             stats = sampler.stats
@@ -558,15 +672,20 @@ class Detector:
             )
             timings.maps = time.perf_counter() - mark
             mark = time.perf_counter()
-            np.savez_compressed(
-                staging / SCORES_FILE,
-                times=times,
-                pts=pts,
-                scores=scores.astype(np.float32),
-                class_names=np.array(self.class_names),
-            )
+            arrays: dict[str, np.ndarray] = {
+                "times": times,
+                "pts": pts,
+                "scores": scores.astype(np.float32),
+                "class_names": np.array(self.class_names),
+                "scored": scored.reasons != INHERITED,
+                "gate_reason": scored.reasons,
+            }
+            if scored.changes is not None:
+                arrays["change"] = scored.changes
+            np.savez_compressed(staging / SCORES_FILE, **arrays)  # type: ignore[arg-type]
             stem = Path(source_name(video)).stem
             document = self._document(video_id or stem, info, sampler, events, rendered)
+            document["gating"] = self._gating_summary(scored.reasons, times)
             timings.write = time.perf_counter() - mark
             timings.total = time.perf_counter() - started
             document["timings_s"] = timings.to_dict()
@@ -584,6 +703,26 @@ class Detector:
             duration / max(timings.total, 1e-9),
         )
         return document
+
+    def _gating_summary(self, reasons: np.ndarray, times: np.ndarray) -> dict[str, Any]:
+        """The ``gating`` entry of ``events.json``: settings, samples per reason, and the
+        stretches of samples that inherited their scores (first and last sample time)."""
+        gating = self.config.gating
+        counts = np.bincount(reasons, minlength=len(REASONS))
+        inherited = np.concatenate([[False], reasons == INHERITED, [False]])
+        edges = np.flatnonzero(np.diff(inherited.astype(np.int8)))
+        spans = [
+            [round(float(times[a]), 3), round(float(times[b - 1]), 3)]
+            for a, b in zip(edges[::2], edges[1::2], strict=True)
+        ]
+        return {
+            "enabled": gating is not None,
+            **(gating.to_dict() if gating is not None else {}),
+            "scored_samples": int(reasons.size - counts[INHERITED]),
+            "inherited_samples": int(counts[INHERITED]),
+            "reasons": {name: int(counts[code]) for code, name in enumerate(REASONS)},
+            "inherited_spans_s": spans,
+        }
 
     def _document(
         self,

@@ -102,12 +102,17 @@ def event_disagreements(
     with its error; the comparison of the others stands.
     """
     from .detect import DetectionConfig, Detector  # heavy: torch, the model
+    from .motion import GateConfig
 
     config = DetectionConfig(
         sample_fps=settings.sample_fps,
         batch_size=settings.batch_size,
         device=settings.device,
         maps=False,
+        # gated as the served model's detections were, so only the models differ
+        gating=(
+            GateConfig(max_interval_s=settings.gate_max_interval_s) if settings.gating else None
+        ),
     )
     detector = Detector(candidate, config=config)
     videos = []

@@ -84,12 +84,18 @@ class Detecting(Protocol):
 
 def _load_detector(ref: ModelRef, version: str, settings: Settings) -> Detecting:
     from .detect import DetectionConfig, Detector  # heavy: torch, the model
+    from .motion import GateConfig
+    from .threads import configure_torch_threads
 
+    configure_torch_threads(settings.torch_threads)  # once per process; embedded workers
     config = DetectionConfig(
         sample_fps=settings.sample_fps,
         batch_size=settings.batch_size,
         device=settings.device,
         compile=settings.detect_compile,
+        gating=(
+            GateConfig(max_interval_s=settings.gate_max_interval_s) if settings.gating else None
+        ),
     )
     detector: Detecting = Detector(ref.checkpoint, config=config, model_version=version)
     return detector

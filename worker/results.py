@@ -5,7 +5,12 @@ Layout::
     <out_dir>/
         events.json                 the document below
         scores.npz                  times (T,) s, pts (T,) int64, scores (T, C) float32,
-                                    class_names (C,) str: every sampled frame's scores
+                                    class_names (C,) str: every sampled frame's scores;
+                                    scored (T,) bool: the model scored the sample (false:
+                                    it inherited the last scored sample's scores, motion
+                                    gating); gate_reason (T,) uint8: why, an index into
+                                    worker.motion.REASONS; with gating, change (T,)
+                                    float32: the sample's change score (NaN: the first)
         maps/<stem>_frame.png       the event's peak frame (display size)
         maps/<stem>_gradcam.png     the frame with its Grad-CAM heat overlay
         maps/<stem>_guided_backprop.png   Guided Backprop magnitude, grey
@@ -43,9 +48,16 @@ reader sees either no folder or a complete one.
                       maps {frame, gradcam_overlay, guided_backprop, masked_frame,
                             gradcam_raw, guided_backprop_raw, mask_raw}: paths
                             relative to the results folder (absent without maps)
+    gating          enabled, and with it the gate's settings (max_interval_s,
+                    threshold, min_area, dense_after, grid); scored_samples,
+                    inherited_samples, reasons {reason: samples}
+                    (worker.motion.REASONS), inherited_spans_s [[first, last], ...]:
+                    the times of the first and last sample of each run of samples
+                    that inherited their scores. Optional: documents written before
+                    gating have none, and every sample of theirs was scored.
     timings_s       seconds per stage: decode_busy (decoder thread), decode_wait
-                    (inference waiting for frames), preprocess, model, segment,
-                    maps, write, total
+                    (inference waiting for frames), gate (change scores, in the
+                    decoder thread), preprocess, model, segment, maps, write, total
 """
 
 from __future__ import annotations
@@ -163,17 +175,21 @@ def read_events(path: str | Path) -> dict[str, Any]:
 
 def read_scores(path: str | Path) -> dict[str, np.ndarray]:
     """Read ``scores.npz`` (or the results folder holding it): times, pts, scores,
-    class_names; :class:`~worker.ResultsUnreadableError` when it cannot be used."""
+    class_names, scored (all true in files written before motion gating), and what
+    else the file holds; :class:`~worker.ResultsUnreadableError` when it cannot be used."""
     path = Path(path)
     if path.is_dir():
         path = path / SCORES_FILE
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            arrays = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as exc:
         raise ResultsUnreadableError(f"{path} is unreadable: {exc}") from exc
+    if "scored" not in arrays and "times" in arrays:
+        arrays["scored"] = np.ones(arrays["times"].shape[0], dtype=bool)
+    return arrays
 
 
 def write_event_maps(

@@ -181,6 +181,15 @@ class Settings(BaseSettings):
     #: detection: score with the model compiled by torch.compile (:mod:`worker.compiled`),
     #: compiled when a worker loads a model (seconds; falls back to eager on failure)
     detect_compile: bool = False
+    #: detection: motion gating (:mod:`worker.motion`): the model scores only samples
+    #: that changed, the samples after each change, every skipped sample between two
+    #: scored ones on either side of an event boundary, and at least one sample every
+    #: ``gate_max_interval_s``; the others inherit the last scores. Off: every sample
+    gating: bool = True
+    gate_max_interval_s: float = Field(default=4.0, gt=0)
+    #: PyTorch intra-op threads of a worker process, set at its start-up
+    #: (:mod:`worker.threads`); 0: the cores the decoder leaves free, measured
+    torch_threads: int = Field(default=0, ge=0)
     #: detection: loaded models a worker keeps (one per version serving some camera)
     model_cache_size: int = Field(default=3, ge=1)
 

@@ -149,7 +149,10 @@ def _model(out: Path, recipe: dict[str, Any], retrain: bool, progress: bool) -> 
 def run(args: argparse.Namespace) -> int:
     from models.event_metrics import evaluate_events
     from worker.detect import DetectionConfig, Detector
+    from worker.motion import GateConfig
+    from worker.settings import get_settings
     from worker.synth import SynthConfig, load_ground_truth, synthesize
+    from worker.threads import configure_torch_threads
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     results = out / "results"
     if results.exists():
         shutil.rmtree(results)
-    detector = Detector(checkpoint, config=DetectionConfig())
+    configure_torch_threads(get_settings().torch_threads)
+    detector = Detector(checkpoint, config=DetectionConfig(gating=GateConfig()))
     bar = _Bar("detect events", progress)
     document = detector.detect(held_out.video, results, video_id="demo", progress=bar)
     bar.close()

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "bfloat16", "float16"),
+        choices=("auto", "float32", "bfloat16", "float16", "int8"),
         default="auto",
         help="precision of the scoring model (maps are always float32)",
     )
@@ -71,7 +71,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "few frames early",
     )
     parser.add_argument(
-        "--torch-threads", type=int, help="PyTorch threads while detecting (default: half)"
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="PyTorch intra-op threads (default: ATCON_TORCH_THREADS; 0: the cores the "
+        "decoder leaves free, measured)",
+    )
+    parser.add_argument(
+        "--gating",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="motion gating: score only samples that changed (see worker.motion)",
+    )
+    parser.add_argument(
+        "--gate-max-interval",
+        type=float,
+        default=4.0,
+        help="with gating, the longest time a sample may go unscored (s)",
     )
 
 
@@ -81,7 +97,18 @@ def run(args: argparse.Namespace) -> int:
     from models import CheckpointError
     from worker import ResultsExistError, VideoDecodeError
     from worker.detect import DetectionConfig, Detector
+    from worker.motion import GateConfig
+    from worker.threads import configure_torch_threads
 
+    threads = args.torch_threads
+    if threads is None:
+        from worker.settings import get_settings
+
+        threads = get_settings().torch_threads
+    if threads < 0:
+        logger.error("--torch-threads must be 0 (measured) or positive")
+        return 2
+    configure_torch_threads(threads)
     try:
         config = DetectionConfig(
             sample_fps=args.fps,
@@ -95,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
             padding_s=args.padding,
             maps=not args.no_maps,
             skip_nonref=args.skip_nonref,
-            torch_threads=args.torch_threads,
             compile=args.compile,
+            gating=GateConfig(max_interval_s=args.gate_max_interval) if args.gating else None,
         )
         detector = Detector(args.checkpoint, config=config, model_version=args.model_version)
         with tqdm(total=100, desc="detecting", unit="%", disable=not sys.stderr.isatty()) as bar:

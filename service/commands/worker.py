@@ -117,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.kind in ("detect", "frames"):
+        from worker.threads import configure_torch_threads
+
+        # process-wide, so chosen here once: the cores the decoder leaves free
+        configure_torch_threads(settings.torch_threads)
     worker = Worker(open_queue(settings), storage, settings, args.kind, name=args.name)
     start_tmp_sweeper(storage, settings, stop)
     serve_worker_metrics(settings)

@@ -24,18 +24,25 @@ def test_scoring_benchmark_reports_rates_ratios_and_deviations(tmp_path: Path) -
     assert all(d < 0.05 for d in result["max_probability_deviation_from_float32"].values())
 
 
-def test_video_benchmark_alternates_rounds_and_reports_the_breakdown(tmp_path: Path) -> None:
+def test_video_benchmark_interleaves_variants_and_reports_ratios(tmp_path: Path) -> None:
     out = tmp_path / "video.json"
-    argv = ["--minutes", "0.1", "--long-minutes", "0", "--input-size", "64", "--repeats", "2"]
+    argv = ["--minutes", "0.1", "--input-size", "64", "--repeats", "2", "--torch-threads", "1"]
+    argv += ["--emulate-avx2", "--variants", "decode,detect,gated"]
     assert video.main([*argv, "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert len(result["round_ratios"]) == 2
-    assert result["detect"]["samples"] == 12  # 6 s at 2 samples/s
-    assert result["decode_only"]["cpu_s"] > 0 and result["detect"]["cpu_s"] > 0
-    assert result["detect_over_decode"] == pytest.approx(
-        result["detect"]["wall_s"] / result["decode_only"]["wall_s"]
-    )
-    assert set(result["detect"]["timings_s"]) >= {"decode_busy", "preprocess", "model", "maps"}
+    assert len(result["rounds"]) == 2
+    assert set(result["variants"]) == {"detect", "gated"}
+    for mode, entry in result["variants"].items():
+        ratios = [r[mode]["wall_s"] / r["decode"]["wall_s"] for r in result["rounds"]]
+        assert entry["round_ratios"] == pytest.approx(ratios)
+        assert entry["samples"] == 12  # 6 s at 2 samples/s
+        assert set(entry["timings_s"]) >= {"decode_busy", "preprocess", "model", "maps"}
+        assert entry["precision"] == "float32"  # the emulated class has no bfloat16
+    assert result["variants"]["detect"]["scored"] == 12
+    assert 1 <= result["variants"]["gated"]["scored"] <= 12
+    cpu = result["cpu"]
+    assert cpu["model"] and cpu["emulation"] == video.AVX2_ENV
+    assert result["load_average"]["before"] and result["torch_threads"] == 1
 
 
 def test_adaptation_benchmark_writes_its_page_from_one_run(tmp_path: Path) -> None:
