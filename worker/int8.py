@@ -82,7 +82,7 @@ def _quantize(model: nn.Module, calibration: Tensor, batch_size: int) -> nn.Modu
         get_default_x86_inductor_quantization_config,
     )
 
-    example = calibration[:batch_size]
+    example = _chunks(calibration, batch_size)[0]  # exactly batch_size, as every call
     # strict export: the reused ReLU of torchvision's blocks breaks the quantizer's
     # partitions under non-strict tracing
     graph = torch.export.export(model, (example,), strict=True).module()
@@ -124,7 +124,8 @@ def build_int8(
     """
     model = model.eval()
     converted = _quantize(model, calibration.float(), batch_size)
-    program = torch.export.export(converted, (calibration[:batch_size].float(),), strict=False)
+    example = _chunks(calibration.float(), batch_size)[0]
+    program = torch.export.export(converted, (example,), strict=False)
     target = int8_path(checkpoint)
     with atomic_path(target, suffix=".pt2") as tmp:
         torch.export.save(program, str(tmp))
