@@ -14,6 +14,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY models models
 COPY worker worker
+COPY synthetic synthetic
 COPY service service
 RUN pip install .
 # a non-root user owns the data directory (a fresh named volume inherits this owner)

@@ -2,7 +2,7 @@
 
 A small ResNet-18 is trained once on labeled frames of normal (day-time) wards: the
 *source model*, shared by every method. Each *target* is a ward seen through a
-deployment shift (:mod:`worker.shifts`: a night camera, another mounting, another
+deployment shift (:mod:`synthetic.shifts`: a night camera, another mounting, another
 room, a blurred lens, a starved stream). For a target the benchmark has
 
 - an unlabeled pool: an hour of the target camera's video sampled at 1 frame/s;
@@ -22,7 +22,7 @@ frozen) and the product's guards. Decision thresholds stay the source model's.
 
 Metrics on the target test videos: event F1 at tIoU 0.5 (the detector's own
 segmentation, :func:`models.events.segment_events` with
-:class:`worker.detect.DetectionConfig`'s defaults, on the frames the detector would
+:class:`worker.detection.detector.DetectionConfig`'s defaults, on the frames the detector would
 sample), frame mAP, and the attention pointing game and mIoU of each active class's
 Grad-CAM against the object masks. Event F1 on the source test video measures
 forgetting. Lifts are paired by seed (the K frames and the training order) with
@@ -70,9 +70,9 @@ from models.metrics import (
     mean_average_precision,
 )
 from models.training import SupervisedConfig, train_supervised
-from worker.shifts import Shift, parse_shifts
-from worker.synth import CLASSES, SynthConfig, WardScene, make_script, synthesize
-from worker.video import FrameSampler
+from synthetic.shifts import Shift, parse_shifts
+from synthetic.synth import CLASSES, SynthConfig, WardScene, make_script, synthesize
+from worker.video.decode import FrameSampler
 
 logger = logging.getLogger("bench.adaptation")
 
@@ -349,7 +349,7 @@ def predict(model: nn.Module, x: Tensor, batch: int = 256) -> np.ndarray:
 def event_f1(
     scores: np.ndarray, frames: Frames, truth: list[Any], duration: float, info: CheckpointInfo
 ) -> float:
-    from worker.detect import DetectionConfig
+    from worker.detection.detector import DetectionConfig
 
     cfg = DetectionConfig()
     events = segment_events(
@@ -582,7 +582,7 @@ DEFAULT_METHOD = "anchor+supervised,recalibrate"
 def default_for_k(default: str, k: int) -> str:
     """The method of the preference list ``default`` that runs with ``k`` labels per class.
 
-    As in the product (``worker.finetune._method_for_frames``): a method that needs
+    As in the product (``worker.finetune.job._method_for_frames``): a method that needs
     labels is skipped when there are none; the last one runs if nothing else can.
     """
     methods = [m.strip() for m in default.split(",") if m.strip()]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.shifts import parse_shifts
+from synthetic.shifts import parse_shifts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,8 +304,8 @@ def plot_shifts(path: Path, size: tuple[int, int] = (160, 120)) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from worker.shifts import SHIFTS, Shift
-    from worker.synth import WardScene, make_script
+    from synthetic.shifts import SHIFTS, Shift
+    from synthetic.synth import WardScene, make_script
 
     events = make_script(60.0, np.random.default_rng(3))
     t = 4.0
@@ -317,7 +317,7 @@ def plot_shifts(path: Path, size: tuple[int, int] = (160, 120)) -> None:
         scene = WardScene(*size, events, seed=3, shifts=shifts)
         image = scene.render(t)
         if any(s.name == "compression" for s in shifts):
-            from worker.synth import degrade
+            from synthetic.synth import degrade
 
             image = degrade(image, shifts[0].severity)
         ax.imshow(image)

@@ -1,8 +1,8 @@
 """The nightly fine-tune job end to end, against supervised training on the same frames.
 
 Fills a frame pool with ``--frames`` synthetic ward frames (a share of them labeled),
-then runs the real fine-tune job (:func:`worker.finetune.finetune_job` through a
-:class:`worker.jobs.Worker`: export, ATCON fine-tuning for one pass over the
+then runs the real fine-tune job (:func:`worker.finetune.job.finetune_job` through a
+:class:`worker.runtime.jobs.Worker`: export, ATCON fine-tuning for one pass over the
 unlabeled frames, evaluation of both models, registration, gate) and reports its
 wall time and the training phase's frames per second. The baseline, in the same
 run, is plain supervised training of the same model on the same frames (same batch
@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
-from worker.finetune import FinetuneRequest, queue_finetune
-from worker.frame_pool import FramePool
-from worker.jobs import FINETUNE, Worker
-from worker.memory_queue import MemoryQueue
+from synthetic.synth import SynthConfig, synthesize
+from worker.finetune.job import FinetuneRequest, queue_finetune
+from worker.pool.frames import FramePool
+from worker.queue.memory import MemoryQueue
+from worker.runtime.jobs import FINETUNE, Worker
 from worker.settings import Settings
 from worker.storage import Storage
-from worker.synth import SynthConfig, synthesize
 
 logger = logging.getLogger("bench.finetune")
 

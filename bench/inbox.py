@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from service.core.security import hash_token, new_token  # noqa: E402
 from tests import media  # noqa: E402
 from tests.service.inbox_data import add_video  # noqa: E402
-from worker.reviews import Verdict, frame_pool, review_event  # noqa: E402
+from worker.pool.reviews import Verdict, frame_pool, review_event  # noqa: E402
 from worker.settings import Role, Settings  # noqa: E402
 from worker.storage import Storage  # noqa: E402
 

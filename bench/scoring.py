@@ -7,7 +7,7 @@ on a 2-core CPU), random weights with batch-norm statistics far from the identit
   detection scored before :mod:`models.inference`);
 * folded: :func:`models.inference.prepare_for_inference` (batch norms folded into
   the convolutions, bfloat16 weights, channels-last), eager;
-* compiled: the folded model through :func:`worker.compiled.compile_scorer`.
+* compiled: the folded model through :func:`worker.detection.compiled.compile_scorer`.
 
 Variants run in alternation, batch by batch, so a noisy neighbour slows all alike;
 the median batch time gives images/s. Each variant's probabilities are compared
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     from models.inference import prepare_for_inference
-    from worker.compiled import compile_scorer
-    from worker.detect import cpu_has_native_bfloat16
+    from worker.detection.compiled import compile_scorer
+    from worker.detection.detector import cpu_has_native_bfloat16
 
     precision = args.precision
     if precision == "auto":

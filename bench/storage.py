@@ -127,10 +127,10 @@ def _measure(args: argparse.Namespace, video: Path, checkpoint: Path, endpoint: 
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     import boto3
 
-    from worker.detect import DetectionConfig, Detector
-    from worker.probe import probe
+    from worker.detection.detector import DetectionConfig, Detector
     from worker.storage import Storage, VideoRecord, new_id
     from worker.storage_s3 import ObjectStorage
+    from worker.video.probe import probe
 
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
@@ -181,7 +181,7 @@ def _measure(args: argparse.Namespace, video: Path, checkpoint: Path, endpoint: 
 
 def _fetched_bytes(storage: Any, video_id: str) -> int:
     """Bytes one decode of the video reads from the store (sampling at 2 frames/s)."""
-    from worker.video import FrameSampler
+    from worker.video.decode import FrameSampler
 
     stored = storage.video_input(video_id)
     readers: list[Any] = []

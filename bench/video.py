@@ -7,18 +7,18 @@ neighbour slows every variant alike):
 
 * ``decode``: the same sampler, thread and queue as detection, frames discarded
   (the baseline every ratio is taken against, from the same round);
-* ``detect``: :meth:`worker.detect.Detector.detect` with every sample scored (model
+* ``detect``: :meth:`worker.detection.detector.Detector.detect` with every sample scored (model
   loaded beforehand, as the queue worker keeps it);
-* ``gated``: the same with motion gating (:mod:`worker.motion`), default settings;
+* ``gated``: the same with motion gating (:mod:`worker.detection.motion`), default settings;
 * ``int8``, ``gated-int8``: the two above scoring with the checkpoint's int8 copy
-  (:mod:`worker.int8`; built once into the cache before the rounds, calibrated on
+  (:mod:`worker.detection.int8`; built once into the cache before the rounds, calibrated on
   frames of the video, its check reported; compiled in each child's model load).
 
 Each measurement runs in a fresh process. The report gives per variant the median
 of its per-round ratios to decode-only, each round's ratio, the real-time factor,
 samples scored, and the breakdown of the last round; the CPU (model, AVX2, AVX-512,
 AVX512-BF16, AVX512-VNNI, AMX), the precision chosen, the PyTorch threads (measured
-once, as a worker measures them: :mod:`worker.threads`) and the load average before
+once, as a worker measures them: :mod:`worker.runtime.threads`) and the load average before
 and after the run.
 
 ``--emulate-avx2`` runs every child with ``ATEN_CPU_CAPABILITY=avx2`` and
@@ -28,7 +28,7 @@ on a newer CPU; the report says so. ``precision=auto`` then picks float32. FFmpe
 decoder is not held back, so decoding keeps the host's speed.
 
 With ``--compile``, detect scores with the model compiled by ``torch.compile``
-(:mod:`worker.compiled`). ``--long-minutes`` adds the peak resident memory of a
+(:mod:`worker.detection.compiled`). ``--long-minutes`` adds the peak resident memory of a
 detection on a longer video made by remuxing copies of the first.
 
     python -m bench.video --minutes 10 --repeats 3 --json bench/out/video.json
@@ -136,7 +136,7 @@ def cpu_description(emulation: dict[str, str] | None = None) -> dict[str, Any]:
 
 def make_video(cache: Path, minutes: float) -> Path:
     """A cached ward video of ``minutes``: 640x480, 30 fps, crf 23, noise 8 (~1 Mbit/s)."""
-    from worker.synth import SynthConfig, synthesize
+    from synthetic.synth import SynthConfig, synthesize
 
     name = f"ward-640x480-30fps-{minutes:g}min"
     path = cache / f"{name}.mp4"
@@ -191,13 +191,13 @@ def make_checkpoint(cache: Path, arch: str, input_size: int) -> Path:
 
 
 def int8_copy(args: argparse.Namespace, checkpoint: Path, video: Path) -> dict[str, Any]:
-    """The checkpoint's int8 copy (:mod:`worker.int8`), built once into the cache:
+    """The checkpoint's int8 copy (:mod:`worker.detection.int8`), built once into the cache:
     calibrated on 64 frames of the video sampled at 0.5/s, checked on the 64 between."""
     import numpy as np
 
-    from worker.detect import DetectionConfig, Detector
-    from worker.int8 import int8_check
-    from worker.video import FrameSampler
+    from worker.detection.detector import DetectionConfig, Detector
+    from worker.detection.int8 import int8_check
+    from worker.video.decode import FrameSampler
 
     check = int8_check(checkpoint)
     if check is not None and check.get("batch_size") == args.batch_size:
@@ -229,10 +229,10 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    from worker._prefetch import Prefetcher
-    from worker.detect import DetectionConfig, Detector
-    from worker.motion import GateConfig
-    from worker.video import FrameSampler
+    from worker.detection.detector import DetectionConfig, Detector
+    from worker.detection.motion import GateConfig
+    from worker.video.decode import FrameSampler
+    from worker.video.prefetch import Prefetcher
 
     if args.child == "decode":
         cpu = _cpu_s()
@@ -255,7 +255,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
             "decode_fps": sampler.stats.decoded_frames / wall,
             "peak_rss_mb": _peak_rss_mb(),
         }
-    from worker.detect import cpu_has_native_bfloat16
+    from worker.detection.detector import cpu_has_native_bfloat16
 
     precision = args.precision
     if args.child in ("int8", "gated-int8"):
@@ -358,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     video = make_video(args.cache, args.minutes)
     checkpoint = make_checkpoint(args.cache, args.arch, args.input_size)
     if not args.torch_threads:
-        from worker.threads import available_cores, choose_torch_threads, measure_decoder_cores
+        from worker.runtime.threads import (
+            available_cores,
+            choose_torch_threads,
+            measure_decoder_cores,
+        )
 
         decoder = measure_decoder_cores(video=make_video(args.cache, min(args.minutes, 0.5)))
         args.torch_threads = choose_torch_threads(available_cores(), decoder)

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from worker.queue import JobQueue
+from worker.queue.interface import JobQueue
 
 from .api.routes import (
     events,

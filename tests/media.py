@@ -23,7 +23,7 @@ def write_video(
     """An H.264 MP4 of moving gradients (``frames`` frames of ``size`` = (w, h)).
 
     ``keyint``: a keyframe every ``keyint`` frames exactly and no B-frames, as clips cut
-    by stream copy need (:mod:`worker.clips`); ``gop``: at most ``gop`` frames between
+    by stream copy need (:mod:`worker.video.clips`); ``gop``: at most ``gop`` frames between
     keyframes (x264's default when None).
     """
     width, height = size

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import StorageError, TrainedOnVideoError, VideoNotFoundError
+from .serving.versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard
 from .storage import Storage, VideoRecord, atomic_write_json, validate_id
-from .versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard
 
 __all__ = [
     "DeletionReport",

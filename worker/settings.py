@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     #: worker threads the embedded default runs inside ``atcon serve``
     embedded_workers: int = Field(default=1, ge=0)
     #: ``atcon worker``: serve this process's Prometheus metrics on this port (unset:
-    #: off; see :mod:`worker.metrics`), bound to ``metrics_host``; no authentication,
+    #: off; see :mod:`worker.runtime.metrics`), bound to ``metrics_host``; no authentication,
     #: so bind it where only the scraper reaches (a pod's address in Kubernetes)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
@@ -178,17 +178,17 @@ class Settings(BaseSettings):
     sample_fps: float = Field(default=2.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     device: str | None = None
-    #: detection: score with the model compiled by torch.compile (:mod:`worker.compiled`),
+    #: detection: score with the model compiled by torch.compile (:mod:`worker.detection.compiled`),
     #: compiled when a worker loads a model (seconds; falls back to eager on failure)
     detect_compile: bool = False
-    #: detection: motion gating (:mod:`worker.motion`): the model scores only samples
+    #: detection: motion gating (:mod:`worker.detection.motion`): the model scores only samples
     #: that changed, the samples after each change, every skipped sample between two
     #: scored ones on either side of an event boundary, and at least one sample every
     #: ``gate_max_interval_s``; the others inherit the last scores. Off: every sample
     gating: bool = True
     gate_max_interval_s: float = Field(default=4.0, gt=0)
     #: PyTorch intra-op threads of a worker process, set at its start-up
-    #: (:mod:`worker.threads`); 0: the cores the decoder leaves free, measured
+    #: (:mod:`worker.runtime.threads`); 0: the cores the decoder leaves free, measured
     torch_threads: int = Field(default=0, ge=0)
     #: detection: loaded models a worker keeps (one per version serving some camera)
     model_cache_size: int = Field(default=3, ge=1)
@@ -249,7 +249,7 @@ class Settings(BaseSettings):
     @field_validator("finetune_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from .scheduler import validate_cron
+        from .runtime.scheduler import validate_cron
 
         return validate_cron(value)
 

@@ -9,8 +9,8 @@ path)::
       uploads/<video_id>/reviews.json clinicians' verdicts on its events (worker.reviews)
       uploads/<video_id>/cache/       thumbnails and clips made from it (deleted with it)
       results/<video_id>/             the detector's output: events.json, scores, maps/
-      models/                         model versions and the ACTIVE pointer (worker.versions)
-      frames/                         the frame pool for fine-tuning (worker.frame_pool)
+      models/                         model versions, the ACTIVE pointer (worker.serving.versions)
+      frames/                         the frame pool for fine-tuning (worker.pool.frames)
       session.key                     signs the web pages' session cookies (service)
       tmp/                            partial uploads and results being built
       audit.log                       JSON lines: who read, uploaded or deleted what
@@ -20,7 +20,7 @@ else before it reaches a path. Every file is written to a temporary name and
 renamed into place; an upload and a result directory each appear in one rename,
 so a reader sees all of it or none of it, and a crash leaves only ``tmp/`` debris
 (cleared by :meth:`Storage.clean_tmp` when the API starts, and swept periodically by
-the workers, :mod:`worker.tmp_sweep`).
+the workers, :mod:`worker.runtime.tmp_sweep`).
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 from models.atomic import atomic_write_bytes, atomic_write_json
 
 from ._exceptions import InvalidIdError, StorageError, VideoNotFoundError
-from .results import EVENTS_FILE, read_events
+from .detection.results import EVENTS_FILE, read_events
 
 if TYPE_CHECKING:
-    from .frame_pool import FramePool
-    from .probe import StreamedVideo
+    from .pool.frames import FramePool
+    from .serving.versions import ModelRegistry
     from .settings import Settings
-    from .versions import ModelRegistry
+    from .video.probe import StreamedVideo
 
 __all__ = [
     "ID_PATTERN",
@@ -74,7 +74,7 @@ _ID = re.compile(ID_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
-#: the name of a video's events file (:mod:`worker.results` owns it)
+#: the name of a video's events file (:mod:`worker.detection.results` owns it)
 EVENTS_NAME = EVENTS_FILE
 CACHE_NAME = "cache"
 
@@ -232,7 +232,7 @@ class Storage:
 
         Nothing to do here: the data directory is the truth, and deletion removes from it.
         The object store backend's processes keep copies that another process's deletion
-        cannot reach; the workers' sweep (:mod:`worker.tmp_sweep`) calls this."""
+        cannot reach; the workers' sweep (:mod:`worker.runtime.tmp_sweep`) calls this."""
         return 0
 
     def check_writable(self) -> None:
@@ -355,7 +355,7 @@ class Storage:
         return (self.results_dir(video_id) / EVENTS_NAME).is_file()
 
     def read_events(self, video_id: str) -> dict[str, Any] | None:
-        """The ``events.json`` of a video (:func:`worker.results.read_events`, schema
+        """The ``events.json`` of a video (:func:`worker.detection.results.read_events`, schema
         version checked), or None while it has no results."""
         try:
             return read_events(self.results_dir(video_id))
@@ -420,18 +420,18 @@ class Storage:
     # -- frame pool --------------------------------------------------------------------------
 
     def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> FramePool:
-        """The frame pool (:class:`~worker.frame_pool.FramePool` on ``frames/``; the
+        """The frame pool (:class:`~worker.pool.frames.FramePool` on ``frames/``; the
         object store backend's is brought up to date from the store first)."""
-        from .frame_pool import FramePool
+        from .pool.frames import FramePool
 
         return FramePool(self.frames, image_size, val_fraction)
 
     # -- model versions ----------------------------------------------------------------------
 
     def registry(self) -> ModelRegistry:
-        """The model versions (:class:`~worker.versions.ModelRegistry` on ``models/``; the
+        """The model versions (:class:`~worker.serving.versions.ModelRegistry` on ``models/``; the
         object store backend's copies them from the store first)."""
-        from .versions import ModelRegistry
+        from .serving.versions import ModelRegistry
 
         return ModelRegistry(self.models)
 

@@ -22,8 +22,8 @@ generation it names, into their local ``results/<video_id>/`` (with a
 Workers decode the source with ranged GETs (:meth:`ObjectStorage.video_input`), never
 copying it; the API copies it locally only to serve it or cut a clip.
 
-Model versions live under ``models/`` in the bucket too (:mod:`worker.versions_s3`), and
-so does the frame pool under ``frames/`` (:mod:`worker.frame_pool_s3`). Not in the
+Model versions live under ``models/`` in the bucket too (:mod:`worker.serving.versions_s3`), and
+so does the frame pool under ``frames/`` (:mod:`worker.pool.frames_s3`). Not in the
 bucket yet (each process's data directory keeps them, as before): reviews, thumbnails
 and clips, ``models/last_finetune.json``, sessions and the audit log. See
 ``docs/architecture.md``.
@@ -45,8 +45,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._exceptions import ResultsUnreadableError, StorageError, VideoNotFoundError
-from .locks import LocalLock, RedisLock
 from .object_store import READ_BLOCK_BYTES, ObjectStore
+from .queue.locks import LocalLock, RedisLock
 from .storage import (
     _ID,
     RECORD_NAME,
@@ -59,9 +59,9 @@ from .storage import (
 )
 
 if TYPE_CHECKING:
-    from .frame_pool_s3 import StoredFramePool
+    from .pool.frames_s3 import StoredFramePool
+    from .serving.versions_s3 import StoredRegistry
     from .settings import Settings
-    from .versions_s3 import StoredRegistry
 
 __all__ = ["POINTER_NAME", "ObjectStorage", "StoredVideo", "frame_lock", "registry_lock"]
 
@@ -91,7 +91,7 @@ def frame_lock(settings: Settings) -> Callable[[str], RedisLock | LocalLock]:
 
     def make(frame_id: str) -> RedisLock:
         if not client:
-            from .redis_client import connect
+            from .queue.connect import connect
 
             client.append(connect(settings))
         return RedisLock(client[0], f"{settings.queue_prefix}:frames:lock:{frame_id}", 30_000)
@@ -108,7 +108,7 @@ def registry_lock(settings: Settings) -> Callable[[], RedisLock | LocalLock]:
 
     def make() -> RedisLock:
         if not client:
-            from .redis_client import connect
+            from .queue.connect import connect
 
             client.append(connect(settings))
         return RedisLock(client[0], f"{settings.queue_prefix}:models:lock", ttl_ms=30_000)
@@ -125,7 +125,7 @@ GENERATION_MARKER = ".generation"
 @dataclass(frozen=True)
 class StoredVideo:
     """A video in the store, opened as a seekable file read with ranged GETs
-    (:class:`worker.probe.StreamedVideo`)."""
+    (:class:`worker.video.probe.StreamedVideo`)."""
 
     store: ObjectStore
     key: str
@@ -205,8 +205,8 @@ class ObjectStorage(Storage):
 
     def frame_pool(self, image_size: int = 224, val_fraction: float = 0.3) -> StoredFramePool:
         """The frame pool, copied in from the store first; every change goes back to it
-        (per-frame updates under a lease, :mod:`worker.frame_pool_s3`)."""
-        from .frame_pool_s3 import PREFIX, StoredFramePool
+        (per-frame updates under a lease, :mod:`worker.pool.frames_s3`)."""
+        from .pool.frames_s3 import PREFIX, StoredFramePool
         from .store_sync import FolderCopy
 
         copy = FolderCopy(self.frames, self.store, PREFIX)
@@ -221,7 +221,7 @@ class ObjectStorage(Storage):
     def registry(self) -> StoredRegistry:
         """The model versions, copied from the store (checkpoints on demand); changes
         go back to it under :attr:`registry_lock`."""
-        from .versions_s3 import StoredRegistry
+        from .serving.versions_s3 import StoredRegistry
 
         return StoredRegistry(self.models, self.store, self.registry_lock)
 

@@ -1,7 +1,7 @@
 """A local folder kept as a copy of the objects under one prefix of the store.
 
 :class:`FolderCopy` is what the object store backend's frame pool
-(:mod:`worker.frame_pool_s3`) works on: :meth:`FolderCopy.pull` copies in the objects
+(:mod:`worker.pool.frames_s3`) works on: :meth:`FolderCopy.pull` copies in the objects
 that changed since this process last saw them (by ETag) and drops local files whose
 object is gone; :meth:`FolderCopy.push` uploads named files, in the order given (so a
 caller uploads a frame's image before its record); :meth:`FolderCopy.delete` removes

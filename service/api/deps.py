@@ -16,8 +16,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from worker.queue import JobQueue
-from worker.results import EVENT_ID_PATTERN
+from worker.detection.results import EVENT_ID_PATTERN
+from worker.queue.interface import JobQueue
 from worker.storage import ID_PATTERN, Storage
 
 from ..core.config import Role, Settings

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.queue import Job, JobState
-from worker.reviews import EventReview, Verdict
+from worker.pool.reviews import EventReview, Verdict
+from worker.queue.interface import Job, JobState
 
 __all__ = [
     "DeadLetters",

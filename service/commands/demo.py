@@ -1,11 +1,11 @@
 """``atcon demo``: the main job end to end on the embedded default, no server, no GPU.
 
-1. synthesise ward videos with ground truth (``worker.synth``): two for training,
+1. synthesise ward videos with ground truth (``synthetic.synth``): two for training,
    one held out;
 2. train a small frame classifier on the training videos' labeled frames (or reuse
    the one cached in the output folder from an earlier run with the same settings);
 3. detect the events of the held-out video with their attention maps
-   (``worker.detect``), exactly as a detection worker does;
+   (``worker.detection.detector``), exactly as a detection worker does;
 4. print the events and the event-level F1 against the ground truth, and say where
    the overlays are.
 """
@@ -101,8 +101,8 @@ def _merge_labeled(sources: list[Path], target: Path) -> Path:
 def _model(out: Path, recipe: dict[str, Any], retrain: bool, progress: bool) -> tuple[Path, bool]:
     """The cached demo model, trained first when missing or stale."""
     from models.training import SupervisedConfig
-    from worker.synth import SynthConfig, synthesize
-    from worker.training import DataOptions, train_model
+    from synthetic.synth import SynthConfig, synthesize
+    from worker.training.adapters import DataOptions, train_model
 
     checkpoint = out / "model.pt"
     key_file = out / "model.key"
@@ -148,11 +148,11 @@ def _model(out: Path, recipe: dict[str, Any], retrain: bool, progress: bool) -> 
 
 def run(args: argparse.Namespace) -> int:
     from models.event_metrics import evaluate_events
-    from worker.detect import DetectionConfig, Detector
-    from worker.motion import GateConfig
+    from synthetic.synth import SynthConfig, load_ground_truth, synthesize
+    from worker.detection.detector import DetectionConfig, Detector
+    from worker.detection.motion import GateConfig
+    from worker.runtime.threads import configure_torch_threads
     from worker.settings import get_settings
-    from worker.synth import SynthConfig, load_ground_truth, synthesize
-    from worker.threads import configure_torch_threads
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

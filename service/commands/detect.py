@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     from models import CheckpointError
     from worker import ResultsExistError, VideoDecodeError
-    from worker.detect import DetectionConfig, Detector
-    from worker.motion import GateConfig
-    from worker.threads import configure_torch_threads
+    from worker.detection.detector import DetectionConfig, Detector
+    from worker.detection.motion import GateConfig
+    from worker.runtime.threads import configure_torch_threads
 
     threads = args.torch_threads
     if threads is None:

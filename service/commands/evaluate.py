@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker.training import evaluate_checkpoint
+    from worker.training.adapters import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         args.checkpoint,

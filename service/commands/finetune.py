@@ -4,7 +4,7 @@ Writes a new checkpoint (recording its parent's hash); on collapse or a NaN loss
 stops with a message and writes nothing. Runs data-parallel under ``torchrun``.
 
 Before ``--out`` is written, the service's promotion gate
-(:func:`worker.versions.promotion_gate`) compares the new model with its parent on
+(:func:`worker.serving.versions.promotion_gate`) compares the new model with its parent on
 the labeled validation frames held out of ``--labeled``: when the new one is worse,
 nothing is written (an existing ``--out`` is left as it was), the reason and the
 figures are logged, and the exit status is 3, unless ``--force`` is given. Without
@@ -107,8 +107,8 @@ def _nightly(camera: str | None) -> int:
 
     from worker import InvalidCameraError
     from worker.cameras import validate_camera
-    from worker.finetune import run_nightly_once
-    from worker.queue_factory import open_queue
+    from worker.finetune.job import run_nightly_once
+    from worker.queue.factory import open_queue
     from worker.settings import get_settings
     from worker.storage import open_storage
 
@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     from models.distributed import init_from_environment, shutdown
     from models.methods import ATCON, NEEDS_ANCHOR, NEEDS_LABELS, method_name, parse_method
     from worker.settings import get_settings
-    from worker.training import DataOptions, finetune_checkpoint, gate_against_parent
+    from worker.training.adapters import DataOptions, finetune_checkpoint, gate_against_parent
 
     method = method_name(parse_method(args.method))
     components = set(parse_method(method))
@@ -220,9 +220,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace, method: str, candidate: Path, data: Any, device: Any) -> Any:
-    """``--method`` other than atcon: :func:`worker.training.adapt_checkpoint`."""
+    """``--method`` other than atcon: :func:`worker.training.adapters.adapt_checkpoint`."""
     from models.adaptation import AdaptConfig
-    from worker.training import adapt_checkpoint
+    from worker.training.adapters import adapt_checkpoint
 
     config = AdaptConfig(
         method=method,

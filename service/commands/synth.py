@@ -3,7 +3,7 @@
 Prints a JSON summary: the videos, their ground-truth files and events, and the
 labeled-frames folder (``labels.csv`` + ``classes.txt``) for ``atcon train``.
 ``--shift night --severity 4`` (or ``--shift night:4,camera:1``) films the same
-script through a deployment shift (:mod:`worker.shifts`); ``--masks`` also writes
+script through a deployment shift (:mod:`synthetic.shifts`); ``--masks`` also writes
 each video's object masks (``<name>.masks.npz``).
 """
 
@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from worker.shifts import parse_shifts
-    from worker.synth import SynthConfig, synthesize, write_labeled_frames
+    from synthetic.shifts import parse_shifts
+    from synthetic.synth import SynthConfig, synthesize, write_labeled_frames
 
     if args.videos < 1:
         raise SystemExit("--videos must be at least 1")

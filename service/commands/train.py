@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from models.distributed import init_from_environment, shutdown
     from models.training import SupervisedConfig
-    from worker.training import DataOptions, train_model
+    from worker.training.adapters import DataOptions, train_model
 
     if args.atcon != "off" and args.unlabeled is None:
         raise ValueError("--atcon needs --unlabeled DIR")

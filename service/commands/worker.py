@@ -4,7 +4,7 @@ Run any number of them, on any machine that reaches Redis (``ATCON_REDIS_URL``) 
 shares the data directory (``ATCON_DATA_DIR``). SIGTERM or Ctrl-C finishes the job
 in hand and stops; a second one stops at once (the job goes to another worker after
 the visibility timeout). Each worker also sweeps orphaned staging from ``tmp/``
-(:mod:`worker.tmp_sweep`).
+(:mod:`worker.runtime.tmp_sweep`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
     import json
 
     from models import AtconError
-    from worker.model_cache import ModelCache
-    from worker.queue_factory import open_queue
+    from worker.queue.factory import open_queue
+    from worker.serving.model_cache import ModelCache
     from worker.settings import get_settings
     from worker.storage import open_storage
 
@@ -86,12 +86,12 @@ def _healthcheck(kind: str, name: str | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.jobs import Worker
-    from worker.metrics import serve_worker_metrics
-    from worker.queue_factory import open_queue
+    from worker.queue.factory import open_queue
+    from worker.runtime.jobs import Worker
+    from worker.runtime.metrics import serve_worker_metrics
+    from worker.runtime.tmp_sweep import start_tmp_sweeper
     from worker.settings import get_settings
     from worker.storage import open_storage
-    from worker.tmp_sweep import start_tmp_sweeper
 
     if args.healthcheck:
         return _healthcheck(args.kind, args.name)
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.kind in ("detect", "frames"):
-        from worker.threads import configure_torch_threads
+        from worker.runtime.threads import configure_torch_threads
 
         # process-wide, so chosen here once: the cores the decoder leaves free
         configure_torch_threads(settings.torch_threads)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     start_tmp_sweeper(storage, settings, stop)
     serve_worker_metrics(settings)
     if args.kind == "finetune" and not args.no_scheduler:
-        from worker.finetune import start_scheduler
+        from worker.finetune.job import start_scheduler
 
         start_scheduler(storage, worker.queue, settings, stop)
     try:

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker import StorageError
-from worker.reviews import REVIEWS_NAME, history_of, read_history, read_reviews, review_of
+from worker.pool.reviews import REVIEWS_NAME, history_of, read_history, read_reviews, review_of
 from worker.storage import EVENTS_NAME, RECORD_NAME, Storage
 
 from .._exceptions import InvalidCursorError

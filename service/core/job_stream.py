@@ -21,7 +21,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from worker import QueueUnavailableError
-from worker.queue import Job, JobQueue, JobState
+from worker.queue.interface import Job, JobQueue, JobState
 
 __all__ = ["job_events", "sse"]
 

@@ -1,7 +1,7 @@
 """Which file of an event's results answers each map kind of the API, and rendering the
 Grad-CAM heat map from its raw ``.npy`` when the results hold no PNG of it alone.
 
-``events.json`` (schema 1 of :mod:`worker.results`) names per event: ``frame``,
+``events.json`` (schema 1 of :mod:`worker.detection.results`) names per event: ``frame``,
 ``gradcam_overlay``, ``guided_backprop``, ``masked_frame`` (PNGs) and ``gradcam_raw``,
 ``guided_backprop_raw``, ``mask_raw`` (arrays).
 """
@@ -63,9 +63,9 @@ def available_kinds(event: dict[str, Any]) -> list[MapKind]:
 def render_heat_png(raw: Path, size: tuple[int, int] | None) -> bytes:
     """A raw Grad-CAM array (h, w) as a colour-mapped PNG of ``size`` = (width, height).
 
-    Normalised as every Grad-CAM picture is (:func:`worker.render.gradcam_heat`).
+    Normalised as every Grad-CAM picture is (:func:`worker.detection.render.gradcam_heat`).
     """
-    from worker.render import gradcam_heat, map_to_rgb
+    from worker.detection.render import gradcam_heat, map_to_rgb
 
     cam = np.load(raw, allow_pickle=False).astype(np.float32)
     if cam.ndim != 2:

@@ -7,7 +7,7 @@ Two sources make one exposition:
   queue health and depth, jobs per state, job durations, frames, the stream backlog
   per kind (queue lag), and the progress of running fine-tunes;
 * the process's own metrics: HTTP requests by route (:class:`RequestMetrics`) and the
-  detect stages of the embedded workers (:mod:`worker.metrics`). With
+  detect stages of the embedded workers (:mod:`worker.runtime.metrics`). With
   ``PROMETHEUS_MULTIPROC_DIR`` set (``atcon serve --workers N``, or ``atcon worker``
   processes on the same machine writing there) they come from that directory, added
   up over every process by
@@ -37,7 +37,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from worker import QueueError
-from worker.queue import DURATION_BUCKETS, JobQueue, JobState
+from worker.queue.interface import DURATION_BUCKETS, JobQueue, JobState
 
 __all__ = ["QueueCollector", "RequestMetrics", "metrics_registry", "render_metrics"]
 

@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from worker import InvalidIdError, NoResultsError
-from worker.reviews import history_of, read_history, read_reviews, review_of
+from worker.pool.reviews import history_of, read_history, read_reviews, review_of
 from worker.storage import Storage
 
 from .inbox import LOW_CONSISTENCY

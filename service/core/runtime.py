@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 from models._exceptions import CheckpointError
 from worker import JobError, NoModelError, QueueError, StorageError
-from worker.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
-from worker.model_cache import ModelCache, ServedModels, ensure_first_version
-from worker.queue import JobQueue
-from worker.queue_factory import open_queue
-from worker.retention import prune_jobs
+from worker.queue.factory import open_queue
+from worker.queue.interface import JobQueue
+from worker.queue.retention import prune_jobs
+from worker.runtime.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
+from worker.runtime.tmp_sweep import start_tmp_sweeper
+from worker.serving.model_cache import ModelCache, ServedModels, ensure_first_version
+from worker.serving.versions import VersionError
 from worker.settings import Settings
 from worker.storage import Storage, open_storage
-from worker.tmp_sweep import start_tmp_sweeper
-from worker.versions import VersionError
 
 from .audit import AuditLog
 from .events_cache import EventsCache
@@ -146,7 +146,7 @@ class Runtime:
 
     def start_housekeeping(self) -> None:
         """Every ``ATCON_RECONCILE_INTERVAL_S``: archive and drop the jobs finished more
-        than ``ATCON_JOB_RETENTION_DAYS`` ago (:mod:`worker.retention`), and with Redis
+        than ``ATCON_JOB_RETENTION_DAYS`` ago (:mod:`worker.queue.retention`), and with Redis
         queue again the uploads without results whose job is gone (Redis restarted
         without its data, or was flushed; an in-memory queue cannot lose jobs)."""
         thread = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
@@ -183,7 +183,7 @@ class Runtime:
 
     def start_finetune(self) -> None:
         """Embedded default: one fine-tune worker thread and the nightly scheduler."""
-        from worker.finetune import start_scheduler
+        from worker.finetune.job import start_scheduler
 
         worker = Worker(
             self.queue,

@@ -31,7 +31,7 @@ from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, validate_camera
 from .._exceptions import UploadError, UploadTooLargeError
 
 if TYPE_CHECKING:
-    from worker.probe import VideoInfo
+    from worker.video.probe import VideoInfo
 
 __all__ = [
     "CAMERA_FIELD",
@@ -278,13 +278,13 @@ async def receive_upload(
 
 
 def probe_upload(path: Path) -> VideoInfo:
-    """:func:`worker.probe.probe` on a received upload, its errors phrased for the client.
+    """:func:`worker.video.probe.probe` on a received upload, its errors phrased for the client.
 
     The probe's messages name the file, here a server-chosen temporary name that means
     nothing to the client (and is not for it to see): it becomes "the file".
     PyAV is imported here, at the first upload, not when the API starts.
     """
-    from worker.probe import probe
+    from worker.video.probe import probe
 
     try:
         return probe(path)

@@ -7,21 +7,21 @@ for (``POST /v1/models/{version}/activate`` with ``cameras``), and the cameras w
 frames it was adapted on, with its frame counts per camera.
 
 Activating a retired version is the roll-back: the registry moves its ``ACTIVE``
-pointer and the workers pick the model up between jobs (:mod:`worker.versions`).
+pointer and the workers pick the model up between jobs (:mod:`worker.serving.versions`).
 The button queues a fine-tune with the default settings
-(:func:`worker.finetune.queue_finetune`, trigger ``page``); ``POST /v1/finetune``
+(:func:`worker.finetune.job.queue_finetune`, trigger ``page``); ``POST /v1/finetune``
 takes options. A running fine-tune shows its phase, step and losses (the job's
 ``detail``).
 
 A chart (:mod:`service.web.model_history`) draws each version's validation F1, mAP
 and attention consistency, and a table the per-class F1 change of each fine-tune;
 each version lists the events it and the served model disagree on, on recent videos
-(:mod:`worker.disagreements`).
+(:mod:`worker.finetune.disagreements`).
 
 A candidate that no labeled frame could gate shows beside its parent on a sample
 of unlabeled pool frames (both models' labels, confidence and Grad-CAM overlay)
 with a label-free report. The fine-tune job computed all of it
-(:mod:`worker.comparison`); this page only reads the version's files.
+(:mod:`worker.training.comparison`); this page only reads the version's files.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from worker import (
     QueueError,
     QueueUnavailableError,
 )
-from worker.finetune import queue_finetune
-from worker.jobs import FINETUNE
-from worker.queue import Job
-from worker.retention import list_jobs
-from worker.versions import (
+from worker.finetune.job import queue_finetune
+from worker.queue.interface import Job
+from worker.queue.retention import list_jobs
+from worker.runtime.jobs import FINETUNE
+from worker.serving.versions import (
     NoCameraVersionError,
     UnknownVersionError,
     VersionError,

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from worker.versions import ModelCard
+from worker.serving.versions import ModelCard
 
 __all__ = ["SERIES", "history_view"]
 

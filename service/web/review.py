@@ -1,6 +1,6 @@
 """The review queue: the pool's unlabeled frames whose maps disagree most, to label.
 
-``GET /review`` lists :meth:`worker.frame_pool.FramePool.review_queue` (lowest
+``GET /review`` lists :meth:`worker.pool.frames.FramePool.review_queue` (lowest
 attention consistency first), scoring frames uploaded without a score first, as
 ``GET /v1/frames/review`` does; each frame shows with its Grad-CAM overlay and
 Guided Backprop map under the served model (the images come from ``/v1/frames``).
@@ -31,9 +31,9 @@ from starlette.datastructures import QueryParams
 from models._exceptions import CheckpointError
 from worker import NoModelError, QueueError, StorageError, UnknownFrameError
 from worker.cameras import CAMERA_PATTERN
-from worker.finetune import last_finetune
-from worker.frame_pool import FrameRecord
-from worker.frame_scoring import request_scoring
+from worker.finetune.job import last_finetune
+from worker.pool.frames import FrameRecord
+from worker.pool.scoring import request_scoring
 from worker.settings import Settings
 from worker.storage import ID_PATTERN, Storage
 

@@ -33,9 +33,8 @@ from worker import (
     VideoNotFoundError,
 )
 from worker.cameras import CAMERA_RULE
-from worker.queue import Job, JobState
-from worker.results import EVENT_ID_PATTERN
-from worker.reviews import (
+from worker.detection.results import EVENT_ID_PATTERN
+from worker.pool.reviews import (
     EventReview,
     ReviewChange,
     Verdict,
@@ -46,6 +45,7 @@ from worker.reviews import (
     review_event,
     review_of,
 )
+from worker.queue.interface import Job, JobState
 from worker.storage import ID_PATTERN, Storage, VideoRecord
 
 from ..api.routes.videos import job_or_none, video_public

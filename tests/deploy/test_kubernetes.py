@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from service.cli import build_parser
-from worker.redis_queue import GROUP
+from worker.queue.redis_streams import GROUP
 from worker.settings import Settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"

@@ -52,8 +52,8 @@ from tests import media
 from tests.processes import Process, Server, wait_for
 from tests.redis_helpers import REDIS_PORT
 from tests.service.hostile import GIB, multipart, send, zeros
-from worker.frame_pool import FramePool
-from worker.redis_queue import RedisQueue
+from worker.pool.frames import FramePool
+from worker.queue.redis_streams import RedisQueue
 from worker.settings import Role, Settings
 
 logger = logging.getLogger("hostile_run")

@@ -1,5 +1,5 @@
-"""Results folders laid out as ``worker.detect`` writes them (schema 1 of
-``worker.results``), for API tests that do not run detection; end-to-end tests check
+"""Results folders laid out as ``worker.detection.detector`` writes them (schema 1 of
+``worker.detection.results``), for API tests that do not run detection; end-to-end tests check
 the real detector's output through the same endpoints.
 """
 

@@ -11,10 +11,10 @@ processes, and the real ``atcon finetune --nightly`` command:
 4. the nightly fine-tune of that camera runs with the product's default method
    (``anchor+supervised``: the review queue has labels);
 5. the gate judges it on the labeled validation frames (a random sample of the
-   camera's pool: :meth:`worker.frame_pool.FramePool.review_queue`) and promotes it
+   camera's pool: :meth:`worker.pool.frames.FramePool.review_queue`) and promotes it
    for the night camera only: its validation F1 rose (0.397 -> 0.438 on 12 frames in
    the run that set this test up) while attention consistency fell, which the gate
-   records and does not let veto a detection gain (:func:`worker.versions.promotion_gate`);
+   records and does not let veto a detection gain (:func:`worker.serving.versions.promotion_gate`);
 6. the same night video, uploaded again, gets better events than before (event F1
    0.0 -> 0.36 in that run), and a day video is still scored by the day model.
 
@@ -44,12 +44,12 @@ import pytest
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.event_metrics import evaluate_events
 from models.training import SupervisedConfig
+from synthetic.shifts import parse_shifts
+from synthetic.synth import CLASSES, SynthConfig, synthesize
 from tests.processes import REPO, Process, Server, clean_env, wait_for
 from tests.redis_helpers import DB_FINETUNE_E2E, flushed_db
 from worker.settings import Role
-from worker.shifts import parse_shifts
-from worker.synth import CLASSES, SynthConfig, synthesize
-from worker.training import DataOptions, train_model
+from worker.training.adapters import DataOptions, train_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.main import create_app
-from worker.jobs import IMPORT, Worker
+from worker.runtime.jobs import IMPORT, Worker
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.settings import Role
-from worker.versions import ModelRegistry, VersionStatus
 
 from .test_health import tiny_checkpoint
 
@@ -35,7 +35,7 @@ def app_client(make_settings, tmp_path) -> Iterator[TestClient]:
 
 def _drain(client: TestClient) -> int:
     """Run the app's queued detect and frames jobs to their end in a real worker."""
-    from worker.jobs import DETECT, Worker
+    from worker.runtime.jobs import DETECT, Worker
 
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     worker = Worker(runtime.queue, runtime.storage, runtime.settings, DETECT, name="test")
@@ -105,7 +105,7 @@ def test_frames_upload_review_and_labels(app_client: TestClient, auth) -> None:
     scores = [f["consistency"] for f in frames]
     assert all(-1 <= s <= 1 for s in scores)
     # training frames come hardest first; validation frames are a random sample
-    from worker.frame_pool import _bucket
+    from worker.pool.frames import _bucket
 
     fraction = app_client.app.state.runtime.settings.pool_val_fraction
     learn = [f["consistency"] for f in frames if _bucket(f["frame_id"]) >= fraction]

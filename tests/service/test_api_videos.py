@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests import media
 from worker.cameras import CAMERA_PATTERN
-from worker.queue import JobState
+from worker.queue.interface import JobState
 from worker.settings import Role
 from worker.storage import Storage
 

@@ -16,9 +16,9 @@ from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
 from tests import media
 from tests.processes import Server, wait_for
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.settings import Role
-from worker.versions import ModelRegistry, VersionStatus
 
 pytestmark = pytest.mark.slow
 

@@ -54,9 +54,9 @@ def test_worker_healthcheck(monkeypatch, tmp_path, capsys):
     import threading
     import time
 
-    from worker.jobs import JobOutcome, Worker
-    from worker.model_cache import ensure_first_version
-    from worker.queue_factory import open_queue
+    from worker.queue.factory import open_queue
+    from worker.runtime.jobs import JobOutcome, Worker
+    from worker.serving.model_cache import ensure_first_version
     from worker.storage import Storage
 
     with flushed_db(DB_API) as url:

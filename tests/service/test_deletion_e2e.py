@@ -19,9 +19,9 @@ import pytest
 from tests import media
 from tests.processes import Process, Server, wait_for
 from tests.redis_helpers import DB_CRASH, DB_E2E, flushed_db
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.settings import Role
-from worker.versions import ModelRegistry, VersionStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

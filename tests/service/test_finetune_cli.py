@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from tests.redis_helpers import DB_FINETUNE_E2E, flushed_db
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
 from worker.storage import Storage
 
 pytestmark = pytest.mark.redis

@@ -16,10 +16,10 @@ import torch
 
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
+from synthetic.synth import SynthConfig, synthesize
 from tests.processes import Process, Server, wait_for
 from tests.redis_helpers import DB_FINETUNE_E2E, flushed_db
 from worker.settings import Role
-from worker.synth import SynthConfig, synthesize
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -73,7 +73,7 @@ def test_not_ready_with_a_broken_checkpoint(make_settings, tmp_path):
 
 def test_an_active_version_is_kept_over_atcon_checkpoint(make_settings, checkpoint, tmp_path):
     settings = make_settings(checkpoint=checkpoint)
-    from worker.versions import ModelRegistry, VersionStatus
+    from worker.serving.versions import ModelRegistry, VersionStatus
 
     storage = Storage(settings.data_dir)
     storage.ensure_layout()

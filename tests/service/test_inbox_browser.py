@@ -17,10 +17,10 @@ import pytest
 
 from tests import media
 from tests.processes import Server
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.settings import Role
 from worker.storage import Storage
-from worker.versions import ModelRegistry, VersionStatus
 
 from .axe import serious_violations
 from .browser import ARTIFACTS, DESKTOP, MAPS_LOADED, shot

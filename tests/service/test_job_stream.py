@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from service.core.job_stream import job_events
-from worker.memory_queue import MemoryQueue
-from worker.queue import Job
+from worker.queue.interface import Job
+from worker.queue.memory import MemoryQueue
 from worker.settings import Role, Settings
 
 

@@ -22,7 +22,7 @@ from tests import media
 from tests.metrics_helpers import parse_samples
 from tests.processes import REPO, Process, Server, wait_for
 from tests.redis_helpers import DB_E2E, flushed_db, free_port
-from worker.metrics import DETECT_STAGES
+from worker.runtime.metrics import DETECT_STAGES
 from worker.settings import Role
 
 from .test_server import bearer, post_video

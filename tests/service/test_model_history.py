@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from service.web.model_history import history_view
+from worker.serving.versions import ModelCard, ModelRegistry, VersionStatus
 from worker.settings import Role
-from worker.versions import ModelCard, ModelRegistry, VersionStatus
 
 from .test_pages import app_client, checkpoint, sign_in  # noqa: F401 - fixtures
 

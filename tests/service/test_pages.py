@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.web.session import safe_next
 from tests import media
-from worker.frame_pool import FramePool
-from worker.jobs import FINETUNE
+from worker.pool.frames import FramePool
+from worker.runtime.jobs import FINETUNE
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.settings import Role
-from worker.versions import ModelRegistry, VersionStatus
 
 from .test_health import tiny_checkpoint
 
@@ -366,7 +366,7 @@ def test_the_review_queue_lists_least_consistent_first_and_labels(app_client, to
     html = app_client.get("/review").text
     listed = re.findall(r'src="/v1/frames/([0-9a-f]{32})/image\.png"', html)
     assert sorted(listed) == sorted(ids.values())
-    from worker.frame_pool import _bucket  # training frames hardest first, validation at random
+    from worker.pool.frames import _bucket  # training frames hardest first, validation at random
 
     fraction = app_client.app.state.runtime.settings.pool_val_fraction
     by_id = {v: k for k, v in ids.items()}
@@ -380,7 +380,7 @@ def test_the_review_queue_lists_least_consistent_first_and_labels(app_client, to
             assert image.status_code == 202 and 'data-drawn-map="' + url + '"' in html, url
         else:
             assert image.status_code == 200 and image.content[:4] == b"\x89PNG", url
-    from worker.jobs import DETECT, Worker
+    from worker.runtime.jobs import DETECT, Worker
 
     runtime = app_client.app.state.runtime
     Worker(runtime.queue, runtime.storage, runtime.settings, DETECT).run(burst=True, poll_s=0.2)
@@ -540,7 +540,7 @@ def test_models_page_shows_and_sets_each_versions_scope(app_client, tokens, chec
 def test_a_candidate_without_labels_shows_beside_its_parent(
     app_client, tokens, checkpoint, tmp_path
 ):
-    from worker.comparison import compare_models
+    from worker.training.comparison import compare_models
 
     storage = app_client.app.state.runtime.storage
     pool = FramePool(tmp_path / "pool", image_size=64)

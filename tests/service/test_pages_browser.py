@@ -19,10 +19,10 @@ from PIL import Image
 
 from tests import media
 from tests.processes import Server, wait_for
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.settings import Role
 from worker.storage import Storage, VideoRecord, new_id
-from worker.versions import ModelRegistry, VersionStatus
 
 from .browser import ARTIFACTS, DESKTOP, MAPS_LOADED, PLAYER_SETTLED, TABLET, shot, sign_in
 from .results import ResultsWriter

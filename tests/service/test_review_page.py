@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
 from worker.settings import Role
 
 from .test_pages import app_client, checkpoint, sign_in  # noqa: F401 - fixtures

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests import media
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
 from worker.settings import Role
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
-from worker.synth import GroundTruthEvent, SynthConfig, synthesize
+from synthetic.synth import GroundTruthEvent, SynthConfig, synthesize
 
 CLASSES = ["staff_present", "patient_sitting"]
 INPUT_SIZE = 64

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from synthetic.synth import SynthResult
 from tests.worker.detect_inputs import make_checkpoint, make_ward
-from worker.synth import SynthResult
 
 
 @pytest.fixture(scope="module")

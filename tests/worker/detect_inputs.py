@@ -8,7 +8,7 @@ import torch
 
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
-from worker.synth import CLASSES, SynthConfig, SynthResult, synthesize
+from synthetic.synth import CLASSES, SynthConfig, SynthResult, synthesize
 
 #: the test checkpoint's input size
 INPUT = 64

@@ -1,7 +1,7 @@
 """A worker process with a slow stand-in for detection, for the crash test.
 
 ``python -m tests.worker.standin_worker NAME STEP_S`` consumes the ``detect`` queue
-named by the ``ATCON_*`` environment with the real :class:`worker.jobs.Worker`
+named by the ``ATCON_*`` environment with the real :class:`worker.runtime.jobs.Worker`
 (heartbeats, leases, retries); only the work differs: ten steps of ``STEP_S`` seconds
 with progress, then the results published like the real job publishes them. Each
 publication appends ``job_id worker`` to ``<data_dir>/publications.log``, so a test
@@ -18,8 +18,8 @@ import sys
 import threading
 import time
 
-from worker.jobs import JobContext, JobOutcome, Worker
-from worker.queue_factory import open_queue
+from worker.queue.factory import open_queue
+from worker.runtime.jobs import JobContext, JobOutcome, Worker
 from worker.settings import Settings
 from worker.storage import Storage
 

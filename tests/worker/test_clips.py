@@ -11,8 +11,8 @@ import pytest
 from tests import media
 from tests.service.inbox_data import add_video
 from worker._exceptions import EventNotFoundError, VideoNotFoundError
-from worker.clips import COPY, REENCODE, clip_window, cut_clip, event_clip
 from worker.storage import Storage
+from worker.video.clips import COPY, REENCODE, clip_window, cut_clip, event_clip
 
 FPS = 10
 

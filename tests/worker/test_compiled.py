@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch._inductor import config as inductor_config
 
-from worker.compiled import outputs_agree
-from worker.detect import DetectionConfig, Detector
-from worker.synth import SynthResult
+from synthetic.synth import SynthResult
+from worker.detection.compiled import outputs_agree
+from worker.detection.detector import DetectionConfig, Detector
 
 
 def _config(**overrides: object) -> DetectionConfig:
@@ -34,7 +34,7 @@ def test_compiled_scoring_gives_the_eager_scores(
 ) -> None:
     eager = Detector(checkpoint, config=_config())
     assert not eager.compiled
-    with caplog.at_level(logging.INFO, logger="worker.compiled"):
+    with caplog.at_level(logging.INFO, logger="worker.detection.compiled"):
         compiled = Detector(checkpoint, config=_config(compile=True))
     assert compiled.compiled
     assert "compiled in" in caplog.text
@@ -52,7 +52,7 @@ def test_without_a_cpp_compiler_the_eager_model_scores(
     missing = {"cpp.cxx": (str(tmp_path / "no-such-g++"),), "fx_graph_cache": False}
     with (
         inductor_config.patch(missing),
-        caplog.at_level(logging.WARNING, logger="worker.compiled"),
+        caplog.at_level(logging.WARNING, logger="worker.detection.compiled"),
     ):
         detector = Detector(checkpoint, config=_config(compile=True))
     assert not detector.compiled

@@ -18,8 +18,8 @@ import pytest
 from tests import media
 from tests.processes import Process, wait_for
 from tests.redis_helpers import DB_CRASH, flushed_db
-from worker.queue import JobState
-from worker.redis_queue import RedisQueue
+from worker.queue.interface import JobState
+from worker.queue.redis_streams import RedisQueue
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
 
@@ -165,7 +165,7 @@ def test_worker_killed_while_sampling_the_pool_adds_each_frame_once(tmp_path):
     finds the frames added before the kill, so each (video, time) is in the pool once,
     and no moment can land in both the training and the validation split."""
     from tests.service.test_health import tiny_checkpoint
-    from worker.frame_pool import FramePool
+    from worker.pool.frames import FramePool
 
     checkpoint = tiny_checkpoint(tmp_path / "model.pt", arch="resnet18")
     data = media.video_bytes(frames=240, size=(160, 120), fps=4)  # 60 s

@@ -14,9 +14,9 @@ from worker.deletion import (
     purge_orphaned_frames,
     versions_trained_on,
 )
-from worker.frame_pool import FramePool
+from worker.pool.frames import FramePool
+from worker.serving.versions import ModelRegistry, VersionStatus
 from worker.storage import Storage, VideoRecord, new_id
-from worker.versions import ModelRegistry, VersionStatus
 
 
 @pytest.fixture

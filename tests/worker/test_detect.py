@@ -18,13 +18,13 @@ from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, file_sha256, save_checkpoint
 from models.events import segment_events
 from service.cli import main
+from synthetic.synth import CLASSES, SynthResult
 from tests.worker.detect_inputs import INPUT, make_checkpoint
 from tests.worker.media import write_video
 from worker._exceptions import CheckpointMismatchError, NotAVideoError, ResultsExistError
-from worker.detect import DetectionConfig, Detector
-from worker.results import read_events
-from worker.synth import CLASSES, SynthResult
-from worker.video import FrameSampler, extract_frames
+from worker.detection.detector import DetectionConfig, Detector
+from worker.detection.results import read_events
+from worker.video.decode import FrameSampler, extract_frames
 
 EVERYTHING_STAFF = {
     "staff_present": 0.0,

@@ -12,10 +12,7 @@ import pytest
 import torch
 
 from models.event_metrics import evaluate_events
-from worker.detect import DetectionConfig, Detector
-from worker.motion import INHERITED, REASONS, UNGATED, GateConfig
-from worker.results import read_events, read_scores
-from worker.synth import (
+from synthetic.synth import (
     SynthConfig,
     SynthResult,
     WardScene,
@@ -24,7 +21,10 @@ from worker.synth import (
     make_script,
     synthesize,
 )
-from worker.video import FrameSampler
+from worker.detection.detector import DetectionConfig, Detector
+from worker.detection.motion import INHERITED, REASONS, UNGATED, GateConfig
+from worker.detection.results import read_events, read_scores
+from worker.video.decode import FrameSampler
 
 
 def _every_sample_scored(detector: Detector, video: Path) -> np.ndarray:
@@ -152,7 +152,7 @@ def _fading_ward(folder: Path, seconds: float, seed: int) -> SynthResult:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small classifier trained on a synthetic ward, good enough for events."""
     from models.training import SupervisedConfig
-    from worker.training import DataOptions, train_model
+    from worker.training.adapters import DataOptions, train_model
 
     folder = tmp_path_factory.mktemp("trained")
     clip = synthesize(

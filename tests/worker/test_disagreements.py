@@ -1,11 +1,11 @@
-"""Events a new version and the served model disagree on (worker/disagreements.py)."""
+"""Events a new version and the served model disagree on (worker/finetune/disagreements.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.service.inbox_data import add_video
-from worker.disagreements import compare_events, event_disagreements, recent_videos
+from worker.finetune.disagreements import compare_events, event_disagreements, recent_videos
 from worker.settings import Settings
 from worker.storage import Storage
 

@@ -13,7 +13,8 @@ import torch
 
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
-from worker.finetune import (
+from synthetic.synth import SynthConfig, synthesize
+from worker.finetune.job import (
     FinetuneRequest,
     _local_lock,
     _nightly_targets,
@@ -22,13 +23,12 @@ from worker.finetune import (
     nightly_should_run,
     queue_finetune,
 )
-from worker.frame_pool import FramePool
-from worker.jobs import FINETUNE, Worker
-from worker.memory_queue import MemoryQueue
+from worker.pool.frames import FramePool
+from worker.queue.memory import MemoryQueue
+from worker.runtime.jobs import FINETUNE, Worker
+from worker.serving.versions import GateDecision, ModelRegistry, VersionStatus
 from worker.settings import Settings
 from worker.storage import Storage
-from worker.synth import SynthConfig, synthesize
-from worker.versions import GateDecision, ModelRegistry, VersionStatus
 
 SIZE = 32
 
@@ -226,7 +226,7 @@ def test_a_camera_finetune_uses_and_serves_that_camera_only(env, monkeypatch) ->
     # the gate's judgement is tested elsewhere; here: what a promotion of a camera's
     # version does
     monkeypatch.setattr(
-        "worker.finetune.promotion_gate",
+        "worker.finetune.job.promotion_gate",
         lambda *a, **k: GateDecision(True, VersionStatus.ACTIVE, "promoted (test)"),
     )
     request = FinetuneRequest(steps=2, camera="night-1", mode="unsupervised")
@@ -417,7 +417,7 @@ def test_a_method_that_needs_a_camera_falls_back_or_fails_with_its_reason(env) -
 
 def test_adabn_changes_batchnorm_and_detection_folds_the_new_statistics(env) -> None:
     from models.checkpoint import load_checkpoint
-    from worker.detect import DetectionConfig, Detector
+    from worker.detection.detector import DetectionConfig, Detector
 
     settings, storage, queue, classes, rows = env
     _fill(storage, rows[:20], classes, labeled=0, camera="night-1")
@@ -518,13 +518,15 @@ def test_only_a_candidate_is_compared_on_recent_videos_unless_asked(
 ) -> None:
     """Re-detecting recent videos costs minutes: a version the gate promoted or rejected
     skips it; one left a candidate (no labeled validation frames) gets it."""
-    import worker.finetune
+    import worker.finetune.job
 
     settings, storage, queue, classes, rows = env
     _fill(storage, rows, classes, labeled=labeled)
     calls: list[str | None] = []
     monkeypatch.setattr(
-        worker.finetune, "_disagreements", lambda s, st, camera, c, w: calls.append(camera) or {}
+        worker.finetune.job,
+        "_disagreements",
+        lambda s, st, camera, c, w: calls.append(camera) or {},
     )
     job_id = queue_finetune(queue, FinetuneRequest(steps=2, compare_videos=asked))
     job = _run(settings, storage, queue, job_id)

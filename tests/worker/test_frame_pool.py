@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.frame_pool import NO_CAMERA, FramePool, InvalidFrameError, UnknownFrameError
+from worker.pool.frames import NO_CAMERA, FramePool, InvalidFrameError, UnknownFrameError
 
 CLASSES = ["bed_exit", "staff_present"]
 
@@ -189,7 +189,7 @@ def test_frames_of_a_video_are_added_once_per_time_even_when_a_job_is_retried(
 
 
 def test_a_zip_over_its_caps_is_refused_whole_before_decompression(pool: FramePool) -> None:
-    from worker.frame_pool import ZipTooLargeError
+    from worker.pool.frames import ZipTooLargeError
 
     def archive(entries: dict[str, bytes]) -> io.BytesIO:
         buffer = io.BytesIO()
@@ -213,7 +213,7 @@ def test_a_zip_over_its_caps_is_refused_whole_before_decompression(pool: FramePo
 def test_the_review_queue_mixes_hard_frames_with_a_random_validation_sample(
     tmp_path: Path,
 ) -> None:
-    from worker.frame_pool import _bucket
+    from worker.pool.frames import _bucket
 
     pool = FramePool(tmp_path / "queue", val_fraction=0.3)
     records = [pool.add_image_bytes(_png(value=v % 250)) for v in range(0, 600, 6)]

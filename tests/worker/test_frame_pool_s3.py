@@ -14,7 +14,7 @@ import pytest
 from tests.redis_helpers import DB_QUEUE, flushed_db
 from tests.s3_helpers import S3Server
 from worker._exceptions import UnknownFrameError
-from worker.frame_scoring import frame_map_path
+from worker.pool.scoring import frame_map_path
 from worker.settings import Settings
 from worker.storage import new_id, open_storage
 from worker.storage_s3 import ObjectStorage

@@ -7,7 +7,7 @@ import torch
 
 from tests.frame_data import write_boxes, write_labeled_dir, write_unlabeled_dir
 from worker._exceptions import FrameDataError
-from worker.frames import (
+from worker.training.datasets import (
     BoxDataset,
     FrameTransform,
     LabeledFrameDataset,
@@ -46,7 +46,7 @@ def test_unreadable_and_missing_frames_are_skipped_and_counted(tmp_path, caplog)
     (root / "img" / "f001.png").write_bytes(b"not an image at all")
     data = (root / "labels.csv").read_text() + "img/missing.png,staff\n"
     (root / "labels.csv").write_text(data)
-    with caplog.at_level(logging.WARNING, logger="worker.frames"):
+    with caplog.at_level(logging.WARNING, logger="worker.training.datasets"):
         frames = read_labeled_frames(root)
     assert len(frames) == 2
     assert sorted(p.name for p in frames.skipped) == ["f001.png", "missing.png"]
@@ -103,7 +103,7 @@ def test_unlabeled_directory_is_searched_recursively_and_skips_junk(tmp_path, ca
     root = write_unlabeled_dir(tmp_path, 5)
     (root / "notes.txt").write_text("hello")
     (root / "a" / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
-    with caplog.at_level(logging.WARNING, logger="worker.frames"):
+    with caplog.at_level(logging.WARNING, logger="worker.training.datasets"):
         frames = find_unlabeled_frames(root)
     assert len(frames) == 5
     assert {p.suffix for p in frames.paths} == {".png", ".jpg"}

@@ -1,4 +1,4 @@
-"""The int8 scoring copy (worker/int8.py): built once beside the checkpoint, checked
+"""The int8 scoring copy (worker/detection/int8.py): built once beside the checkpoint, checked
 against float32, chosen by ``precision="auto"`` on a CPU without native bfloat16."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synthetic.synth import SynthResult
 from worker._exceptions import CheckpointMismatchError
-from worker.detect import DetectionConfig, Detector
-from worker.int8 import MAX_PROBABILITY_CHANGE, int8_check, int8_path
-from worker.synth import SynthResult
-from worker.video import FrameSampler
+from worker.detection.detector import DetectionConfig, Detector
+from worker.detection.int8 import MAX_PROBABILITY_CHANGE, int8_check, int8_path
+from worker.video.decode import FrameSampler
 
 pytest.importorskip("torchao")
 pytestmark = pytest.mark.slow

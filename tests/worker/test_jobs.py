@@ -1,7 +1,7 @@
 """The worker: jobs run in-process with heartbeats, progress, retries; the model cache.
 
 Most tests run the detection job against a fast stand-in with the contract of
-``worker.detect.Detector`` (``detect(video, out_dir, *, video_id, progress)``);
+``worker.detection.detector.Detector`` (``detect(video, out_dir, *, video_id, progress)``);
 ``test_real_detector_through_the_worker`` runs the real one.
 """
 
@@ -22,10 +22,10 @@ from worker._exceptions import (
     StorageError,
     VideoDecodeError,
 )
-from worker.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
-from worker.memory_queue import MemoryQueue
-from worker.model_cache import ModelCache, ModelRef, ensure_first_version, model_reference
-from worker.queue import Job, JobState
+from worker.queue.interface import Job, JobState
+from worker.queue.memory import MemoryQueue
+from worker.runtime.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
+from worker.serving.model_cache import ModelCache, ModelRef, ensure_first_version, model_reference
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
 
@@ -174,7 +174,7 @@ def stand_in_loader(ref, version, settings):
 
 
 def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_path):
-    from worker.versions import ModelRegistry, VersionStatus
+    from worker.serving.versions import ModelRegistry, VersionStatus
 
     first_file = tmp_path / "first.pt"
     first_file.write_bytes(b"weights")
@@ -195,7 +195,7 @@ def test_model_cache_reloads_only_when_the_model_changes(storage, settings, tmp_
 
 
 def test_model_reference_follows_the_pointers(storage, settings, tmp_path):
-    from worker.versions import ModelRegistry
+    from worker.serving.versions import ModelRegistry
 
     with pytest.raises(NoModelError, match="set ATCON_CHECKPOINT"):
         model_reference(storage, settings)
@@ -216,7 +216,7 @@ def test_model_reference_follows_the_pointers(storage, settings, tmp_path):
 
 def _versions(storage: Storage, tmp_path: Path) -> tuple[str, str]:
     """A default version and a second one, candidate, to activate for a camera."""
-    from worker.versions import ModelRegistry, VersionStatus
+    from worker.serving.versions import ModelRegistry, VersionStatus
 
     registry = ModelRegistry(storage.models)
     (tmp_path / "day.pt").write_bytes(b"day weights")
@@ -227,7 +227,7 @@ def _versions(storage: Storage, tmp_path: Path) -> tuple[str, str]:
 
 
 def test_model_cache_keeps_a_detector_per_version(storage, settings, tmp_path):
-    from worker.versions import ModelRegistry
+    from worker.serving.versions import ModelRegistry
 
     day, night = _versions(storage, tmp_path)
     ModelRegistry(storage.models).activate(night, cameras=["icu-3"])
@@ -250,8 +250,8 @@ def test_model_cache_keeps_a_detector_per_version(storage, settings, tmp_path):
 
 
 def test_a_video_is_scored_by_its_cameras_version(queue, storage, settings, tmp_path):
-    from worker.frame_pool import FramePool
-    from worker.versions import ModelRegistry
+    from worker.pool.frames import FramePool
+    from worker.serving.versions import ModelRegistry
 
     day, night = _versions(storage, tmp_path)
     registry = ModelRegistry(storage.models)
@@ -391,7 +391,7 @@ def test_real_detector_through_the_worker(queue, storage, settings, tmp_path):
     events = storage.read_events(record.video_id)
     assert events is not None and isinstance(events.get("events"), list)
     assert events["model"]["version"] == job.result["model_version"]
-    from worker.frame_pool import FramePool
+    from worker.pool.frames import FramePool
 
     frames = FramePool(storage.frames).records()
     assert frames and {(f.video_id, f.camera) for f in frames} == {(record.video_id, "icu-3")}

@@ -16,8 +16,8 @@ import redis
 
 from tests.redis_helpers import DB_QUEUE, flushed_db
 from worker._exceptions import JobError, LockLostError
-from worker.finetune import _finetune_lock, _guarded
-from worker.locks import RedisLock
+from worker.finetune.job import _finetune_lock, _guarded
+from worker.queue.locks import RedisLock
 from worker.settings import Settings
 
 pytestmark = pytest.mark.redis

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from worker import _memory, detect
-from worker._memory import release_free_memory
-from worker.synth import SynthResult
+from synthetic.synth import SynthResult
+from worker.detection import detector as detect
+from worker.video import memory as _memory
+from worker.video.memory import release_free_memory
 
 glibc = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's; this C library lacks it"

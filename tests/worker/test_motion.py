@@ -1,11 +1,12 @@
-"""Motion gating (worker/motion.py): change scores, decisions, inheritance and backfill."""
+"""Motion gating (worker/detection/motion.py): change scores, decisions, inheritance and
+backfill."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from worker.motion import (
+from worker.detection.motion import (
     AFTER_CHANGE,
     BOUNDARY,
     CHANGE,
@@ -20,7 +21,7 @@ from worker.motion import (
     gate_batches,
     thumbnail,
 )
-from worker.video import FrameBatch
+from worker.video.decode import FrameBatch
 
 SIZE = 224
 

@@ -9,10 +9,10 @@ import pytest
 
 from tests.redis_helpers import DB_QUEUE, flushed_db, free_port
 from worker._exceptions import JobNotFoundError, QueueError, QueueUnavailableError
-from worker.memory_queue import MemoryQueue
-from worker.queue import JobQueue, JobState
-from worker.queue_factory import open_queue
-from worker.redis_queue import RedisQueue
+from worker.queue.factory import open_queue
+from worker.queue.interface import JobQueue, JobState
+from worker.queue.memory import MemoryQueue
+from worker.queue.redis_streams import RedisQueue
 from worker.settings import Settings
 
 VISIBILITY = 0.6

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.redis_helpers import DB_PAGES, flushed_db
-from worker.queue import JobQueue, JobState
-from worker.queue_factory import open_queue
+from worker.queue.factory import open_queue
+from worker.queue.interface import JobQueue, JobState
 from worker.settings import Settings
 
 

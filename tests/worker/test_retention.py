@@ -10,11 +10,11 @@ import pytest
 from tests import media
 from tests.redis_helpers import DB_QUEUE, flushed_db
 from worker._exceptions import JobNotFoundError
-from worker.jobs import reconcile
-from worker.memory_queue import MemoryQueue
-from worker.queue import JobQueue, JobState
-from worker.redis_queue import RedisQueue
-from worker.retention import archived_job, find_job, list_jobs, prune_jobs
+from worker.queue.interface import JobQueue, JobState
+from worker.queue.memory import MemoryQueue
+from worker.queue.redis_streams import RedisQueue
+from worker.queue.retention import archived_job, find_job, list_jobs, prune_jobs
+from worker.runtime.jobs import reconcile
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
 

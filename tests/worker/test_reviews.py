@@ -12,8 +12,8 @@ from PIL import Image
 from tests.media import write_video
 from tests.service.results import ResultsWriter
 from worker._exceptions import EventNotFoundError, NoResultsError, VideoNotFoundError
-from worker.frame_pool import FramePool
-from worker.reviews import (
+from worker.pool.frames import FramePool
+from worker.pool.reviews import (
     REVIEWS_NAME,
     Verdict,
     frame_pool,

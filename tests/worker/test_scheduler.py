@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from tests.redis_helpers import REDIS_PORT
-from worker.scheduler import LocalClaim, NightlyScheduler, RedisClaim, validate_cron
+from worker.runtime.scheduler import LocalClaim, NightlyScheduler, RedisClaim, validate_cron
 
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/10"
 
@@ -102,7 +102,7 @@ _PROCESS_SCRIPT = """
 import sys
 from datetime import UTC, datetime, timedelta
 import redis
-from worker.scheduler import NightlyScheduler, RedisClaim
+from worker.runtime.scheduler import NightlyScheduler, RedisClaim
 
 url = sys.argv[1]
 client = redis.Redis.from_url(url)

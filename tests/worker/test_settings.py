@@ -78,8 +78,8 @@ def test_data_dir_default_is_relative():
 
 @pytest.mark.slow
 def test_a_worker_with_detect_compile_scores_with_the_compiled_model(tmp_path, checkpoint):
-    from worker.detect import Detector
-    from worker.model_cache import ModelRef, _load_detector
+    from worker.detection.detector import Detector
+    from worker.serving.model_cache import ModelRef, _load_detector
 
     settings = Settings(data_dir=tmp_path / "data", detect_compile=True)
     detector = _load_detector(ModelRef(checkpoint=checkpoint, version="v1"), "v1", settings)

@@ -26,11 +26,11 @@ from worker._exceptions import (
     VideoNotFoundError,
 )
 from worker.object_store import ObjectStore, RangeReader, parse_storage_url
-from worker.probe import probe
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id, open_storage
 from worker.storage_s3 import POINTER_NAME, ObjectStorage, StoredVideo
-from worker.video import FrameSampler, extract_frames
+from worker.video.decode import FrameSampler, extract_frames
+from worker.video.probe import probe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -357,7 +357,7 @@ def test_a_pointer_naming_a_path_outside_the_folder_is_refused(tmp_path, bucket)
 
 
 def test_a_zip_staged_by_the_api_is_read_by_a_worker_elsewhere(tmp_path, bucket, s3):
-    from worker.frame_import import discard_archive, stage_archive, staged_archive
+    from worker.pool.importer import discard_archive, stage_archive, staged_archive
 
     api = backend(tmp_path / "api", bucket, "stage")
     worker = backend(tmp_path / "worker", bucket, "stage")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from service.cli import main
-from worker.shifts import Shift, parse_shift, parse_shifts
-from worker.synth import (
+from synthetic.shifts import Shift, parse_shift, parse_shifts
+from synthetic.synth import (
     CLASSES,
     SynthConfig,
     WardScene,
@@ -21,7 +21,7 @@ from worker.synth import (
     make_script,
     synthesize,
 )
-from worker.video import probe
+from worker.video.decode import probe
 
 
 def test_script_is_seeded_and_consistent() -> None:
@@ -223,7 +223,7 @@ def test_same_seed_writes_the_same_video_bytes(tmp_path: Path) -> None:
     in about one encode in four, most often after other decoding work in the process,
     so this encodes and decodes in turn, six times.
     """
-    from worker.video import FrameSampler
+    from worker.video.decode import FrameSampler
 
     config = SynthConfig(seconds=60.0, fps=4.0, width=160, height=120, seed=11, frames_fps=0)
     digests = set()

@@ -1,4 +1,4 @@
-"""PyTorch's threads for a worker process (worker/threads.py): chosen once, at start-up."""
+"""PyTorch's threads for a worker process (worker/runtime/threads.py): chosen once, at start-up."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker import threads
-from worker.synth import SynthResult
+from synthetic.synth import SynthResult
+from worker.runtime import threads
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_detection_leaves_the_process_threads_alone(
 ) -> None:
     """The worker chose the count at start-up; a detection neither changes it while it
     runs nor after."""
-    from worker.detect import DetectionConfig, Detector
+    from worker.detection.detector import DetectionConfig, Detector
 
     seen: list[int] = []
     previous = torch.get_num_threads()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.versions import (
+from worker.serving.versions import (
     ModelRegistry,
     NoCameraVersionError,
     UnknownVersionError,
@@ -117,7 +117,7 @@ def test_interrupted_registration_leaves_no_version(
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("worker.versions.atomic_write_json", crash)
+    monkeypatch.setattr("worker.serving.versions.atomic_write_json", crash)
     with pytest.raises(KeyboardInterrupt):
         registry.register(checkpoint, status=VersionStatus.CANDIDATE, reason="x")
     monkeypatch.undo()

@@ -13,12 +13,12 @@ import pytest
 from tests.redis_helpers import DB_QUEUE, flushed_db
 from tests.s3_helpers import S3Server
 from worker._exceptions import NoModelError, ObjectStoreError
-from worker.model_cache import ModelRef, model_reference
 from worker.object_store import ObjectStore
+from worker.serving.model_cache import ModelRef, model_reference
+from worker.serving.versions import VersionStatus
 from worker.settings import Settings
 from worker.storage import open_storage
 from worker.storage_s3 import ObjectStorage
-from worker.versions import VersionStatus
 
 pytestmark = pytest.mark.redis
 

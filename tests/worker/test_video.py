@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from synthetic.synth import SynthConfig, synthesize
 from tests.worker.media import CODECS, displayed_frames, level, write_video
 from worker._exceptions import (
     EmptyVideoError,
@@ -20,9 +21,8 @@ from worker._exceptions import (
     NoVideoStreamError,
     VideoDecodeError,
 )
-from worker._prefetch import Prefetcher
-from worker.synth import SynthConfig, synthesize
-from worker.video import FrameSampler, _Timeline, extract_frames, probe
+from worker.video.decode import FrameSampler, _Timeline, extract_frames, probe
+from worker.video.prefetch import Prefetcher
 
 
 def sample(path: Path, **kwargs: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, FrameSampler]:

@@ -5,9 +5,9 @@ and clip.
 (:mod:`service.core.inbox`), filtered by class, camera, date range, review state,
 low attention consistency and model version, in pages cut by an opaque cursor, with
 counts per filter value. ``GET /v1/videos/{id}/events/{event_id}/thumbnail.jpg`` is
-the small peak frame each row shows, cached with the video (:mod:`worker.thumbnails`).
+the small peak frame each row shows, cached with the video (:mod:`worker.video.thumbnails`).
 ``GET /v1/videos/{id}/events/{event_id}/clip.mp4`` is the event with
-``ATCON_CLIP_MARGIN_S`` either side, cut by :mod:`worker.clips` (which imports PyAV
+``ATCON_CLIP_MARGIN_S`` either side, cut by :mod:`worker.video.clips` (which imports PyAV
 only when it cuts) and cached with the video; ``X-Clip-Method`` says whether it was
 copied or re-encoded.
 """
@@ -22,8 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from worker.cameras import CAMERA_MAX_LENGTH
-from worker.clips import event_clip
-from worker.thumbnails import event_thumbnail
+from worker.video.clips import event_clip
+from worker.video.thumbnails import event_thumbnail
 
 from ...core.inbox import (
     InboxFilters,

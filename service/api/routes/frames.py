@@ -1,7 +1,7 @@
 """``/v1/frames``: the frame pool: upload frames, the review queue, labels.
 
 The API never runs the model: frames without a score, and maps not drawn yet, are
-asked of a detect worker as a ``frames`` job (:mod:`worker.frame_scoring`). The
+asked of a detect worker as a ``frames`` job (:mod:`worker.pool.scoring`). The
 review queue answers with what is stored and says ``scoring: true`` while the job
 runs; a map not drawn yet answers 202 with the job and ``Retry-After``.
 """
@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker import EmptyZipError, InvalidFrameError, QueueError, ZipTooLargeError
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
-from worker.frame_import import IMPORT, discard_archive, stage_archive
-from worker.frame_pool import FramePool, FrameRecord, check_zip
-from worker.frame_scoring import FRAME_MAP_KINDS, frame_map_path, request_scoring
-from worker.model_cache import ServedModel
+from worker.pool.frames import FramePool, FrameRecord, check_zip
+from worker.pool.importer import IMPORT, discard_archive, stage_archive
+from worker.pool.scoring import FRAME_MAP_KINDS, frame_map_path, request_scoring
+from worker.serving.model_cache import ServedModel
 from worker.settings import Settings
 from worker.storage import ID_PATTERN, Storage, new_id
 

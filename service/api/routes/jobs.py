@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from worker.jobs import JOB_KINDS
-from worker.retention import find_job
+from worker.queue.retention import find_job
+from worker.runtime.jobs import JOB_KINDS
 
 from ...core.job_stream import job_events
 from ...core.problems import PROBLEM_RESPONSES, problem_responses

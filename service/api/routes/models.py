@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from worker.cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN, CAMERA_RULE
-from worker.versions import (
+from worker.serving.versions import (
     ModelCard,
     ModelRegistry,
 )

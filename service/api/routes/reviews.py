@@ -3,7 +3,7 @@
 
 The verdict is stored with the video and labels the event's peak frame in the frame
 pool, so confirmed events and false positives feed the next fine-tune
-(:mod:`worker.reviews`). The events answer (``GET /v1/videos/{id}/events``) carries
+(:mod:`worker.pool.reviews`). The events answer (``GET /v1/videos/{id}/events``) carries
 each event's review and ``review_history`` (who, when, the verdict before and after),
 and every verdict and undo is a line in the audit log.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from worker.reviews import frame_pool, review_event, undo_review
+from worker.pool.reviews import frame_pool, review_event, undo_review
 
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
 from ..deps import EventId, OperatorDep, RuntimeDep, VideoId

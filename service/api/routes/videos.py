@@ -21,9 +21,7 @@ from worker import (
     deletion,
 )
 from worker.cameras import CAMERA_RULE
-from worker.jobs import DETECT
-from worker.queue import Job, JobQueue, JobState
-from worker.reviews import (
+from worker.pool.reviews import (
     REVIEWS_NAME,
     EventReview,
     ReviewChange,
@@ -32,6 +30,8 @@ from worker.reviews import (
     read_reviews,
     review_of,
 )
+from worker.queue.interface import Job, JobQueue, JobState
+from worker.runtime.jobs import DETECT
 from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
 
 from ...core.maps import MapKind, available_kinds, map_source, render_heat_png

@@ -1,0 +1,128 @@
+"""Running workers: the worker loop and its jobs, the scheduler, the tmp/ sweeper, the
+workers' metrics, the choice of torch threads.
+
+Each module's public names are re-exported here and imported on first use
+(PEP 562), so importing one module of this package never imports the others.
+This file is written by the split script (split_worker.py): regenerate it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .jobs import (
+        DETECT,
+        FINETUNE,
+        FRAMES,
+        IMPORT,
+        JOB_KINDS,
+        JobContext,
+        JobKind,
+        JobOutcome,
+        LeaseLostError,
+        Worker,
+        detect_video,
+        reconcile,
+        worker_name,
+    )
+    from .metrics import (
+        DETECT_STAGES,
+        STAGE_SECONDS,
+        observe_detect_stages,
+        serve_worker_metrics,
+    )
+    from .scheduler import (
+        Claim,
+        LocalClaim,
+        NightlyScheduler,
+        RedisClaim,
+        validate_cron,
+    )
+    from .threads import (
+        available_cores,
+        choose_torch_threads,
+        configure_torch_threads,
+        measure_decoder_cores,
+    )
+    from .tmp_sweep import (
+        start_tmp_sweeper,
+        sweep_tmp,
+    )
+
+__all__ = [
+    "DETECT",
+    "DETECT_STAGES",
+    "FINETUNE",
+    "FRAMES",
+    "IMPORT",
+    "JOB_KINDS",
+    "STAGE_SECONDS",
+    "Claim",
+    "JobContext",
+    "JobKind",
+    "JobOutcome",
+    "LeaseLostError",
+    "LocalClaim",
+    "NightlyScheduler",
+    "RedisClaim",
+    "Worker",
+    "available_cores",
+    "choose_torch_threads",
+    "configure_torch_threads",
+    "detect_video",
+    "measure_decoder_cores",
+    "observe_detect_stages",
+    "reconcile",
+    "serve_worker_metrics",
+    "start_tmp_sweeper",
+    "sweep_tmp",
+    "validate_cron",
+    "worker_name",
+]
+
+#: public name -> the module that defines it
+_MODULES = {
+    "Claim": "scheduler",
+    "DETECT": "jobs",
+    "DETECT_STAGES": "metrics",
+    "FINETUNE": "jobs",
+    "FRAMES": "jobs",
+    "IMPORT": "jobs",
+    "JOB_KINDS": "jobs",
+    "JobContext": "jobs",
+    "JobKind": "jobs",
+    "JobOutcome": "jobs",
+    "LeaseLostError": "jobs",
+    "LocalClaim": "scheduler",
+    "NightlyScheduler": "scheduler",
+    "RedisClaim": "scheduler",
+    "STAGE_SECONDS": "metrics",
+    "Worker": "jobs",
+    "available_cores": "threads",
+    "choose_torch_threads": "threads",
+    "configure_torch_threads": "threads",
+    "detect_video": "jobs",
+    "measure_decoder_cores": "threads",
+    "observe_detect_stages": "metrics",
+    "reconcile": "jobs",
+    "serve_worker_metrics": "metrics",
+    "start_tmp_sweeper": "tmp_sweep",
+    "sweep_tmp": "tmp_sweep",
+    "validate_cron": "scheduler",
+    "worker_name": "jobs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
