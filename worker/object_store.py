@@ -157,25 +157,25 @@ class ObjectStore:
                 return None
             raise self._fail("reading", name, exc) from exc
 
-    def size(self, name: str) -> int | None:
-        """The object's size in bytes, or None when there is none."""
+    def _head(self, name: str) -> dict[str, Any] | None:
+        """The object's metadata (HEAD), or None when there is none."""
         try:
-            answer = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+            answer: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
         except Exception as exc:
             if _is_missing(exc):
                 return None
             raise self._fail("looking up", name, exc) from exc
-        return int(answer["ContentLength"])
+        return answer
+
+    def size(self, name: str) -> int | None:
+        """The object's size in bytes, or None when there is none."""
+        answer = self._head(name)
+        return None if answer is None else int(answer["ContentLength"])
 
     def etag(self, name: str) -> str | None:
         """The object's ETag, or None when there is none."""
-        try:
-            answer = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
-        except Exception as exc:
-            if _is_missing(exc):
-                return None
-            raise self._fail("looking up", name, exc) from exc
-        return str(answer.get("ETag", ""))
+        answer = self._head(name)
+        return None if answer is None else str(answer.get("ETag", ""))
 
     def exists(self, name: str) -> bool:
         return self.size(name) is not None
