@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
 from synthetic.synth import SynthConfig, synthesize
-from worker.finetune.job import FinetuneRequest, queue_finetune
+from worker.finetune.request import FinetuneRequest, queue_finetune
 from worker.pool.frames import FramePool
 from worker.queue.memory import MemoryQueue
 from worker.runtime.jobs import FINETUNE, Worker

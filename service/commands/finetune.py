@@ -107,7 +107,7 @@ def _nightly(camera: str | None) -> int:
 
     from worker import InvalidCameraError
     from worker.cameras import validate_camera
-    from worker.finetune.job import run_nightly_once
+    from worker.finetune.nightly import run_nightly_once
     from worker.queue.factory import open_queue
     from worker.settings import get_settings
     from worker.storage import open_storage

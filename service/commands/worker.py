@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     start_tmp_sweeper(storage, settings, stop)
     serve_worker_metrics(settings)
     if args.kind == "finetune" and not args.no_scheduler:
-        from worker.finetune.job import start_scheduler
+        from worker.finetune.nightly import start_scheduler
 
         start_scheduler(storage, worker.queue, settings, stop)
     try:

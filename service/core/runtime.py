@@ -183,7 +183,7 @@ class Runtime:
 
     def start_finetune(self) -> None:
         """Embedded default: one fine-tune worker thread and the nightly scheduler."""
-        from worker.finetune.job import start_scheduler
+        from worker.finetune.nightly import start_scheduler
 
         worker = Worker(
             self.queue,

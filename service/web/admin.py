@@ -9,7 +9,7 @@ frames it was adapted on, with its frame counts per camera.
 Activating a retired version is the roll-back: the registry moves its ``ACTIVE``
 pointer and the workers pick the model up between jobs (:mod:`worker.serving.versions`).
 The button queues a fine-tune with the default settings
-(:func:`worker.finetune.job.queue_finetune`, trigger ``page``); ``POST /v1/finetune``
+(:func:`worker.finetune.request.queue_finetune`, trigger ``page``); ``POST /v1/finetune``
 takes options. A running fine-tune shows its phase, step and losses (the job's
 ``detail``).
 
@@ -38,7 +38,7 @@ from worker import (
     QueueError,
     QueueUnavailableError,
 )
-from worker.finetune.job import queue_finetune
+from worker.finetune.request import queue_finetune
 from worker.queue.interface import Job
 from worker.queue.retention import list_jobs
 from worker.runtime.jobs import FINETUNE

@@ -31,7 +31,7 @@ from starlette.datastructures import QueryParams
 from models._exceptions import CheckpointError
 from worker import NoModelError, QueueError, StorageError, UnknownFrameError
 from worker.cameras import CAMERA_PATTERN
-from worker.finetune.job import last_finetune
+from worker.finetune.nightly import last_finetune
 from worker.pool.frames import FrameRecord
 from worker.pool.scoring import request_scoring
 from worker.settings import Settings

@@ -14,15 +14,14 @@ import torch
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
 from synthetic.synth import SynthConfig, synthesize
-from worker.finetune.job import (
-    FinetuneRequest,
-    _local_lock,
+from worker.finetune.job import _local_lock
+from worker.finetune.nightly import (
     _nightly_targets,
     _queue_nightly,
     last_finetune,
     nightly_should_run,
-    queue_finetune,
 )
+from worker.finetune.request import FinetuneRequest, queue_finetune
 from worker.pool.frames import FramePool
 from worker.queue.memory import MemoryQueue
 from worker.runtime.jobs import FINETUNE, Worker

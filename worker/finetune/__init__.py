@@ -18,15 +18,15 @@ if TYPE_CHECKING:
         event_disagreements,
         recent_videos,
     )
-    from .job import (
-        FinetuneRequest,
-        finetune_job,
+    from .job import finetune_job
+    from .nightly import (
         last_finetune,
         nightly_should_run,
-        queue_finetune,
+        record_last,
         run_nightly_once,
         start_scheduler,
     )
+    from .request import FinetuneRequest, queue_finetune
 
 __all__ = [
     "DISAGREEMENTS_JSON",
@@ -38,6 +38,7 @@ __all__ = [
     "nightly_should_run",
     "queue_finetune",
     "recent_videos",
+    "record_last",
     "run_nightly_once",
     "start_scheduler",
 ]
@@ -45,16 +46,17 @@ __all__ = [
 #: public name -> the module that defines it
 _MODULES = {
     "DISAGREEMENTS_JSON": "disagreements",
-    "FinetuneRequest": "job",
+    "FinetuneRequest": "request",
     "compare_events": "disagreements",
     "event_disagreements": "disagreements",
     "finetune_job": "job",
-    "last_finetune": "job",
-    "nightly_should_run": "job",
-    "queue_finetune": "job",
+    "last_finetune": "nightly",
+    "nightly_should_run": "nightly",
+    "queue_finetune": "request",
     "recent_videos": "disagreements",
-    "run_nightly_once": "job",
-    "start_scheduler": "job",
+    "record_last": "nightly",
+    "run_nightly_once": "nightly",
+    "start_scheduler": "nightly",
 }
 
 

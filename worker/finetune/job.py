@@ -44,22 +44,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import TYPE_CHECKING, Any
 
 from models._exceptions import AtconError, CheckpointError, TrainingError
 
 from .._exceptions import JobError, NoModelError
-from ..cameras import CAMERA_MAX_LENGTH, CAMERA_PATTERN
 from ..pool.frames import FramePool
-from ..queue.interface import JobQueue, JobState
 from ..queue.locks import HeldLock, LocalLock, RedisLock, held
-from ..runtime.jobs import FINETUNE, JobContext, JobOutcome, ProgressFn
+from ..runtime.jobs import JobContext, JobOutcome, ProgressFn
 from ..serving.model_cache import ModelRef, model_reference
 from ..serving.versions import VersionStatus, promotion_gate
 from ..settings import Settings
-from ..storage import ID_PATTERN, Storage, atomic_write_json
+from ..storage import Storage, atomic_write_json
+from .nightly import record_last
+from .request import FinetuneRequest
 
 if TYPE_CHECKING:
     from models.resume import Checkpointing
@@ -67,123 +65,11 @@ if TYPE_CHECKING:
     from ..training.adapters import RunReport
     from ..training.comparison import FrameFilter
 
-__all__ = [
-    "FinetuneRequest",
-    "finetune_job",
-    "last_finetune",
-    "nightly_should_run",
-    "queue_finetune",
-    "run_nightly_once",
-    "start_scheduler",
-]
+__all__ = ["finetune_job"]
 
 logger = logging.getLogger(__name__)
 
-_LAST = "last_finetune.json"
 _local_lock = threading.Lock()
-
-
-class FinetuneRequest(BaseModel):
-    """What a fine-tune may be asked to do; every field is optional (settings decide)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        # the document says what _one_length refuses: epochs and steps both given
-        json_schema_extra={
-            "not": {
-                "required": ["epochs", "steps"],
-                "properties": {"epochs": {"type": "number"}, "steps": {"type": "integer"}},
-            }
-        },
-    )
-
-    since: datetime | None = Field(
-        default=None, description="use unlabeled frames added at or after this time"
-    )
-    video_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
-        default=None,
-        max_length=10_000,
-        description="use unlabeled frames from these videos only",
-    )
-    epochs: float | None = Field(
-        default=None, gt=0, le=100, description="passes over the unlabeled frames"
-    )
-    steps: int | None = Field(default=None, ge=1, le=1_000_000, description="optimiser steps")
-    mode: Literal["alternating", "unsupervised"] | None = Field(
-        default=None,
-        description="alternating with the labeled frames (default when there are any), "
-        "or ATCON alone",
-    )
-    alpha: float | None = Field(default=None, ge=0, le=1000)
-    mask_intensity: float | None = Field(default=None, gt=0, le=1000)
-    lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
-    batch_size: int | None = Field(default=None, ge=1, le=512)
-    layer: str | None = Field(
-        default=None,
-        max_length=100,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
-        description="Grad-CAM layer by module name, e.g. layer3 (default: automatic); "
-        "an earlier layer when the automatic one's maps are too small for ATCON",
-    )
-    camera: str | None = Field(
-        default=None,
-        pattern=CAMERA_PATTERN,
-        max_length=CAMERA_MAX_LENGTH,
-        description="adapt to this camera only: start from the version serving it, use its "
-        "unlabeled and labeled frames only, and if the gate promotes the new version, "
-        "activate it for this camera only (the default version stays)",
-    )
-    compare_videos: bool | None = Field(
-        default=None,
-        description="detect again with the new version on the ATCON_FINETUNE_COMPARE_VIDEOS "
-        "most recent videos and list the events it and the served model disagree on "
-        "(minutes of CPU); default: only for a version left a candidate for an admin to "
-        "decide on, not for one the gate promoted or rejected",
-    )
-
-    method: str | None = Field(
-        default=None,
-        max_length=100,
-        pattern=r"^(none|(adabn|tent|atcon|pseudo|distill|anchor|supervised|recalibrate)"
-        r"(\+(adabn|tent|atcon|pseudo|distill|anchor|supervised|recalibrate))*)$",
-        description="how to adapt: 'atcon' (ATCON fine-tuning as published), or a "
-        "'+'-joined set of adabn, tent, atcon, pseudo, distill, anchor, supervised, "
-        "recalibrate (docs/results/adaptation.md measures them); default: "
-        "ATCON_FINETUNE_METHOD",
-    )
-
-    @model_validator(mode="after")
-    def _method_known(self) -> FinetuneRequest:
-        if self.method is not None:
-            from models.methods import parse_method
-
-            parse_method(self.method)  # ValueError names the bad component
-        return self
-
-    @model_validator(mode="after")
-    def _one_length(self) -> FinetuneRequest:
-        if self.epochs is not None and self.steps is not None:
-            raise ValueError(
-                "give either epochs or steps, not both: they both set how long the fine-tune runs"
-            )
-        return self
-
-
-def _video_ids_valid(request: FinetuneRequest) -> None:
-    from ..storage import validate_id
-
-    for video_id in request.video_ids or []:
-        validate_id(video_id, "video_ids entry")
-
-
-def queue_finetune(
-    queue: JobQueue, request: FinetuneRequest | None = None, *, trigger: str = "api"
-) -> str:
-    """Put a fine-tune on its queue; return the job id."""
-    request = request or FinetuneRequest()
-    _video_ids_valid(request)
-    payload = {"request": request.model_dump(mode="json", exclude_none=True), "trigger": trigger}
-    return queue.enqueue(FINETUNE, payload).job_id
 
 
 # -- the lock --------------------------------------------------------------------------------
@@ -225,86 +111,6 @@ def _guarded(progress: ProgressFn, lock: HeldLock) -> ProgressFn:
         progress(fraction, detail)
 
     return report
-
-
-# -- bookkeeping -----------------------------------------------------------------------------
-
-
-def _read_last(storage: Storage) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads((storage.models / _LAST).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _started(entry: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(entry["started_at"])  # type: ignore[index]
-    except (TypeError, ValueError, KeyError):
-        return None
-
-
-def last_finetune(storage: Storage, camera: str | None = None) -> datetime | None:
-    """When the last fine-tune that finished (either way) started, if any did.
-
-    With ``camera``: the later of the last global fine-tune (it used every camera's
-    frames) and the last one restricted to that camera.
-    """
-    data = _read_last(storage)
-    times = [_started(data)]
-    if camera is not None:
-        cameras = data.get("cameras")
-        times.append(_started(cameras.get(camera)) if isinstance(cameras, dict) else None)
-    known = [t for t in times if t is not None]
-    return max(known) if known else None
-
-
-def _record_last(storage: Storage, camera: str | None, entry: dict[str, Any]) -> None:
-    """Note a finished fine-tune; the caller holds the fine-tune lock."""
-    data = _read_last(storage)
-    if camera is None:
-        data.update(entry)
-    else:
-        cameras = data.get("cameras")
-        data["cameras"] = {**(cameras if isinstance(cameras, dict) else {}), camera: entry}
-    atomic_write_json(storage.models / _LAST, data)
-
-
-def _busy(queue: JobQueue, camera: str | None) -> int:
-    """Fine-tunes queued or running: all of them, or those restricted to ``camera``."""
-    if camera is None:
-        counts = queue.counts(FINETUNE)
-        return counts.get(JobState.queued, 0) + counts.get(JobState.running, 0)
-    live = (JobState.queued, JobState.running)
-    return sum(
-        1
-        for job in queue.jobs(FINETUNE, 200)
-        if job.status in live and (job.payload.get("request") or {}).get("camera") == camera
-    )
-
-
-def nightly_should_run(
-    storage: Storage, queue: JobQueue, settings: Settings, camera: str | None = None
-) -> tuple[bool, str]:
-    """The scheduler's question: enough new frames since the last fine-tune, none running?
-
-    With ``camera``, the question is asked of that camera's frames and fine-tunes.
-    """
-    of = f" for camera {camera}" if camera is not None else ""
-    busy = _busy(queue, camera)
-    if busy:
-        return False, f"{busy} fine-tune job(s){of} already queued or running"
-    since = last_finetune(storage, camera)
-    new = len(storage.frame_pool().records(since=since, labeled=False, camera=camera))
-    if new < settings.finetune_min_new_frames:
-        return False, (
-            f"only {new} new frames{of} since the last fine-tune "
-            f"(at least {settings.finetune_min_new_frames} wanted)"
-        )
-    return True, f"{new} new frames{of}"
 
 
 class _StepProgress:
@@ -604,7 +410,7 @@ def finetune_job(
 
         if withdraw_missing(storage, card, by="an admin (see audit.log)"):
             card = registry.get(card.version)
-        _record_last(
+        record_last(
             storage,
             options.camera,
             {"started_at": started.isoformat(), "job_id": ctx.job.job_id, "version": card.version},
@@ -812,80 +618,3 @@ def _summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     keys = ("macro_f1", "map", "per_class_f1", "consistency", "images")
     return {k: report[k] for k in keys if k in report}
-
-
-def run_nightly_once(
-    storage: Storage, queue: JobQueue, settings: Settings, camera: str | None = None
-) -> tuple[str | None, str]:
-    """What the scheduler does at its fire time, once: queue a fine-tune if worth it.
-
-    With ``camera``, a fine-tune of that camera's frames, promoted for it only.
-    Returns the job id (``None`` when nothing was queued) and the reason.
-    """
-    ok, why = nightly_should_run(storage, queue, settings, camera)
-    if not ok:
-        logger.info("nightly fine-tune not queued: %s", why)
-        return None, why
-    job_id = queue_finetune(queue, FinetuneRequest(camera=camera), trigger="nightly")
-    logger.info("nightly fine-tune queued as job %s (%s)", job_id, why)
-    return job_id, why
-
-
-def _nightly_targets(storage: Storage, queue: JobQueue, settings: Settings) -> tuple[bool, str]:
-    """The scheduler's check over the global target and ``ATCON_FINETUNE_CAMERAS``."""
-    answers = [
-        nightly_should_run(storage, queue, settings, camera)
-        for camera in [None, *settings.finetune_camera_list]
-    ]
-    return any(ok for ok, _ in answers), "; ".join(why for _, why in answers)
-
-
-def _queue_nightly(storage: Storage, queue: JobQueue, settings: Settings) -> str:
-    """Queue the nightly fine-tune of every target that is due; return the job ids."""
-    jobs = []
-    for camera in [None, *settings.finetune_camera_list]:
-        job_id, _ = run_nightly_once(storage, queue, settings, camera)
-        if job_id is not None:
-            jobs.append(job_id)
-    return ",".join(jobs)
-
-
-def start_scheduler(
-    storage: Storage,
-    queue: JobQueue,
-    settings: Settings,
-    stop: threading.Event,
-    *,
-    interval_s: float = 30.0,
-) -> threading.Thread:
-    """Run the nightly scheduler in a daemon thread until ``stop`` is set.
-
-    With Redis the fire times are claimed in Redis, so every process may run one and
-    exactly one acts; in the embedded default the claim is local to the process.
-    """
-    from ..runtime.scheduler import Claim, LocalClaim, NightlyScheduler, RedisClaim
-
-    claim: Claim
-    if not settings.embedded:
-        from ..queue.connect import connect
-
-        claim = RedisClaim(connect(settings), prefix=f"{settings.queue_prefix}:scheduler:")
-    else:
-        claim = LocalClaim()
-    scheduler = NightlyScheduler(
-        settings.finetune_schedule,
-        settings.finetune_timezone,
-        claim=claim,
-        should_run=lambda: _nightly_targets(storage, queue, settings),
-        trigger=lambda: _queue_nightly(storage, queue, settings),
-    )
-    thread = threading.Thread(
-        target=scheduler.run, args=(stop, interval_s), name="nightly-scheduler", daemon=True
-    )
-    thread.start()
-    logger.info(
-        "nightly fine-tune scheduled at '%s' (%s)",
-        settings.finetune_schedule,
-        settings.finetune_timezone,
-    )
-    return thread

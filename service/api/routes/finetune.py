@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from worker.finetune.job import FinetuneRequest, queue_finetune
+from worker.finetune.request import FinetuneRequest, queue_finetune
 
 from ...core.config import Settings
 from ...core.problems import PROBLEM_RESPONSES, problem_responses
