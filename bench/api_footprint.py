@@ -45,7 +45,9 @@ END = "<!-- api_footprint:end -->"
 logger = logging.getLogger("bench.api_footprint")
 
 #: what the API process imported before it was made torch-free
-FULL_STACK = "import torch, torchvision, av, models.atcon, models.checkpoint, worker.detect"
+FULL_STACK = (
+    "import torch, torchvision, av, models.atcon, models.checkpoint, worker.detection.detector"
+)
 SIDES = {"full stack (before)": FULL_STACK, "app alone (after)": ""}
 
 _IMPORT_CHILD = """

@@ -28,7 +28,7 @@ SESSION_LOGS: list[Path] = []
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATCON_")}
     # one intra-op thread, as in this process (tests/conftest.py), and no start-up
-    # measurement of the decoder (worker.threads) in every process a test starts
+    # measurement of the decoder (worker.runtime.threads) in every process a test starts
     env.setdefault("ATCON_TORCH_THREADS", "1")
     env.update(extra)
     env["PYTHONPATH"] = str(REPO)

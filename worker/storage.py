@@ -6,7 +6,7 @@ path)::
     <data_dir>/
       uploads/<video_id>/source       the uploaded bytes
       uploads/<video_id>/video.json   VideoRecord: probe metadata, client file name, job id
-      uploads/<video_id>/reviews.json clinicians' verdicts on its events (worker.reviews)
+      uploads/<video_id>/reviews.json clinicians' verdicts on its events (worker.pool.reviews)
       uploads/<video_id>/cache/       thumbnails and clips made from it (deleted with it)
       results/<video_id>/             the detector's output: events.json, scores, maps/
       models/                         model versions, the ACTIVE pointer (worker.serving.versions)
@@ -176,7 +176,7 @@ class Storage:
         self.models = self.root / "models"
         self.frames = self.root / "frames"
         self.tmp = self.root / "tmp"
-        #: finished jobs' records, archived when the queue drops them (worker.retention)
+        #: finished jobs' records, archived when the queue drops them (worker.queue.retention)
         self.jobs = self.root / "jobs"
         self.audit_log = self.root / "audit.log"
 

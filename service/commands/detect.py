@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gating",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="motion gating: score only samples that changed (see worker.motion)",
+        help="motion gating: score only samples that changed (see worker.detection.motion)",
     )
     parser.add_argument(
         "--gate-max-interval",

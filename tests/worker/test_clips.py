@@ -79,7 +79,7 @@ def test_clips_are_cached_with_the_video_and_deleted_with_it(tmp_path):
 def test_importing_the_module_does_not_import_av():
     import subprocess
 
-    code = "import sys, worker.clips; print('av' in sys.modules)"
+    code = "import sys, worker.video.clips; print('av' in sys.modules)"
     answer = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

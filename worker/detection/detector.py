@@ -496,7 +496,7 @@ class Detector:
         with Prefetcher(sampler, maxsize=cfg.prefetch_batches, name="atcon-decode") as batches:
             for index, batch in enumerate(batches, start=1):
                 if index % _TRIM_EVERY_BATCHES == 0:
-                    release_free_memory()  # see worker._memory: memory flat over hours
+                    release_free_memory()  # see worker.video.memory: memory flat over hours
                 started = time.perf_counter()
                 x = self._preprocess(batch.frames, self._input_dtype)
                 prepared = time.perf_counter()
