@@ -18,7 +18,8 @@ from worker import JobError, NoModelError, QueueError, StorageError
 from worker.queue.factory import open_queue
 from worker.queue.interface import JobQueue
 from worker.queue.retention import prune_jobs
-from worker.runtime.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker, reconcile
+from worker.runtime.jobs import DETECT, FINETUNE, IMPORT, JOB_KINDS, Worker
+from worker.runtime.reconcile import reconcile
 from worker.runtime.tmp_sweep import start_tmp_sweeper
 from worker.serving.model_cache import ModelCache, ServedModels, ensure_first_version
 from worker.serving.versions import VersionError

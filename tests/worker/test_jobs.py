@@ -22,9 +22,11 @@ from worker._exceptions import (
     StorageError,
     VideoDecodeError,
 )
+from worker.detection.job import detect_video
 from worker.queue.interface import Job, JobState
 from worker.queue.memory import MemoryQueue
-from worker.runtime.jobs import JobContext, JobOutcome, Worker, detect_video, reconcile
+from worker.runtime.jobs import JobContext, JobOutcome, Worker
+from worker.runtime.reconcile import reconcile
 from worker.serving.model_cache import ModelCache, ModelRef, ensure_first_version, model_reference
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id

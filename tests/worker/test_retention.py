@@ -14,7 +14,7 @@ from worker.queue.interface import JobQueue, JobState
 from worker.queue.memory import MemoryQueue
 from worker.queue.redis_streams import RedisQueue
 from worker.queue.retention import archived_job, find_job, list_jobs, prune_jobs
-from worker.runtime.jobs import reconcile
+from worker.runtime.reconcile import reconcile
 from worker.settings import Settings
 from worker.storage import Storage, VideoRecord, new_id
 

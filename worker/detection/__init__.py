@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         load_int8_scorer,
         max_probability_change,
     )
+    from .job import detect_video
     from .motion import (
         REASONS,
         GateConfig,
@@ -83,6 +84,7 @@ __all__ = [
     "change_score",
     "compile_scorer",
     "cpu_has_native_bfloat16",
+    "detect_video",
     "gate_batches",
     "gradcam_heat",
     "guided_magnitude",
@@ -108,6 +110,7 @@ __all__ = [
 
 #: public name -> the module that defines it
 _MODULES = {
+    "detect_video": "job",
     "DetectionConfig": "detector",
     "Detector": "detector",
     "EVENTS_FILE": "results",

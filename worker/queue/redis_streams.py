@@ -37,7 +37,7 @@ Retries wait in ``p:delayed:k``; every ``reserve`` first moves due ones back int
 the stream. Requires Redis 6.2 or newer (``XAUTOCLAIM``); Redis Cluster is not
 supported (scripts touch keys of one job and one kind that are not hash-tagged).
 Run Redis with ``appendonly yes`` so queued jobs survive its restart; the data
-directory can rebuild the queue if they do not (``reconcile`` in :mod:`worker.runtime.jobs`).
+directory can rebuild the queue if they do not (:mod:`worker.runtime.reconcile`).
 """
 
 from __future__ import annotations

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
         JobOutcome,
         LeaseLostError,
         Worker,
-        detect_video,
-        reconcile,
         worker_name,
     )
     from .metrics import (
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
         observe_detect_stages,
         serve_worker_metrics,
     )
+    from .reconcile import reconcile
     from .scheduler import (
         Claim,
         LocalClaim,
@@ -71,7 +70,6 @@ __all__ = [
     "available_cores",
     "choose_torch_threads",
     "configure_torch_threads",
-    "detect_video",
     "measure_decoder_cores",
     "observe_detect_stages",
     "reconcile",
@@ -103,10 +101,9 @@ _MODULES = {
     "available_cores": "threads",
     "choose_torch_threads": "threads",
     "configure_torch_threads": "threads",
-    "detect_video": "jobs",
     "measure_decoder_cores": "threads",
     "observe_detect_stages": "metrics",
-    "reconcile": "jobs",
+    "reconcile": "reconcile",
     "serve_worker_metrics": "metrics",
     "start_tmp_sweeper": "tmp_sweep",
     "sweep_tmp": "tmp_sweep",

@@ -3,7 +3,11 @@
 A job is an importable function that takes a :class:`JobContext` and the ids in its
 payload, and returns a :class:`JobOutcome`; it never receives objects from the API::
 
-    def detect_video(ctx: JobContext, video_id: str) -> JobOutcome
+    def detect_video(ctx: JobContext, video_id: str) -> JobOutcome   # worker.detection.job
+
+:data:`JOB_KINDS` names each kind's function by its import path, so this module
+imports none of them (the reconciler, which queues lost uploads again, is
+:mod:`worker.runtime.reconcile`).
 
 :class:`Worker` reserves a job, runs its function in the same process (no fork per
 job: the model and the CUDA context stay loaded), sends heartbeats from a side
@@ -28,12 +32,10 @@ starts) and loads it only when it is not loaded.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -45,21 +47,15 @@ from typing import Any, Protocol
 from .._exceptions import (
     JobCancelledError,
     JobError,
-    JobNotFoundError,
     LeaseLostError,
     QueueError,
     QueueUnavailableError,
-    StorageError,
     VideoDecodeError,
-    VideoNotFoundError,
 )
-from ..detection.results import SCORES_FILE
 from ..queue.interface import Job, JobQueue, JobState, Lease
-from ..queue.retention import archived_job
 from ..serving.model_cache import ModelCache, ensure_first_version
 from ..settings import Settings
 from ..storage import Storage
-from .metrics import observe_detect_stages
 
 __all__ = [
     "DETECT",
@@ -72,8 +68,6 @@ __all__ = [
     "JobOutcome",
     "LeaseLostError",
     "Worker",
-    "detect_video",
-    "reconcile",
     "worker_name",
 ]
 
@@ -132,7 +126,7 @@ class JobKind:
 
 #: every job kind the workers know; the fine-tune job (issue 6) registers here
 JOB_KINDS: dict[str, JobKind] = {
-    DETECT: JobKind("worker.runtime.jobs:detect_video", needs_detector=True),
+    DETECT: JobKind("worker.detection.job:detect_video", needs_detector=True),
     FINETUNE: JobKind("worker.finetune.job:finetune_job"),
     IMPORT: JobKind("worker.pool.importer:import_frames"),
     FRAMES: JobKind("worker.pool.scoring:score_frames", needs_detector=True),
@@ -145,87 +139,6 @@ COMPANION_KINDS: dict[str, tuple[str, ...]] = {DETECT: (FRAMES,)}
 def worker_name() -> str:
     """A consumer name unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-# -- the detection job ------------------------------------------------------------------------
-
-
-def _frames_of(events: dict[str, Any]) -> int:
-    """Frames the detector sampled (``sampling.samples`` of events.json schema 1)."""
-    sampling = events.get("sampling")
-    if isinstance(sampling, dict) and isinstance(sampling.get("samples"), int):
-        return int(sampling["samples"])
-    return 0
-
-
-def detect_video(ctx: JobContext, video_id: str) -> JobOutcome:
-    """Detect the events of an uploaded video and publish ``results/<video_id>/``.
-
-    The detector writes into a fresh folder under ``tmp/``; the folder becomes the
-    video's results in one rename, so a job done twice publishes the same results
-    once each time and a reader never sees half of them.
-    """
-    storage = ctx.storage
-    try:
-        record = storage.get_video(video_id)
-    except VideoNotFoundError:
-        raise JobError(f"video {video_id} was deleted before it was processed") from None
-    # the version activated for the video's camera, else the default
-    detector, version = ctx.models.current(record.camera)
-    staging = storage.staging_dir(video_id)
-    try:
-        out = staging / "results"
-        # the local file, or the object streamed from the store with ranged reads
-        events = detector.detect(
-            storage.video_input(video_id), out, video_id=video_id, progress=ctx.progress
-        )
-        if not storage.video_exists(video_id):
-            raise JobError(f"video {video_id} was deleted while it was processed")
-        publishing = time.perf_counter()
-        storage.publish_results(video_id, out)
-        publish_s = time.perf_counter() - publishing
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    observe_detect_stages(events.get("timings_s") or {}, publish_s)
-    _collect_frames(ctx, detector, video_id, version, record.camera)
-    if not storage.video_exists(video_id):
-        # deleted while its frames were sampled: what this job added goes with it
-        from ..deletion import purge_derived
-
-        purge_derived(storage, video_id)
-        with contextlib.suppress(VideoNotFoundError):
-            storage.delete_video(video_id)
-        raise JobError(f"video {video_id} was deleted while it was processed")
-    event_list = events.get("events")
-    count = len(event_list) if isinstance(event_list, list) else 0
-    return JobOutcome(
-        {"video_id": video_id, "event_count": count, "model_version": version},
-        frames=_frames_of(events),
-    )
-
-
-def _collect_frames(
-    ctx: JobContext, detector: Any, video_id: str, version: str, camera: str | None
-) -> None:
-    """Feed the frame pool from a processed video; a failure here never fails the job."""
-    from ..pool.frames import collect_from_detection
-
-    settings, storage = ctx.settings, ctx.storage
-    try:
-        pool = storage.frame_pool(detector.info.input_size, settings.pool_val_fraction)
-        added = collect_from_detection(
-            pool,
-            detector,
-            storage.video_input(video_id),
-            storage.results_dir(video_id) / SCORES_FILE,
-            video_id=video_id,
-            frames_per_minute=settings.pool_frames_per_minute,
-            model_version=version,
-            camera=camera,
-        )
-        logger.info("video %s: %d frames added to the frame pool", video_id, len(added))
-    except Exception:
-        logger.exception("video %s: frames not added to the frame pool", video_id)
 
 
 # -- the worker -------------------------------------------------------------------------------
@@ -492,51 +405,3 @@ class Worker:
                 raise JobCancelledError(cancelled)
 
         return report
-
-
-# -- rebuilding the queue from the data directory ---------------------------------------------
-
-
-def _requeue_if_lost(storage: Storage, queue: JobQueue, video_id: str, job_id: str) -> bool:
-    """Queue ``video_id``'s job again if it has no results and no job; True if queued."""
-    if storage.has_results(video_id):
-        return False
-    try:
-        queue.get(job_id)
-        return False
-    except JobNotFoundError:
-        if archived_job(storage, job_id) is not None:  # finished, past its retention
-            return False
-    try:
-        queue.enqueue(DETECT, {"video_id": video_id}, job_id=job_id)
-    except QueueUnavailableError:
-        raise
-    except QueueError:  # another API process queued it again first
-        return False
-    return True
-
-
-def reconcile(storage: Storage, queue: JobQueue) -> list[str]:
-    """Queue again every upload that has no results and no live job; return their ids.
-
-    The data directory is the source of truth: after the embedded server restarts (its
-    queue was in memory) or Redis lost its data, each upload without results gets its
-    job back under the same job id, so status URLs handed out before keep working.
-    A failed job stays failed (an admin requeues it from the dead-letter list). Several
-    API processes may run it at once: a job another one queued first is left to it.
-    A video that cannot be checked (unreadable record, a job record the queue refuses
-    to read) is logged and skipped; the others are still checked. Only an unreachable
-    queue stops it (:class:`~worker.QueueUnavailableError`).
-    """
-    requeued = []
-    for record in storage.list_videos():
-        try:
-            if _requeue_if_lost(storage, queue, record.video_id, record.job_id):
-                requeued.append(record.video_id)
-        except QueueUnavailableError:
-            raise  # nothing can be queued now; the caller tries again later
-        except (StorageError, QueueError, OSError) as exc:  # this one only: go on
-            logger.warning("video %s not requeued: %s", record.video_id, exc)
-    if requeued:
-        logger.info("queued %d upload(s) without results again", len(requeued))
-    return requeued
