@@ -210,6 +210,8 @@ def table(report: dict[str, Any]) -> str:
 
 def write_page(report: dict[str, Any], page: Path = PAGE) -> None:
     """Replace this benchmark's section of ``benchmarks.md`` (appended the first time)."""
+    busiest = max(report["load_average"])
+    loaded = busiest >= (os.cpu_count() or 1) / 2
     section = "\n".join(
         [
             START,
@@ -223,7 +225,11 @@ def write_page(report: dict[str, Any], page: Path = PAGE) -> None:
             "`atcon serve` with `ATCON_EMBEDDED_WORKERS=0` (the API process of a deployment "
             "with Redis), idle, after `/healthz` answered. The 1-minute load average was "
             f"{report['load_average'][0]:.1f} at the start and {report['load_average'][1]:.1f} "
-            "at the end (other processes shared the CPU): read the ratios.",
+            + (
+                "at the end (other processes shared the CPU): read the ratios."
+                if loaded
+                else "at the end (an idle machine)."
+            ),
             "",
             table(report),
             "",
