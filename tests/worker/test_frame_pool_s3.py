@@ -6,39 +6,15 @@ every copy."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.redis_helpers import DB_QUEUE, flushed_db
-from tests.s3_helpers import S3Server
 from worker._exceptions import UnknownFrameError
 from worker.pool.scoring import frame_map_path
-from worker.settings import Settings
-from worker.storage import new_id, open_storage
-from worker.storage_s3 import ObjectStorage
+from worker.storage import new_id
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def machines(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    bucket = s3.bucket()
-    with flushed_db(DB_QUEUE) as url:
-
-        def machine(name: str) -> ObjectStorage:
-            settings = Settings(
-                data_dir=tmp_path / name, storage_url=f"s3://{bucket}/p", redis_url=url
-            )
-            storage = open_storage(settings)
-            assert isinstance(storage, ObjectStorage)
-            storage.ensure_layout()
-            return storage
-
-        yield machine, bucket
 
 
 def frame(value: int) -> np.ndarray:
@@ -51,8 +27,8 @@ def test_frames_added_on_a_worker_are_listed_on_the_api(machines, s3):
     video_id = new_id()
     pool = worker.frame_pool(16)
     added = [pool.add_frame(frame(i * 40), video_id=video_id, time_s=float(i)) for i in range(3)]
-    keys = s3.keys(bucket, "p/frames/")
-    assert {f"p/frames/{r.frame_id}.{e}" for r in added for e in ("png", "json")} <= set(keys)
+    keys = s3.keys(bucket, "m/frames/")
+    assert {f"m/frames/{r.frame_id}.{e}" for r in added for e in ("png", "json")} <= set(keys)
 
     listed = api.frame_pool(16).records(video_ids=[video_id])
     assert [r.frame_id for r in listed] == [r.frame_id for r in added]

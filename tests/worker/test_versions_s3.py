@@ -10,37 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_helpers import DB_QUEUE, flushed_db
-from tests.s3_helpers import S3Server
 from worker._exceptions import NoModelError, ObjectStoreError
 from worker.object_store import ObjectStore
 from worker.serving.model_cache import ModelRef, model_reference
 from worker.serving.versions import VersionStatus
 from worker.settings import Settings
-from worker.storage import open_storage
 from worker.storage_s3 import ObjectStorage
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def machines(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A factory of storages, each with its own data directory, on one bucket and Redis."""
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    bucket = s3.bucket()
-    with flushed_db(DB_QUEUE) as url:
-
-        def machine(name: str) -> ObjectStorage:
-            settings = Settings(
-                data_dir=tmp_path / name, storage_url=f"s3://{bucket}/m", redis_url=url
-            )
-            storage = open_storage(settings)
-            assert isinstance(storage, ObjectStorage)
-            storage.ensure_layout()
-            return storage
-
-        yield machine, bucket
 
 
 def served(storage: ObjectStorage, camera: str | None = None) -> ModelRef | None:
