@@ -72,6 +72,7 @@ from models.metrics import (
 from models.training import SupervisedConfig, train_supervised
 from synthetic.shifts import Shift, parse_shifts
 from synthetic.synth import CLASSES, SynthConfig, WardScene, make_script, synthesize
+from worker.settings import Settings
 from worker.video.decode import FrameSampler
 
 logger = logging.getLogger("bench.adaptation")
@@ -81,6 +82,10 @@ NO_ADAPTATION = "none"
 #: the published-settings ATCON rows (run through models.finetune, BatchNorm frozen)
 ATCON = "atcon"
 ADABN_ATCON = "adabn+atcon"
+#: the product as it runs at K > 0: the default's candidate, promoted only when the
+#: promotion gate passes it on the camera's labeled validation frames (else the
+#: camera keeps the source model); not a method, a row of the tables
+PRODUCT = "default, gated"
 
 
 # --------------------------------------------------------------------------- recipe
@@ -481,6 +486,52 @@ class Budget:
     adabn_images: int = 2048
 
 
+def gate_frames(
+    targets: np.ndarray, chosen: Sequence[int], seed: int, fraction: float
+) -> list[int]:
+    r"""The labeled validation frames the product's gate decides on, beside ``chosen``.
+
+    The review queue interleaves a uniformly random sample of the pool (validation)
+    with the least-consistent-first frames (training) so that ``fraction`` of what a
+    clinician labels validates (:meth:`worker.pool.frames.FramePool.review_queue`):
+    with :math:`n` training frames labeled, :math:`v = \lceil n f / (1 - f) \rceil`
+    validation frames are, drawn here uniformly (seeded) from the rest of the pool.
+    """
+    if not chosen or fraction <= 0:
+        return []
+    count = math.ceil(len(chosen) * fraction / (1 - fraction)) if fraction < 1 else len(chosen)
+    rest = np.setdiff1d(np.arange(len(targets)), np.asarray(chosen))
+    rng = np.random.default_rng(2000 + seed)
+    return sorted(int(i) for i in rng.choice(rest, min(count, len(rest)), replace=False))
+
+
+def gate_decision(
+    source: nn.Module,
+    candidate: nn.Module,
+    method: str,
+    info: CheckpointInfo,
+    x: Tensor,
+    targets: np.ndarray,
+) -> tuple[bool, str]:
+    """The product's promotion gate (:func:`worker.serving.versions.promotion_gate`, with
+    the settings' defaults) on labeled validation frames ``x``: ``(promoted, reason)``."""
+    from worker.serving.versions import promotion_gate
+    from worker.training.adapters import evaluate_model
+
+    labeled = TensorDataset(x, torch.from_numpy(targets).float())
+    before = evaluate_model(source, info, labeled)
+    after = evaluate_model(candidate, info, labeled)
+    fields = Settings.model_fields
+    decision = promotion_gate(
+        before,
+        after,
+        f1_tolerance_points=float(fields["gate_f1_tolerance_points"].default),
+        maps_unchanged=set(parse_method(method)) == {"recalibrate"},
+        strict_consistency=bool(fields["gate_strict_consistency"].default),
+    )
+    return decision.promote, decision.reason
+
+
 def methods_for(k: int, names: Sequence[str]) -> list[str]:
     """The methods of the table at K: without labels only unsupervised ones, with labels
     the supervised one and its combinations."""
@@ -577,6 +628,8 @@ ALL_METHODS: tuple[str, ...] = (
 #: the product's default nightly methods in order of preference (worker.settings:
 #: ATCON_FINETUNE_METHOD); the first whose needs the frames meet runs
 DEFAULT_METHOD = "anchor+supervised,recalibrate"
+#: the share of labeled pool frames that validate (the setting ATCON_POOL_VAL_FRACTION)
+_VAL_FRACTION = float(Settings.model_fields["pool_val_fraction"].default)
 
 
 def default_for_k(default: str, k: int) -> str:
@@ -613,8 +666,14 @@ def run_target(
     methods: Sequence[str],
     budget: Budget,
     attention: bool,
+    default: str | None = None,
 ) -> dict[str, Any]:
-    """Every method at every K and seed on one target; lifts paired by seed."""
+    """Every method at every K and seed on one target; lifts paired by seed.
+
+    With ``default`` (the product's preference list), each K > 0 also gets the
+    :data:`PRODUCT` row: the default method's candidate of each seed through the
+    promotion gate on :func:`gate_frames`, the source model where it is rejected.
+    """
     pool_x = normalise(target.pool.images, info)
     anchor_x = normalise(data.anchor.images, info)
     before = evaluate(source, info, data, target, attention=attention)
@@ -623,6 +682,12 @@ def run_target(
     for k in ks:
         names = methods_for(k, methods)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
+        gated = default_for_k(default, k) if default is not None and k > 0 else None
+        if gated is not None and gated not in names:
+            logger.info("%s K=%d: the default %s is not run, no gated row", target.name, k, gated)
+            gated = None
+        if gated is not None:
+            runs[PRODUCT] = []
         labels_used: list[int] = []
         for seed in range(seeds):
             chosen = pick_labeled(order, target.pool.targets, k, seed)
@@ -641,6 +706,22 @@ def run_target(
                 )
                 metrics = evaluate(model, info, data, target, attention=attention)
                 runs[method].append({**metrics, **extra})
+                if method == gated:
+                    val = gate_frames(target.pool.targets, chosen, seed, _VAL_FRACTION)
+                    promoted, reason = gate_decision(
+                        source, model, method, info, pool_x[val], target.pool.targets[val]
+                    )
+                    kept = metrics if promoted else before
+                    runs[PRODUCT].append(
+                        {
+                            **kept,
+                            "seconds": extra["seconds"],
+                            "promoted": promoted,
+                            "gate_frames": len(val),
+                            "gate_reason": reason,
+                        }
+                    )
+                    logger.info("%s K=%d seed %d gate: %s", target.name, k, seed, reason)
                 logger.info(
                     "%s K=%d seed %d %-26s F1 %.3f (source %.3f) %.0f s",
                     target.name,
@@ -653,8 +734,13 @@ def run_target(
                 )
         by_k[str(k)] = {
             "labeled_frames": labels_used,
-            "methods": {m: _method_block(runs[m], before, data) for m in names},
+            "methods": {m: _method_block(runs[m], before, data) for m in runs},
         }
+        if gated is not None:
+            product = by_k[str(k)]["methods"][PRODUCT]
+            product["method"] = gated
+            product["promoted"] = sum(1 for r in runs[PRODUCT] if r["promoted"])
+            product["gate_frames"] = [r["gate_frames"] for r in runs[PRODUCT]]
     return {"before": before, "by_k": by_k}
 
 
@@ -769,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             methods=methods,
             budget=budget,
             attention=True,
+            default=args.default,
         ),
     }
     results["in_domain_f1"] = results["main"]["before"]["source_f1"]
@@ -796,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
             methods=check_methods,
             budget=budget,
             attention=False,
+            default=args.default,
         )
     results["other_shifts"] = others
     sweep: dict[str, Any] = {}
@@ -818,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
             methods=sweep_methods,
             budget=budget,
             attention=False,
+            default=args.default,
         )
     results["severity_sweep"] = {
         "shift": main_severity.name,
@@ -910,6 +999,19 @@ def _gradcam_examples(
     return out
 
 
+def _product_entry(methods: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`PRODUCT` row of one K in short: lift, promotions, gate frames."""
+    entry = methods.get(PRODUCT)
+    if entry is None:
+        return {}
+    return {
+        "product_lift_points": entry["lift_points"],
+        "promoted": entry["promoted"],
+        "runs": len(entry["runs"]),
+        "gate_frames": entry["gate_frames"],
+    }
+
+
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
     """Which method recovers the shift: lift interval above zero, never worse in-domain."""
     main = results["main"]
@@ -918,7 +1020,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for k, block in main["by_k"].items():
         for method, entry in block["methods"].items():
-            if method == NO_ADAPTATION:
+            if method in (NO_ADAPTATION, PRODUCT):
                 continue
             lift, low, _high = entry["lift_points"]
             source_mean = entry["source_change_points"][0]
@@ -944,6 +1046,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
                 default_other.setdefault(name, {})[str(k)] = {
                     "method": method,
                     "lift_points": by_k["methods"][method]["lift_points"],
+                    **_product_entry(by_k["methods"]),
                 }
     best_by_k: dict[str, Any] = {}
     for k in sorted({r["k"] for r in rows}):
@@ -959,6 +1062,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "best_by_k": best_by_k,
         "default": default,
         "default_rows": [r for r in rows if r["method"] == default_for_k(default, r["k"])],
+        "product_rows": {k: _product_entry(b["methods"]) for k, b in main["by_k"].items()},
         "default_on_other_shifts": default_other,
         "atcon_rows": [r for r in rows if "atcon" in r["method"].split("+")],
     }

@@ -12,6 +12,8 @@ import numpy as np
 from synthetic.shifts import parse_shifts
 
 ROOT = Path(__file__).resolve().parent.parent
+#: bench.adaptation.PRODUCT (not imported: this module stays free of torch)
+PRODUCT_ROW = "default, gated"
 
 __all__ = ["write_page"]
 
@@ -85,6 +87,7 @@ def _verdict_lines(results: dict[str, Any]) -> list[str]:
             + ", ".join(parts)
             + " points."
         )
+    lines += _product_lines(results)
     lines += _proxy_lines(results)
     atcon = v.get("atcon_rows") or []
     if atcon:
@@ -95,6 +98,59 @@ def _verdict_lines(results: dict[str, Any]) -> list[str]:
         ]
         lines.append("")
         lines.append("ATCON, reported as it did: " + "; ".join(parts) + " points.")
+    return lines
+
+
+def _product_lines(results: dict[str, Any]) -> list[str]:
+    """The product as it runs: the default's candidate through the promotion gate.
+
+    The criterion of the default: a lift whose 95% interval lies above zero where the
+    shift costs F1, and never worse, on any shift or in-domain. The method alone
+    cannot meet it (above); the method with the gate is what a camera gets.
+    """
+    v = results["verdict"]
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for k, entry in (v.get("product_rows") or {}).items():
+        if entry:
+            rows.append((v["shift"], k, entry))
+    for name, by_k in (v.get("default_on_other_shifts") or {}).items():
+        for k, entry in by_k.items():
+            if "product_lift_points" in entry:
+                rows.append((name, k, entry))
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**The product as it runs** (row `" + PRODUCT_ROW + "`): the default's candidate "
+        "is promoted for the camera only when the promotion gate "
+        "(`worker.serving.versions.promotion_gate`, default settings) passes it on the "
+        "camera's labeled validation frames, a uniformly random sample of the pool in the "
+        "proportion the review queue asks for (`ATCON_POOL_VAL_FRACTION`); otherwise the "
+        "camera keeps the source model (lift 0 for that seed). At K = 0 there are no "
+        "labels, so nothing is promoted automatically and the product's lift is 0 by "
+        "construction: an admin decides from the label-free comparison.",
+        "",
+        "| shift | K | lift, pts [95% CI] | promoted | validation frames |",
+        "|---|---|---|---|---|",
+    ]
+    negative = []
+    for name, k, entry in rows:
+        frames = entry["gate_frames"]
+        span = f"{min(frames)}" if min(frames) == max(frames) else f"{min(frames)}-{max(frames)}"
+        lines.append(
+            f"| `{name}` | {k} | {_pts(entry['product_lift_points'])} | "
+            f"{entry['promoted']} of {entry['runs']} | {span} |"
+        )
+        high = entry["product_lift_points"][2]
+        if high is not None and not math.isnan(high) and high < 0:
+            negative.append(f"`{name}` K = {k}")
+    lines.append("")
+    lines.append(
+        "No shift's interval lies wholly below zero: the gated default is never "
+        "significantly worse than leaving the camera alone."
+        if not negative
+        else "Significantly worse than leaving the camera alone: " + ", ".join(negative) + "."
+    )
     return lines
 
 
@@ -149,7 +205,7 @@ def _scoped_lines(results: dict[str, Any]) -> list[str]:
     for k, block in main["by_k"].items():
         best = None
         for method, entry in block["methods"].items():
-            if method == "none":
+            if method in ("none", PRODUCT_ROW):
                 continue
             mean, low, _high = entry["lift_points"]
             significant = low is not None and not math.isnan(low) and low > 0
@@ -251,7 +307,8 @@ def plot_severity(results: dict[str, Any], path: Path) -> None:
     for severity, block in sweep["runs"].items():
         for entry_k in block["by_k"].values():
             for method, entry in entry_k["methods"].items():
-                points.setdefault(method, {})[int(severity)] = entry["mean"]["f1"]
+                if method != PRODUCT_ROW:
+                    points.setdefault(method, {})[int(severity)] = entry["mean"]["f1"]
     for main_k in results["main"]["by_k"].values():
         for method, entry in main_k["methods"].items():
             if method in points:

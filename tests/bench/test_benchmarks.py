@@ -63,8 +63,21 @@ def test_adaptation_benchmark_writes_its_page_from_one_run(tmp_path: Path) -> No
         assert len(entry["runs"]) == 2 and len(entry["lift_points"]) == 3
     assert zero["none"]["lift_points"][0] == 0.0  # the baseline against itself
     assert result["other_shifts"] and result["severity_sweep"]["runs"].keys() == {"5"}
+    # the product's row: each seed keeps the default's candidate if the gate passed it,
+    # else the source model
+    (other,) = result["other_shifts"].values()
+    at3 = other["by_k"]["3"]["methods"]
+    product = at3[adaptation.PRODUCT]
+    candidate = at3[product["method"]]
+    assert product["method"] == "anchor+supervised" and len(product["runs"]) == 2
+    assert product["promoted"] == sum(r["promoted"] for r in product["runs"])
+    for kept, run in zip(product["runs"], candidate["runs"], strict=True):
+        assert kept["gate_frames"] >= 1 and kept["gate_reason"]
+        expected = run["f1"] if kept["promoted"] else other["before"]["f1"]
+        assert kept["f1"] == expected
     text = page.read_text()
     assert text.startswith("# Deployment shifts") and "## Verdict" in text
+    assert "**The product as it runs**" in text
     for figure in ("adaptation_shifts.png", "adaptation_severity.png"):
         assert (page.parent / figure).read_bytes()[:4] == b"\x89PNG"
 
