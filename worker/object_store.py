@@ -157,6 +157,21 @@ class ObjectStore:
                 return None
             raise self._fail("reading", name, exc) from exc
 
+    def get_if_changed(self, name: str, etag: str | None) -> tuple[bool, bytes | None, str | None]:
+        """``(changed, data, etag)``: the object unless its ETag is still ``etag`` (one
+        conditional GET; ``(False, None, etag)`` on 304), ``(True, None, None)`` when
+        there is no such object."""
+        extra = {"IfNoneMatch": etag} if etag else {}
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(name), **extra)
+        except Exception as exc:
+            if etag and _status(exc) == 304:
+                return False, None, etag
+            if _is_missing(exc):
+                return True, None, None
+            raise self._fail("reading", name, exc) from exc
+        return True, bytes(answer["Body"].read()), str(answer.get("ETag", ""))
+
     def _head(self, name: str) -> dict[str, Any] | None:
         """The object's metadata (HEAD), or None when there is none."""
         try:
@@ -212,12 +227,30 @@ class ObjectStore:
 
     def names(self, prefix: str = "") -> Iterator[str]:
         """Names (relative to the store's prefix) of every object under ``prefix``."""
+        for name, _etag, _modified in self._entries(prefix):
+            yield name
+
+    def listing(self, prefix: str = "") -> dict[str, str]:
+        """``{name: etag}`` of every object under ``prefix`` (names relative to the
+        store's prefix), from one paginated LIST."""
+        return {name: etag for name, etag, _modified in self._entries(prefix)}
+
+    def modified(self, prefix: str = "") -> dict[str, float]:
+        """``{name: last modified, Unix seconds}`` of every object under ``prefix``."""
+        return {name: modified for name, _etag, modified in self._entries(prefix)}
+
+    def _entries(self, prefix: str) -> Iterator[tuple[str, str, float]]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.location.prefix)
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(prefix)):
                 for entry in page.get("Contents", []):
-                    yield str(entry["Key"])[strip:]
+                    when = entry.get("LastModified")
+                    yield (
+                        str(entry["Key"])[strip:],
+                        str(entry.get("ETag", "")),
+                        when.timestamp() if hasattr(when, "timestamp") else 0.0,
+                    )
         except Exception as exc:
             raise self._fail("listing", prefix, exc) from exc
 

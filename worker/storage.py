@@ -12,8 +12,14 @@ path)::
       models/                         model versions, the ACTIVE pointer (worker.serving.versions)
       frames/                         the frame pool for fine-tuning (worker.pool.frames)
       session.key                     signs the web pages' session cookies (service)
+      jobs/<job_id>.json              finished jobs' records (worker.queue.retention)
+      state/last_finetune.json        the last fine-tunes (worker.finetune.nightly)
       tmp/                            partial uploads and results being built
       audit.log                       JSON lines: who read, uploaded or deleted what
+
+Small state every process shares goes through the *documents* methods
+(:meth:`Storage.write_document` and its siblings) by a server-chosen name relative to
+the data directory, so that the object store backend can keep it as objects.
 
 Ids are 32 lowercase hex digits (a UUID4); :func:`validate_id` rejects anything
 else before it reaches a path. Every file is written to a temporary name and
@@ -28,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -74,6 +81,8 @@ _ID = re.compile(ID_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 SOURCE_NAME = "source"
 RECORD_NAME = "video.json"
+#: a video's reviews document, beside its record (worker.pool.reviews)
+REVIEWS_NAME = "reviews.json"
 #: the name of a video's events file (:mod:`worker.detection.results` owns it)
 EVENTS_NAME = EVENTS_FILE
 CACHE_NAME = "cache"
@@ -399,6 +408,94 @@ class Storage:
             raise InvalidIdError(f"{relative!r} is not a file of the results of {video_id}")
         return candidate
 
+    # -- documents: small state every process shares (reviews, job archives, ...) --------------
+
+    def document_path(self, name: str) -> Path:
+        """The local file of document ``name`` (a server-chosen name relative to the data
+        directory, ``"uploads/<id>/reviews.json"``), which may not exist. The object
+        store backend first brings this process's copy up to date with the store's
+        (one conditional GET), so a caller may ``stat`` the path to see a change."""
+        return self.root / _document_name(name)
+
+    def read_document(self, name: str) -> bytes | None:
+        """The document's bytes, or None when there is none."""
+        try:
+            return self.document_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"{name} is unreadable: {exc}") from exc
+
+    def write_document(self, name: str, data: bytes, *, make_folder: bool = False) -> None:
+        """Replace the document in one step (readers see the old or the new bytes);
+        ``StorageError`` when its folder is gone (a deleted video's, say), unless
+        ``make_folder``."""
+        path = self.root / _document_name(name)
+        try:
+            if make_folder:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise StorageError(f"{name} could not be written: {exc}") from exc
+
+    def create_document(self, name: str, data: bytes) -> bool:
+        """Write the document only if there is none (its folder is made); False when
+        one was there: of two processes creating it at once, one wins and both read
+        the winner's."""
+        path = self.root / _document_name(name)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                return False
+            return True
+        except OSError as exc:
+            raise StorageError(f"{name} could not be created: {exc}") from exc
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def delete_document(self, name: str) -> None:
+        """Remove the document (an absent one is no error)."""
+        (self.root / _document_name(name)).unlink(missing_ok=True)
+
+    def document_names(self, folder: str) -> list[str]:
+        """The documents directly in ``folder`` (``"jobs"``), as names for the calls above."""
+        base = self.root / _document_name(folder)
+        try:
+            entries = sorted(p.name for p in base.iterdir() if p.is_file())
+        except FileNotFoundError:
+            return []
+        return [f"{folder}/{e}" for e in entries if not e.startswith(".")]
+
+    def sync_documents(self, folder: str) -> Path:
+        """The local folder of the documents in ``folder``, for a reader that scans it;
+        the object store backend first copies in what changed (one LIST)."""
+        return self.root / _document_name(folder)
+
+    @contextlib.contextmanager
+    def document_lock(self, name: str) -> Iterator[None]:
+        """Hold the deployment's exclusive lock of document ``name`` (here an ``flock``
+        on ``.<file name>.lock`` beside it; the object store backend's is a Redis lease).
+        ``StorageError`` when its folder is gone."""
+        path = self.root / _document_name(name)
+        lock_path = path.with_name(f".{path.name}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+        except FileNotFoundError:
+            raise StorageError(f"{name} cannot be locked: its folder is gone") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     # -- staged files (a zip of frames waiting for its import job) ------------------------------
 
     def staged_path(self, name: str) -> Path:
@@ -436,17 +533,27 @@ class Storage:
         return ModelRegistry(self.models)
 
 
+def _document_name(name: str) -> str:
+    """``name`` if it is a relative path of plain parts (no ``..``, no hidden or empty
+    part); documents are named by the server, so anything else is a bug."""
+    parts = name.split("/")
+    if not all(part and not part.startswith(".") for part in parts):
+        raise ValueError(f"not a document name: {name!r}")
+    return name
+
+
 def open_storage(settings: Settings) -> Storage:
     """The storage backend the settings name: the data directory alone (default), or an
     S3-compatible object store (``ATCON_STORAGE_URL``) with the data directory as this
     process's scratch and cache."""
     if not settings.storage_url:
         return Storage(settings.data_dir)
-    from .storage_s3 import ObjectStorage, frame_lock, registry_lock
+    from .storage_s3 import ObjectStorage, frame_lock, named_lock, registry_lock
 
     return ObjectStorage(
         settings.data_dir,
         settings.storage_url,
         registry_lock=registry_lock(settings),
         frame_lock=frame_lock(settings),
+        document_lock=named_lock(settings, "documents"),
     )

@@ -23,14 +23,16 @@ Workers decode the source with ranged GETs (:meth:`ObjectStorage.video_input`), 
 copying it; the API copies it locally only to serve it or cut a clip.
 
 Model versions live under ``models/`` in the bucket too (:mod:`worker.serving.versions_s3`), and
-so does the frame pool under ``frames/`` (:mod:`worker.pool.frames_s3`). Not in the
-bucket yet (each process's data directory keeps them, as before): reviews, thumbnails
-and clips, ``models/last_finetune.json``, sessions and the audit log. See
-``docs/architecture.md``.
+so does the frame pool under ``frames/`` (:mod:`worker.pool.frames_s3`), and the
+documents (reviews, job archives, ``state/last_finetune.json``,
+``secrets/session.key``: :meth:`ObjectStorage.document_path` and its siblings). Not in
+the bucket: thumbnails and clips (each process's cache, made from the stored source).
+See ``docs/architecture.md``, *Object storage*.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,10 +48,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._exceptions import ResultsUnreadableError, StorageError, VideoNotFoundError
 from .object_store import READ_BLOCK_BYTES, ObjectStore
-from .queue.locks import LocalLock, RedisLock
+from .queue.locks import LocalLock, RedisLock, held
 from .storage import (
     _ID,
     RECORD_NAME,
+    REVIEWS_NAME,
     SOURCE_NAME,
     Storage,
     VideoRecord,
@@ -70,33 +73,48 @@ logger = logging.getLogger(__name__)
 _PROCESS_REGISTRY_LOCK = threading.Lock()
 
 
+def _plain(name: str) -> bool:
+    return all(part and not part.startswith(".") for part in name.split("/"))
+
+
 def _process_lock() -> LocalLock:
     return LocalLock(_PROCESS_REGISTRY_LOCK)
 
 
-_PROCESS_FRAME_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_NAMED_LOCKS: dict[str, threading.Lock] = {}
 
 
-def _process_frame_lock(frame_id: str) -> LocalLock:
-    with _PROCESS_REGISTRY_LOCK:
-        return LocalLock(_PROCESS_FRAME_LOCKS.setdefault(frame_id, threading.Lock()))
+def _process_named_lock(family: str) -> Callable[[str], LocalLock]:
+    def make(name: str) -> LocalLock:
+        with _PROCESS_REGISTRY_LOCK:
+            return LocalLock(_PROCESS_NAMED_LOCKS.setdefault(f"{family}:{name}", threading.Lock()))
+
+    return make
 
 
-def frame_lock(settings: Settings) -> Callable[[str], RedisLock | LocalLock]:
-    """The lock of one pool frame's record across the deployment: a Redis lease
-    (``<prefix>:frames:lock:<frame_id>``) when there is a Redis, else a process lock."""
+_process_frame_lock = _process_named_lock("frames")
+
+
+def named_lock(settings: Settings, family: str) -> Callable[[str], RedisLock | LocalLock]:
+    """Locks of named things of one ``family`` across the deployment: a Redis lease
+    (``<prefix>:<family>:lock:<name>``) when there is a Redis, else a process lock."""
     if not settings.redis_url:
-        return _process_frame_lock
+        return _process_named_lock(family)
     client: list[Any] = []
 
-    def make(frame_id: str) -> RedisLock:
+    def make(name: str) -> RedisLock:
         if not client:
             from .queue.connect import connect
 
             client.append(connect(settings))
-        return RedisLock(client[0], f"{settings.queue_prefix}:frames:lock:{frame_id}", 30_000)
+        return RedisLock(client[0], f"{settings.queue_prefix}:{family}:lock:{name}", 30_000)
 
     return make
+
+
+def frame_lock(settings: Settings) -> Callable[[str], RedisLock | LocalLock]:
+    """The lock of one pool frame's record across the deployment (:func:`named_lock`)."""
+    return named_lock(settings, "frames")
 
 
 def registry_lock(settings: Settings) -> Callable[[], RedisLock | LocalLock]:
@@ -167,6 +185,7 @@ class ObjectStorage(Storage):
         store: ObjectStore | None = None,
         registry_lock: Callable[[], RedisLock | LocalLock] | None = None,
         frame_lock: Callable[[str], RedisLock | LocalLock] | None = None,
+        document_lock: Callable[[str], RedisLock | LocalLock] | None = None,
     ) -> None:
         super().__init__(data_dir)
         if store is None:
@@ -178,8 +197,93 @@ class ObjectStorage(Storage):
         self.registry_lock = registry_lock or _process_lock
         #: the deployment-wide lock of one pool frame's record
         self.frame_lock = frame_lock or _process_frame_lock
+        #: the deployment-wide lock of one document (reviews, ...)
+        self._document_lock = document_lock or _process_named_lock("documents")
+
+    # -- documents --------------------------------------------------------------------------
+
+    def document_path(self, name: str) -> Path:
+        """This process's copy of the document, brought up to date first: one GET with
+        ``If-None-Match`` the ETag it was copied at (``.<file name>.etag`` beside it),
+        answered 304 while it is unchanged. A document gone from the store loses its
+        copy, and no folder is made for one that does not exist."""
+        local = super().document_path(name)
+        marker = local.with_name(f".{local.name}.etag")
+        seen = None
+        if local.is_file():
+            with contextlib.suppress(OSError):
+                seen = marker.read_text()
+        changed, data, etag = self.store.get_if_changed(name, seen)
+        if not changed:
+            return local
+        if data is None:
+            local.unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)
+            return local
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(local, data)
+            atomic_write_bytes(marker, (etag or "").encode())
+        except OSError as exc:
+            raise StorageError(f"a local copy of {name} cannot be written: {exc}") from exc
+        return local
+
+    def read_document(self, name: str) -> bytes | None:
+        return self.store.get_bytes(name)
+
+    def write_document(self, name: str, data: bytes, *, make_folder: bool = False) -> None:
+        """One PUT (readers see the old or the new object), then this process's copy
+        (where its folder exists: a store has no folders to make)."""
+        self.store.put_bytes(name, data)
+        local = super().document_path(name)
+        with contextlib.suppress(OSError):  # a copy only: the next read fetches it
+            local.with_name(f".{local.name}.etag").unlink(missing_ok=True)
+            if local.parent.is_dir():
+                atomic_write_bytes(local, data)
+
+    def create_document(self, name: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): the store decides who was first."""
+        return self.store.put_bytes(name, data, if_absent=True)
+
+    def delete_document(self, name: str) -> None:
+        self.store.delete([name])
+        local = super().document_path(name)
+        local.unlink(missing_ok=True)
+        local.with_name(f".{local.name}.etag").unlink(missing_ok=True)
+
+    def document_names(self, folder: str) -> list[str]:
+        start = f"{folder}/"
+        return sorted(
+            n for n in self.store.names(start) if "/" not in n[len(start) :] and _plain(n)
+        )
+
+    def sync_documents(self, folder: str) -> Path:
+        from .store_sync import FolderCopy
+
+        local = super().sync_documents(folder)
+        local.mkdir(parents=True, exist_ok=True)
+        FolderCopy(local, self.store, f"{folder}/").pull()
+        return local
+
+    @contextlib.contextmanager
+    def document_lock(self, name: str) -> Iterator[None]:
+        """The document's Redis lease (a process lock without Redis)."""
+        with held(self._document_lock(name), lambda: None, poll_s=0.05):
+            yield
 
     # -- staged files -------------------------------------------------------------------------
+
+    def clean_tmp(self, older_than_s: float = 0.0) -> int:
+        """This process's ``tmp/``, and the staged zips in the store (``staging/``) as
+        old as ``tmp/``'s debris must be: an import job that never ran (lost with an
+        in-memory queue, or failed before it read its file) leaves one there."""
+        removed = super().clean_tmp(older_than_s)
+        cutoff = time.time() - older_than_s
+        stale = [n for n, when in self.store.modified("staging/").items() if when <= cutoff]
+        if stale:
+            self.store.delete(stale)
+            logger.info("removed %d staged file(s) no job took", len(stale))
+        return removed + len(stale)
 
     def stage(self, received: Path, name: str) -> None:
         """Upload to ``staging/<name>`` (the job may run on another machine)."""
@@ -371,15 +475,29 @@ class ObjectStorage(Storage):
         """Copy in the records and results of the store's videos that this process lacks
         (one LIST, then one HEAD per video without a local result), and drop copies of
         videos gone from the store. A result re-published after it was copied is
-        fetched again at its video's next read."""
-        stored = set(self.video_ids())
+        fetched again at its video's next read. Reviews (``reviews.json``), which
+        change, are compared by ETag from the same LIST and copied when they differ."""
+        listing = self.store.listing("uploads/")
+        stored = set()
+        for name in listing:
+            parts = name.split("/")
+            if len(parts) == 3 and parts[2] == RECORD_NAME and _ID.match(parts[1]):
+                stored.add(parts[1])
         for video_id in stored:
             try:
                 if not (self.upload_dir(video_id) / RECORD_NAME).is_file():
                     self.get_video(video_id)
                 if not (super().results_dir(video_id) / "events.json").is_file():
                     self.results_dir(video_id)
-            except StorageError:  # deleted or re-published meanwhile: next time
+                reviews = f"uploads/{video_id}/{REVIEWS_NAME}"
+                local = super().document_path(reviews)
+                marker = local.with_name(f".{local.name}.etag")
+                etag = listing.get(reviews)
+                if etag is None:
+                    local.unlink(missing_ok=True)
+                elif not (local.is_file() and marker.is_file() and marker.read_text() == etag):
+                    self.document_path(reviews)
+            except (StorageError, OSError):  # deleted or re-published meanwhile: next time
                 logger.warning("video %s: local copy not refreshed now", video_id)
         for folder in (self.uploads, self.results):
             for entry in list(folder.iterdir()) if folder.is_dir() else []:

@@ -72,16 +72,8 @@ class FolderCopy:
 
     def listing(self) -> dict[str, str]:
         """``{name: etag}`` of the objects under the prefix (names relative to it)."""
-        start = self.store.key(self.prefix)
-        paginator = self.store.client.get_paginator("list_objects_v2")
-        found = {}
-        try:
-            for page in paginator.paginate(Bucket=self.store.bucket, Prefix=start):
-                for entry in page.get("Contents", []):
-                    found[str(entry["Key"])[len(start) :]] = str(entry.get("ETag", ""))
-        except Exception as exc:
-            raise self.store._fail("listing", self.prefix, exc) from exc
-        return found
+        strip = len(self.prefix)
+        return {name[strip:]: etag for name, etag in self.store.listing(self.prefix).items()}
 
     def _download(self, name: str) -> bool:
         target = self.root / name

@@ -33,8 +33,11 @@ def png(value: int, size: tuple[int, int] = (8, 6)) -> bytes:
 
 
 class ResultsWriter:
-    def __init__(self, data_dir: Path) -> None:
-        self.storage = Storage(data_dir)
+    def __init__(self, data_dir: Path | None = None, storage: Storage | None = None) -> None:
+        if storage is None:
+            assert data_dir is not None, "a data directory or a storage"
+            storage = Storage(data_dir)
+        self.storage = storage
 
     def write(
         self,

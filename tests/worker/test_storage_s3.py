@@ -371,3 +371,19 @@ def test_a_zip_staged_by_the_api_is_read_by_a_worker_elsewhere(tmp_path, bucket,
     assert s3.keys(bucket, "stage/") == []
     assert not staged_archive(worker, upload_id).exists()
     assert not staged_archive(api, upload_id).exists()
+
+
+def test_a_staged_zip_no_job_took_is_swept_once_it_is_as_old_as_tmp_debris(
+    tmp_path, bucket, s3
+):
+    from worker.pool.importer import stage_archive
+
+    api = backend(tmp_path / "api", bucket, "stale")
+    worker = backend(tmp_path / "worker", bucket, "stale")
+    received = tmp_path / "received.zip"
+    received.write_bytes(b"PK zip bytes")
+    stage_archive(api, received, new_id())
+    assert worker.clean_tmp(older_than_s=3600.0) == 0  # young: its job may still run
+    assert len(s3.keys(bucket, "stale/staging/")) == 1
+    assert worker.clean_tmp(older_than_s=0.0) == 1
+    assert s3.keys(bucket, "stale/staging/") == []

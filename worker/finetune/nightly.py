@@ -4,21 +4,24 @@ The scheduler (:mod:`worker.runtime.scheduler`, started by :func:`start_schedule
 asks :func:`nightly_should_run` for the global target and each camera of
 ``ATCON_FINETUNE_CAMERAS`` at its fire time: enough new unlabeled frames since the last
 fine-tune (``ATCON_FINETUNE_MIN_NEW_FRAMES``) and none queued or running. The last
-fine-tune's start, overall and per camera, is recorded by the job in
-``models/last_finetune.json`` (:func:`record_last`).
+fine-tune's start, overall and per camera, is recorded by the job in the document
+``state/last_finetune.json`` (:func:`record_last`; every machine reads the same one
+with the object store).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import datetime
 from typing import Any
 
+from .._exceptions import StorageError
 from ..queue.interface import JobQueue, JobState
 from ..runtime.jobs import FINETUNE
 from ..settings import Settings
-from ..storage import Storage, atomic_write_json
+from ..storage import Storage
 from .request import FinetuneRequest, queue_finetune
 
 __all__ = [
@@ -31,15 +34,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_LAST = "last_finetune.json"
+#: the document of the last fine-tunes (:meth:`worker.storage.Storage.write_document`)
+_LAST = "state/last_finetune.json"
+#: where it was kept before it became a document every machine reads
+_LEGACY_LAST = "models/last_finetune.json"
 
 
 def _read_last(storage: Storage) -> dict[str, Any]:
-    import json
-
     try:
-        data = json.loads((storage.models / _LAST).read_text())
-    except (OSError, ValueError):
+        raw = storage.read_document(_LAST)
+        if raw is None:
+            raw = storage.read_document(_LEGACY_LAST)
+        data = json.loads(raw) if raw is not None else {}
+    except (StorageError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -74,7 +81,7 @@ def record_last(storage: Storage, camera: str | None, entry: dict[str, Any]) -> 
     else:
         cameras = data.get("cameras")
         data["cameras"] = {**(cameras if isinstance(cameras, dict) else {}), camera: entry}
-    atomic_write_json(storage.models / _LAST, data)
+    storage.write_document(_LAST, json.dumps(data, indent=1).encode("utf-8"), make_folder=True)
 
 
 def _busy(queue: JobQueue, camera: str | None) -> int:

@@ -24,23 +24,23 @@ is relabeled (or unlabeled) to match::
 
     "history": {"<event_id>": [ReviewChange, ...]}   oldest first
 
-Concurrent reviews of one video (several API processes on a shared data directory)
-are serialised by an exclusive ``flock`` on ``uploads/<video_id>/.reviews.lock``; the
-file itself is replaced by rename, so readers never see half of it.
+The document goes through the storage backend's documents
+(:meth:`worker.storage.Storage.write_document`): a file in the data directory, or an
+object in the store that every API replica reads. Concurrent reviews of one video are
+serialised by the backend's document lock (an ``flock`` beside the file; a Redis lease
+with the object store); a write replaces the whole document, so readers never see half
+of it, and a review racing the video's deletion leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ from PIL import Image
 
 from .._exceptions import EventNotFoundError, NoResultsError, NothingToUndoError, StorageError
 from ..settings import Settings
-from ..storage import Storage, atomic_write_json
+from ..storage import REVIEWS_NAME, Storage, validate_id
 from .frames import FramePool, UnknownFrameError
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "EventReview",
     "ReviewChange",
     "Verdict",
+    "document_name",
     "find_event",
     "frame_pool",
     "history_of",
@@ -68,8 +69,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REVIEWS_NAME = "reviews.json"
-_LOCK_NAME = ".reviews.lock"
 SCHEMA_VERSION = 1
 #: frame size of the pool when the results do not name the model's input size
 DEFAULT_POOL_SIZE = 224
@@ -160,17 +159,16 @@ def frame_pool(
     return storage.frame_pool(size, settings.pool_val_fraction)
 
 
-def _path(storage: Storage, video_id: str) -> Path:
-    return storage.upload_dir(video_id) / REVIEWS_NAME
+def document_name(video_id: str) -> str:
+    """The video's reviews as a storage document (:meth:`worker.storage.Storage.document_path`)."""
+    return f"uploads/{validate_id(video_id, 'video_id')}/{REVIEWS_NAME}"
 
 
 def _document(storage: Storage, video_id: str) -> dict[str, Any]:
-    path = _path(storage, video_id)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
+        data = storage.read_document(document_name(video_id))
+        document = json.loads(data) if data is not None else {}
+    except (StorageError, ValueError) as exc:
         raise StorageError(f"reviews of video {video_id} are unreadable: {exc}") from exc
     return document if isinstance(document, dict) else {}
 
@@ -236,16 +234,14 @@ def find_event(events: dict[str, Any], event_id: str) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _locked(storage: Storage, video_id: str) -> Iterator[None]:
-    lock_path = storage.upload_dir(video_id) / _LOCK_NAME
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
-    except FileNotFoundError:
-        raise StorageError(f"video {video_id} was deleted during the review") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """The video's reviews, locked across the deployment; the video must still exist."""
+    gone = f"video {video_id} was deleted during the review"
+    if not storage.video_exists(video_id):
+        raise StorageError(gone)
+    with storage.document_lock(document_name(video_id)):
+        if not storage.video_exists(video_id):
+            raise StorageError(gone)
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _peak_frame(storage: Storage, video_id: str, event: dict[str, Any]) -> np.ndarray | None:
@@ -379,15 +375,17 @@ def _write(
     reviews: dict[str, EventReview],
     history: dict[str, list[ReviewChange]],
 ) -> None:
-    atomic_write_json(
-        _path(storage, video_id),
-        {
-            "schema_version": SCHEMA_VERSION,
-            "video_id": video_id,
-            "reviews": {k: v.to_dict() for k, v in reviews.items()},
-            "history": {k: [c.to_dict() for c in v] for k, v in history.items() if v},
-        },
-    )
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "video_id": video_id,
+        "reviews": {k: v.to_dict() for k, v in reviews.items()},
+        "history": {k: [c.to_dict() for c in v] for k, v in history.items() if v},
+    }
+    name = document_name(video_id)
+    storage.write_document(name, json.dumps(document, indent=1).encode("utf-8"))
+    if not storage.video_exists(video_id):  # deleted meanwhile: leave nothing of it
+        storage.delete_document(name)
+        raise StorageError(f"video {video_id} was deleted during the review")
 
 
 def _open_changes(changes: list[ReviewChange]) -> list[ReviewChange]:

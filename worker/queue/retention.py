@@ -3,7 +3,8 @@
 The queue (Redis, or the embedded in-memory one) keeps every job's record; left
 alone, Redis would grow without end. :func:`prune_jobs` drops each job that finished
 more than ``ATCON_JOB_RETENTION_DAYS`` (default 7) ago, after archiving its record
-to ``<data_dir>/jobs/<job_id>.json``: the data directory is the source of truth, and
+to the document ``jobs/<job_id>.json`` (the data directory's, or the object store's
+where every replica reads it): the storage is the source of truth, and
 a finished job stays readable (:func:`find_job`) and listable (:func:`list_jobs`)
 from there. The API process runs it with its housekeeping
 (``ATCON_RECONCILE_INTERVAL_S``).
@@ -17,9 +18,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from models.atomic import atomic_write_json
-
-from .._exceptions import JobNotFoundError
+from .._exceptions import JobNotFoundError, StorageError
 from ..storage import Storage, validate_id
 from .interface import Job, JobQueue, JobState
 
@@ -28,25 +27,35 @@ __all__ = ["archive_job", "archived_job", "find_job", "list_jobs", "prune_jobs"]
 logger = logging.getLogger(__name__)
 
 
+def _name(job_id: str) -> str:
+    return f"jobs/{validate_id(job_id, 'job_id')}.json"
+
+
 def archive_job(storage: Storage, job: Job) -> None:
-    """Write ``job``'s record to ``<data_dir>/jobs/<job_id>.json`` (atomically)."""
+    """Write ``job``'s record to the document ``jobs/<job_id>.json`` (in one step)."""
     data = dataclasses.asdict(job)
     data["status"] = str(job.status)
-    atomic_write_json(storage.jobs / f"{validate_id(job.job_id, 'job_id')}.json", data)
+    storage.write_document(_name(job.job_id), json.dumps(data, indent=1).encode("utf-8"))
+
+
+def _parse(job_id: str, data: bytes) -> Job | None:
+    try:
+        record = json.loads(data)
+        record["status"] = JobState(record["status"])
+        return Job(**record)
+    except (ValueError, TypeError, KeyError) as exc:
+        logger.warning("archived job %s is unreadable: %s", job_id, exc)
+        return None
 
 
 def archived_job(storage: Storage, job_id: str) -> Job | None:
     """The archived record of ``job_id``, or None when there is none (or it is unreadable)."""
-    path = storage.jobs / f"{validate_id(job_id, 'job_id')}.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["status"] = JobState(data["status"])
-        return Job(**data)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        data = storage.read_document(_name(job_id))
+    except StorageError as exc:
         logger.warning("archived job %s is unreadable: %s", job_id, exc)
         return None
+    return None if data is None else _parse(job_id, data)
 
 
 def prune_jobs(
@@ -66,7 +75,7 @@ def prune_jobs(
             queue.delete(job.job_id)
             pruned.append(job.job_id)
     if pruned:
-        logger.info("archived %d finished job(s) to %s", len(pruned), storage.jobs)
+        logger.info("archived %d finished job(s) to %s", len(pruned), storage.location)
     return pruned
 
 
@@ -84,10 +93,13 @@ def find_job(queue: JobQueue, storage: Storage, job_id: str) -> Job:
 def list_jobs(queue: JobQueue, storage: Storage, kind: str, limit: int = 50) -> list[Job]:
     """The newest ``limit`` jobs of ``kind``: the queue's and the archived ones."""
     found = {job.job_id: job for job in queue.jobs(kind, limit)}
-    for path in storage.jobs.glob("*.json"):
-        if path.stem in found:
+    for path in storage.sync_documents("jobs").glob("*.json"):
+        if path.stem in found or path.name.startswith("."):
             continue
-        job = archived_job(storage, path.stem)
+        try:
+            job = _parse(path.stem, path.read_bytes())
+        except OSError:
+            continue  # removed meanwhile
         if job is not None and job.kind == kind:
             found[job.job_id] = job
     ordered = sorted(found.values(), key=lambda j: (j.created_at, j.job_id), reverse=True)

@@ -22,7 +22,6 @@ from worker import (
 )
 from worker.cameras import CAMERA_RULE
 from worker.pool.reviews import (
-    REVIEWS_NAME,
     EventReview,
     ReviewChange,
     history_of,
@@ -30,6 +29,7 @@ from worker.pool.reviews import (
     read_reviews,
     review_of,
 )
+from worker.pool.reviews import document_name as reviews_document
 from worker.queue.interface import Job, JobQueue, JobState
 from worker.runtime.jobs import DETECT
 from worker.storage import EVENTS_NAME, Storage, VideoRecord, clean_filename, new_id
@@ -262,7 +262,8 @@ def _decorate(
 async def get_events(video_id: VideoId, principal: ViewerDep, runtime: RuntimeDep) -> Response:
     storage, cache = runtime.storage, runtime.events_cache
     path = storage.results_dir(video_id) / EVENTS_NAME
-    reviews_path = storage.upload_dir(video_id) / REVIEWS_NAME
+    # the object store: the replica's copy is brought up to date (one conditional GET)
+    reviews_path = await run_in_threadpool(storage.document_path, reviews_document(video_id))
     version = (cache.version(path), cache.version(reviews_path))
     body = cache.get(video_id, version) if version[0] is not None else None
     if body is None:
