@@ -26,11 +26,11 @@ from worker.serving.versions import VersionError
 from worker.settings import Settings
 from worker.storage import Storage, open_storage
 
-from .audit import AuditLog
+from .audit import AuditLog, AuditShipper
 from .events_cache import EventsCache
 from .inbox import EventIndex
-from .session_store import SessionStore
-from .sessions import SessionCodec, load_secret
+from .session_store import RedisSessionStore, Sessions, SessionStore
+from .sessions import SessionCodec, load_secret, load_shared_secret
 from .throttle import AuthThrottle
 
 __all__ = ["ModelCheck", "ModelStatus", "Runtime"]
@@ -78,6 +78,32 @@ class ModelCheck:
         return self._version
 
 
+def _audit_log(storage: Storage) -> AuditLog:
+    """The audit log: the data directory's file, also sent to the object store when the
+    replicas share no disk (:class:`~service.core.audit.AuditShipper`)."""
+    store = getattr(storage, "store", None) if storage.shared_store else None
+    if store is not None:
+        return AuditLog(storage.audit_log, AuditShipper(store))
+    return AuditLog(storage.audit_log)
+
+
+def _sessions(storage: Storage, settings: Settings) -> SessionCodec:
+    """Session cookies' secret and records: the data directory's, or with the object
+    store (replicas sharing no disk) the store's secret and records in Redis (a store
+    without Redis means one process: its own directory keeps the records)."""
+    if not storage.shared_store:
+        return SessionCodec(
+            load_secret(storage.root / "session.key"),
+            store=SessionStore(storage.root / "sessions"),
+        )
+    records: Sessions = SessionStore(storage.root / "sessions")
+    if settings.redis_url:
+        from worker.queue.connect import connect
+
+        records = RedisSessionStore(connect(settings), settings.queue_prefix)
+    return SessionCodec(load_shared_secret(storage), store=records)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -118,13 +144,10 @@ class Runtime:
             settings=settings,
             storage=storage,
             queue=queue or open_queue(settings),
-            audit=AuditLog(storage.audit_log),
+            audit=_audit_log(storage),
             model_check=ModelCheck(served),
             served=served,
-            sessions=SessionCodec(
-                load_secret(storage.root / "session.key"),
-                store=SessionStore(storage.root / "sessions"),
-            ),
+            sessions=_sessions(storage, settings),
             throttle=AuthThrottle(settings),
         )
         try:
@@ -147,7 +170,9 @@ class Runtime:
 
     def start_housekeeping(self) -> None:
         """Every ``ATCON_RECONCILE_INTERVAL_S``: archive and drop the jobs finished more
-        than ``ATCON_JOB_RETENTION_DAYS`` ago (:mod:`worker.queue.retention`), and with Redis
+        than ``ATCON_JOB_RETENTION_DAYS`` ago (:mod:`worker.queue.retention`); with the
+        object store, drop this replica's copies of videos deleted elsewhere (their
+        thumbnails and clips with them); and with Redis
         queue again the uploads without results whose job is gone (Redis restarted
         without its data, or was flushed; an in-memory queue cannot lose jobs)."""
         thread = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
@@ -166,6 +191,11 @@ class Runtime:
                 self.prune()
             except (QueueError, StorageError, OSError) as exc:
                 logger.warning("finished jobs not archived now: %s", exc)
+            if self.storage.shared_store:  # copies (thumbnails, clips) of videos deleted
+                try:  # through another replica
+                    self.storage.purge_orphaned_copies()
+                except (StorageError, OSError) as exc:
+                    logger.warning("copies of deleted videos not checked now: %s", exc)
             if self.settings.embedded:
                 continue
             try:
@@ -246,6 +276,7 @@ class Runtime:
             thread.join(timeout_s)
             if thread.is_alive():
                 logger.warning("%s still busy with a job at shutdown", thread.name)
+        self.audit.close()
         self.queue.close()
 
     @property

@@ -26,7 +26,9 @@ protects the sign-in form itself; signing in issues a new secret.
 The signing secret is ``<data_dir>/session.key``, made on first use (32 random bytes,
 mode 0600, created with ``O_EXCL`` so two processes starting at once agree on one):
 every API process sharing the data directory accepts the others' sessions, and
-deleting the file signs everybody out.
+deleting the file signs everybody out. With the object store the replicas share no
+directory: the secret is the store's document ``secrets/session.key``
+(:func:`load_shared_secret`), made the same way by a create-only write.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import StorageError
+from worker.storage import Storage
 
 from .config import Role, Settings, TokenEntry
 from .security import DEV_PRINCIPAL, Principal
-from .session_store import SessionStore
+from .session_store import Sessions
 
 __all__ = [
     "COOKIE_NAME",
@@ -57,6 +60,7 @@ __all__ = [
     "Session",
     "SessionCodec",
     "load_secret",
+    "load_shared_secret",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,7 +105,7 @@ class SessionCodec:
         secret: bytes,
         *,
         lifetime_s: float = SESSION_LIFETIME_S,
-        store: SessionStore | None = None,
+        store: Sessions | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
@@ -225,6 +229,26 @@ def load_secret(path: Path) -> bytes:
     finally:
         staging.unlink(missing_ok=True)
     return _read_secret(path)
+
+
+#: the session-signing secret as a storage document (the object store backend)
+SECRET_DOCUMENT = "secrets/session.key"
+
+
+def load_shared_secret(storage: Storage) -> bytes:
+    """The session-signing secret every API replica shares through the storage: the
+    document :data:`SECRET_DOCUMENT`, created on first use by whichever replica asks
+    first (a create-only write, so two replicas starting together agree)."""
+    secret = storage.read_document(SECRET_DOCUMENT)
+    if secret is None:
+        storage.create_document(SECRET_DOCUMENT, secrets.token_bytes(_SECRET_BYTES))
+        secret = storage.read_document(SECRET_DOCUMENT)
+    if secret is None or len(secret) < 16:
+        raise StorageError(
+            f"session secret {SECRET_DOCUMENT} in {storage.location} is missing or shorter "
+            "than 16 bytes; delete it"
+        )
+    return secret
 
 
 def _read_secret(path: Path) -> bytes:

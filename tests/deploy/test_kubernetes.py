@@ -6,8 +6,8 @@ Every core resource validates against the Kubernetes 1.30 OpenAPI schema shipped
 checked here, against the queue's real stream and consumer-group names. Then the
 product's side: commands parse with the real ``atcon`` parser, every ``ATCON_*``
 variable is a setting, HTTP probes hit real routes, exec probes run the worker
-healthcheck, workers request one GPU each, the data volume is ReadWriteMany and
-mounted at ``ATCON_DATA_DIR``, secrets referenced exist.
+healthcheck, workers request one GPU each, pods share nothing but Redis and the
+object store (``ATCON_DATA_DIR`` an emptyDir of each pod), secrets referenced exist.
 """
 
 from __future__ import annotations
@@ -162,16 +162,27 @@ def test_workers_get_one_gpu_each_and_the_api_none():
     assert "nvidia.com/gpu" not in {**api.get("limits", {}), **api.get("requests", {})}
 
 
-def test_the_data_volume_is_shared_and_mounted_where_the_settings_say():
-    pvc = find("PersistentVolumeClaim", "atcon-data")
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
-    data_dir = config_values()["ATCON_DATA_DIR"]
+def test_pods_share_nothing_but_redis_and_the_object_store():
+    """The store is the truth; each pod's data directory is its own emptyDir (scratch
+    and cache), never a shared volume; every ATCON pod reaches the store."""
+    from worker.object_store import parse_storage_url
+
+    values = config_values()
+    parse_storage_url(values["ATCON_STORAGE_URL"])  # a URL the product accepts
+    assert not [d for d in DOCS if d["kind"] == "PersistentVolumeClaim"]
+    data_dir = values["ATCON_DATA_DIR"]
     for doc, container in atcon_containers():
+        name = doc["metadata"]["name"]
         volumes = {v["name"]: v for v in pod_spec(doc)["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert data_dir in mounts, doc["metadata"]["name"]
-        claim = volumes[mounts[data_dir]]["persistentVolumeClaim"]["claimName"]
-        assert claim == "atcon-data"
+        assert data_dir in mounts, name
+        assert "emptyDir" in volumes[mounts[data_dir]], name
+        assert not any("persistentVolumeClaim" in v for v in volumes.values()), name
+        env = {v["name"] for v in container.get("env", [])}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env, name
+    assert not values["ATCON_CHECKPOINT"].startswith(data_dir + "/"), (
+        "the first checkpoint must not live in a pod's scratch directory"
+    )
 
 
 def test_keda_scales_detect_workers_on_the_real_stream():

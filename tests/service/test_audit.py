@@ -41,3 +41,40 @@ def test_rejected_upload_is_audited_without_its_name(client, auth, settings):
     entry = json.loads(lines[-1])
     assert entry["action"] == "upload" and entry["outcome"].startswith("rejected")
     assert "John" not in lines[-1]
+
+
+def test_audit_lines_reach_the_object_store_in_batches_and_none_is_lost(s3, tmp_path, monkeypatch):
+    """API replicas share no disk: each sends its lines to the store. A batch the store
+    refuses is kept and sent with the next; closing sends what is left."""
+    from service.core.audit import AuditLog, AuditShipper
+    from worker.object_store import ObjectStore
+
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = s3.bucket()
+    store = ObjectStore(f"s3://{bucket}/ward")
+    shipper = AuditShipper(store, interval_s=3600)  # flushed by hand below
+    log = AuditLog(tmp_path / "audit.log", shipper)
+    log.record("read_events", "viewer", video_id="a" * 32)
+    log.record("delete", "admin", video_id="b" * 32)
+    assert shipper.flush()
+    (first,) = s3.keys(bucket, "ward/audit/")
+    assert first.endswith("-1.jsonl") and "/audit/20" in first
+
+    missing = ObjectStore(f"s3://{bucket}-missing/ward")  # the store refuses this batch
+    shipper.store = missing
+    log.record("read_source", "viewer", video_id="c" * 32)
+    assert not shipper.flush()
+    shipper.store = store
+    log.record("upload", "operator", video_id="d" * 32)
+    log.close()
+
+    client = s3.client()
+    lines = [
+        json.loads(line)
+        for key in s3.keys(bucket, "ward/audit/")
+        for line in client.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+    ]
+    assert [e["action"] for e in lines] == ["read_events", "delete", "read_source", "upload"]
+    # the replica's own file has every line too
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 4

@@ -265,3 +265,53 @@ def test_a_zip_posted_to_the_api_is_imported_by_a_worker_elsewhere(stack, tokens
         assert s3.keys(bucket, "ward-a/staging/") == []
     finally:
         importer.stop()
+
+
+def test_a_review_on_one_api_replica_is_seen_on_another(stack, tokens, s3):
+    """Two API replicas with their own data directories: a review made through one is
+    in the other's events answer and inbox (the document is the store's), and an
+    answer the other replica had cached is not served stale."""
+    server, base, bucket, _, own = stack
+    headers = _headers(tokens)
+    viewer = headers[Role.viewer]
+    other = Server(own("api-b"), base / "api-b.log").start()
+    try:
+        with (
+            httpx.Client(base_url=server.url, timeout=60) as one,
+            httpx.Client(base_url=other.url, timeout=60) as two,
+        ):
+            video = media.video_bytes(frames=30, size=(64, 48), fps=6)
+            accepted = one.post(
+                "/v1/videos",
+                files={"file": ("r.mp4", video, "video/mp4")},
+                headers=headers[Role.operator],
+            ).json()
+
+            def finished():
+                job = two.get(accepted["status_url"], headers=viewer).json()
+                return job if job["status"] in ("done", "failed") else None
+
+            assert wait_for(finished, 300, "the detection job")["status"] == "done"
+            video_id = accepted["video_id"]
+            url = f"/v1/videos/{video_id}/events"
+            events = two.get(url, headers=viewer).json()["events"]  # cached on two
+            assert events and events[0]["review"] is None
+            event_id = events[0]["id"]
+            reviewed = one.put(
+                f"{url}/{event_id}/review",
+                json={"verdict": "false_positive"},
+                headers=headers[Role.operator],
+            )
+            assert reviewed.status_code == 200, reviewed.text
+            assert f"ward-a/uploads/{video_id}/reviews.json" in s3.keys(bucket, "ward-a/")
+            seen = two.get(url, headers=viewer).json()["events"][0]["review"]
+            assert seen is not None and seen["verdict"] == "false_positive"
+            inbox = two.get(f"/v1/events?video_id={video_id}", headers=viewer).json()
+            states = {e["event_id"]: e["review"]["state"] for e in inbox["events"]}
+            assert states[event_id] == "false_positive", states
+            deleted = two.delete(f"/v1/videos/{video_id}", headers=headers[Role.admin])
+            assert deleted.status_code == 204, deleted.text
+            assert s3.keys(bucket, f"ward-a/uploads/{video_id}/") == []
+            assert one.get(url, headers=viewer).status_code == 404
+    finally:
+        other.stop()

@@ -1,8 +1,13 @@
 """Browser sessions end on the server: signing out, an admin's revocation of a token's
 sessions, and a token removed from the settings all take effect on the next request,
-on every API process sharing the data directory (two real uvicorn processes)."""
+on every API process (two real uvicorn processes): processes sharing the data
+directory, and replicas sharing nothing but Redis and the object store (each with its
+own data directory: the secret is the store's, the records Redis's, and the audit
+lines of both reach the store)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -37,13 +42,39 @@ def works(base: str, cookie: str) -> bool:
     return answer.status_code == 200
 
 
-def test_sessions_end_on_the_server(tmp_path, token_setting, tokens):
-    env = {
-        "ATCON_DATA_DIR": str(tmp_path / "data"),
-        "ATCON_API_TOKENS": token_setting,
-        "ATCON_EMBEDDED_WORKERS": "0",
-    }
-    one = Server(env, tmp_path / "one.log").start()
+@pytest.fixture(params=["shared volume", "object store"])
+def replicas(request, tmp_path, token_setting) -> Iterator[tuple[dict, dict, Callable[[], str]]]:
+    """Two API processes' environments, and what reads the deployment's audit log."""
+    base = {"ATCON_API_TOKENS": token_setting, "ATCON_EMBEDDED_WORKERS": "0"}
+    if request.param == "shared volume":
+        env = {**base, "ATCON_DATA_DIR": str(tmp_path / "data")}
+        yield env, env, lambda: (tmp_path / "data" / "audit.log").read_text()
+        return
+    from tests.redis_helpers import DB_API, flushed_db
+
+    s3 = request.getfixturevalue("s3")
+    bucket = s3.bucket()
+    with flushed_db(DB_API) as url:
+        shared = {**base, **s3.env(), "ATCON_REDIS_URL": url}
+        shared["ATCON_STORAGE_URL"] = f"s3://{bucket}/ward"
+
+        def audit() -> str:
+            client = s3.client()
+            return "".join(
+                client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+                for key in s3.keys(bucket, "ward/audit/")
+            )
+
+        yield (
+            {**shared, "ATCON_DATA_DIR": str(tmp_path / "one")},
+            {**shared, "ATCON_DATA_DIR": str(tmp_path / "two")},
+            audit,
+        )
+
+
+def test_sessions_end_on_the_server(tmp_path, replicas, token_setting, tokens):
+    env_one, env, audit_log = replicas
+    one = Server(env_one, tmp_path / "one.log").start()
     two = Server(env, tmp_path / "two.log").start()
     try:
         # signing out ends the session everywhere, not only in the browser that did it
@@ -86,5 +117,5 @@ def test_sessions_end_on_the_server(tmp_path, token_setting, tokens):
     finally:
         assert one.stop_cleanly(), one.output()
         assert two.stop_cleanly(), two.output()
-    audit = (tmp_path / "data" / "audit.log").read_text()
+    audit = audit_log()
     assert '"end_sessions"' in audit and '"sign_out"' in audit

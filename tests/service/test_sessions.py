@@ -147,3 +147,42 @@ def test_the_session_store_ends_sessions_and_sweeps_expired_records(tmp_path, se
     assert not store.active(old) and store.active(kept)
     for bad in (None, "", "../session", "a" * 100, "../../session.key"):
         assert not store.active(bad) and not store.end(bad)
+
+
+def test_redis_session_records_are_shared_ended_and_expire_with_the_session(settings):
+    """What API replicas sharing no disk use: two stores on one Redis are one store."""
+    import redis
+
+    from service.core.session_store import RedisSessionStore
+    from tests.redis_helpers import DB_API, flushed_db
+
+    with flushed_db(DB_API) as url:
+        client = redis.Redis.from_url(url)
+        one, other = RedisSessionStore(client, "t"), RedisSessionStore(client, "t")
+        codec = SessionCodec(b"s" * 32, store=one)
+        session = codec.signed_in(Principal("viewer", Role.viewer), settings)
+        assert SessionCodec(b"s" * 32, store=other).principal(session, settings) is not None
+        assert (
+            0
+            < client.pttl(f"t:session:{session.sid}")
+            <= 1000 * (session.expires - time.time() + 1)
+        )
+        first, second = one.create("admin", time.time() + 60), one.create("admin", time.time() + 60)
+        assert other.active(first) and other.active(second)
+        assert other.end(first) and not one.active(first) and not other.end(first)
+        assert other.end_all("admin") == 1 and not one.active(second)
+        assert other.end_all("admin") == 0
+        for bad in (None, "", "../session", "a" * 100, "t:session:*"):
+            assert not one.active(bad) and not one.end(bad)
+
+
+def test_an_unreachable_redis_lets_no_session_through():
+    import redis
+
+    from service.core.session_store import RedisSessionStore
+    from tests.redis_helpers import free_port
+
+    store = RedisSessionStore(redis.Redis(port=free_port(), socket_timeout=0.5), "t")
+    assert store.active("a" * 32) is False
+    with pytest.raises(StorageError, match="Redis"):
+        store.create("viewer", time.time() + 60)
