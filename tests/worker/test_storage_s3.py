@@ -373,9 +373,7 @@ def test_a_zip_staged_by_the_api_is_read_by_a_worker_elsewhere(tmp_path, bucket,
     assert not staged_archive(api, upload_id).exists()
 
 
-def test_a_staged_zip_no_job_took_is_swept_once_it_is_as_old_as_tmp_debris(
-    tmp_path, bucket, s3
-):
+def test_a_staged_zip_no_job_took_is_swept_once_it_is_as_old_as_tmp_debris(tmp_path, bucket, s3):
     from worker.pool.importer import stage_archive
 
     api = backend(tmp_path / "api", bucket, "stale")
