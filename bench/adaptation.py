@@ -286,9 +286,10 @@ def normalise(images: np.ndarray, info: CheckpointInfo) -> Tensor:
     return (x - mean) / std
 
 
-def train_source(data: Data) -> tuple[nn.Module, CheckpointInfo]:
+def train_source(data: Data, seed: int = 0) -> tuple[nn.Module, CheckpointInfo]:
+    """The source model: ``seed`` draws its initial weights and its batches' order."""
     recipe = data.recipe
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_backbone(recipe.arch, len(CLASSES), width=recipe.width_mult)
     info = CheckpointInfo(
         arch=recipe.arch,
@@ -800,6 +801,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--page", type=Path, default=None, help="the results page to write")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument(
+        "--source-seeds",
+        type=int,
+        default=1,
+        help="above 1: only the main table, on that many source models (seeds 0..N-1), "
+        "with lifts summarised across them (--json and --page get that study)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.threads:
@@ -823,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         shutil.rmtree(work, ignore_errors=True)
     data = build_source(recipe, work)
+    if args.source_seeds > 1:
+        return _across_sources(args, argv, data, recipe, budget, ks, methods, started)
     source, info = train_source(data)
     logger.info("source model trained (%.0f s)", time.perf_counter() - started)
 
@@ -927,6 +937,85 @@ def main(argv: list[str] | None = None) -> int:
         adaptation_report.write_page(results, args.page, command, examples)
     logger.info("done in %.1f minutes", results["wall_minutes"])
     print(json.dumps(_jsonable(results["verdict"]), indent=2))
+    return 0
+
+
+def _across_sources(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    data: Data,
+    recipe: Recipe,
+    budget: Budget,
+    ks: list[int],
+    methods: list[str],
+    started: float,
+) -> int:
+    r"""The main table on ``--source-seeds`` source models, summarised across them.
+
+    For source model :math:`m` and seed :math:`s` the lift is :math:`d_{ms}`; the
+    per-source mean is :math:`\bar d_m`. ``across`` is the Student-t interval of the
+    :math:`\bar d_m` over the :math:`M` source models (:math:`M - 1` degrees of
+    freedom): the variance a new source model brings, which the per-seed intervals
+    of one source model leave out.
+    """
+    target = build_target(recipe, args.work / recipe.key(), args.main_shift)
+    per_source: list[dict[str, Any]] = []
+    for seed in range(args.source_seeds):
+        source, info = train_source(data, seed)
+        logger.info("source model %d trained (%.0f s)", seed, time.perf_counter() - started)
+        per_source.append(
+            run_target(
+                data,
+                target,
+                source,
+                info,
+                ks=ks,
+                seeds=args.seeds,
+                methods=methods,
+                budget=budget,
+                attention=False,
+                default=args.default,
+            )
+        )
+    summary: dict[str, dict[str, Any]] = {}
+    for k in (str(k) for k in ks):
+        for method in per_source[0]["by_k"][k]["methods"]:
+            blocks = [r["by_k"][k]["methods"][method] for r in per_source]
+            means = [b["lift_points"][0] for b in blocks]
+            summary.setdefault(k, {})[method] = {
+                "per_source": means,
+                "across": list(paired_interval([m / 100 for m in means])),
+                "before_f1": [r["before"]["f1"] for r in per_source],
+                "in_domain_f1": [r["before"]["source_f1"] for r in per_source],
+            }
+            summary[k][method]["across"] = [100 * v for v in summary[k][method]["across"]]
+    results = {
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "recipe": asdict(recipe),
+        "budget": asdict(budget),
+        "shift": args.main_shift,
+        "source_seeds": args.source_seeds,
+        "seeds": args.seeds,
+        "ks": ks,
+        "default_candidate": args.default,
+        "per_source": per_source,
+        "across_sources": summary,
+        "wall_minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python -m bench.adaptation", *given])
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    if args.page is not None:
+        from bench import adaptation_report
+
+        adaptation_report.write_sources_page(results, args.page, command)
+    logger.info("done in %.1f minutes", results["wall_minutes"])
     return 0
 
 

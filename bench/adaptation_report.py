@@ -501,3 +501,57 @@ def write_page(results: dict[str, Any], page: Path, command: str, examples: dict
             "",
         ]
     page.write_text("\n".join(lines))
+
+
+def write_sources_page(results: dict[str, Any], page: Path, command: str) -> None:
+    """The page of ``--source-seeds N``: the main table's lifts on each source model and
+    the interval across source models."""
+    page.parent.mkdir(parents=True, exist_ok=True)
+    machine = results["machine"]
+    count = results["source_seeds"]
+    lines = [
+        "# Deployment shifts across source models",
+        "",
+        f"Produced by `{_in_repository(command)}` in {results['wall_minutes']} minutes on "
+        f"{machine['cpu']} ({machine['cores']} threads), torch {machine['torch']}. Every "
+        "figure on this page comes from that run. " + _load_line(),
+        "",
+        f"The main table of `adaptation.md` (shift `{results['shift']}`) run on {count} "
+        "source models, trained alike but for their seed (initial weights, batch order). "
+        f"Each cell of *per source model* is the mean lift over {results['seeds']} seeds "
+        "(the K frames, the training order) on that source model; *across* is the 95% "
+        f"Student-t interval of those {count} means ({count - 1} degrees of freedom): "
+        "the uncertainty a new source model brings, which `adaptation.md`'s per-seed "
+        "intervals of one source model leave out. Event F1 at tIoU 0.5, points.",
+        "",
+    ]
+    first = next(iter(results["across_sources"].values()))
+    anything = next(iter(first.values()))
+    before = ", ".join(f"{v:.3f}" for v in anything["before_f1"])
+    in_domain = ", ".join(f"{v:.3f}" for v in anything["in_domain_f1"])
+    lines += [
+        f"No adaptation: shifted F1 {before}; in-domain F1 {in_domain} (per source model).",
+        "",
+        "| K | method | per source model | across, mean [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for k, methods in results["across_sources"].items():
+        for method, entry in methods.items():
+            if method == "none":
+                continue
+            per = ", ".join(f"{v:+.1f}" for v in entry["per_source"])
+            lines.append(f"| {k} | `{method}` | {per} | {_pts(entry['across'])} |")
+    above = [
+        f"`{m}` at K = {k}"
+        for k, methods in results["across_sources"].items()
+        for m, e in methods.items()
+        if m != "none" and not math.isnan(e["across"][1]) and e["across"][1] > 0
+    ]
+    lines += [
+        "",
+        "Lift interval above zero across source models: "
+        + (", ".join(above) if above else "none")
+        + ".",
+        "",
+    ]
+    page.write_text("\n".join(lines))

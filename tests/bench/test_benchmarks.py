@@ -82,6 +82,24 @@ def test_adaptation_benchmark_writes_its_page_from_one_run(tmp_path: Path) -> No
         assert (page.parent / figure).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_adaptation_across_source_models_summarises_each_and_the_spread(tmp_path: Path) -> None:
+    from bench import adaptation
+
+    out, page = tmp_path / "sources.json", tmp_path / "sources.md"
+    argv = ["--quick", "--seeds", "2", "--work", str(tmp_path / "work"), "--threads", "1"]
+    argv += ["--methods", "none,adabn,supervised", "--ks", "0,3", "--source-seeds", "2"]
+    assert adaptation.main([*argv, "--json", str(out), "--page", str(page)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["per_source"]) == 2
+    entry = result["across_sources"]["0"]["adabn"]
+    means = [r["by_k"]["0"]["methods"]["adabn"]["lift_points"][0] for r in result["per_source"]]
+    assert entry["per_source"] == means
+    assert entry["across"][0] == pytest.approx(sum(means) / 2)
+    assert set(result["across_sources"]["3"]) == {"supervised"}
+    text = page.read_text()
+    assert text.startswith("# Deployment shifts across source models") and "`adabn`" in text
+
+
 def test_api_footprint_benchmark_measures_both_sides_and_writes_its_section(
     tmp_path: Path,
 ) -> None:
