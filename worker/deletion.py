@@ -29,7 +29,6 @@ is the audit log's line saying who deleted which id, and the withdrawn entries.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -38,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import StorageError, TrainedOnVideoError, VideoNotFoundError
-from .serving.versions import COMPARISON_DIR, COMPARISON_JSON, ModelCard
-from .storage import Storage, VideoRecord, atomic_write_json, validate_id
+from .serving.versions import ModelCard
+from .storage import Storage, VideoRecord, validate_id
 
 __all__ = [
     "DeletionReport",
@@ -116,37 +115,9 @@ def _remove(path: Path) -> int:
 
 
 def _purge_comparisons(storage: Storage, frame_ids: set[str], video_id: str) -> int:
-    """Drop the video's frames from every version's comparison; return files removed."""
-    removed = 0
-    for version_dir in storage.models.glob("v*") if storage.models.is_dir() else []:
-        folder = version_dir / COMPARISON_DIR
-        for frame_id in frame_ids:
-            for overlay in folder.glob(f"{frame_id}.*") if folder.is_dir() else []:
-                removed += _remove(overlay)
-        path = version_dir / COMPARISON_JSON
-        try:
-            comparison = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        frames = comparison.get("frames") if isinstance(comparison, dict) else None
-        if not isinstance(frames, list):
-            continue
-        kept = [
-            f
-            for f in frames
-            if not (
-                isinstance(f, dict)
-                and (f.get("video_id") == video_id or f.get("frame_id") in frame_ids)
-            )
-        ]
-        if len(kept) != len(frames):
-            comparison["frames"] = kept
-            comparison["frames_withdrawn"] = (
-                int(comparison.get("frames_withdrawn", 0)) + len(frames) - len(kept)
-            )
-            atomic_write_json(path, comparison)
-            removed += len(frames) - len(kept)
-    return removed
+    """Drop the video's frames from every version's comparison; return files removed
+    (through the registry, so the object store's copies go too)."""
+    return storage.registry().withdraw_comparison_frames(frame_ids, video_id)
 
 
 def _purge_tmp(storage: Storage, video_id: str, frame_ids: set[str]) -> int:

@@ -152,3 +152,36 @@ def test_the_last_fine_tune_of_an_older_data_directory_is_still_read(tmp_path: P
         json.dumps({"started_at": "2026-11-30T02:00:00+00:00"})
     )
     assert last_finetune(storage).isoformat() == "2026-11-30T02:00:00+00:00"
+
+
+def test_a_deleted_videos_comparison_frames_leave_the_store_too(machines, s3, tmp_path) -> None:
+    """The comparison a candidate carries (overlays of pool frames, and their list) is
+    in the store; withdrawing a deleted video's frames on one machine removes them
+    there, so no other machine's copy brings them back."""
+    from tests.service.test_health import tiny_checkpoint
+    from worker.serving.versions import VersionStatus
+
+    make, bucket = machines
+    a, b = make("a"), make("b")
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt")
+    video_id, frame_id, other = new_id(), new_id(), new_id()
+    folder = tmp_path / "comparison"
+    folder.mkdir()
+    attachments = {}
+    for fid in (frame_id, other):
+        (folder / f"{fid}.parent.png").write_bytes(b"png")
+        attachments[f"comparison/{fid}.parent.png"] = folder / f"{fid}.parent.png"
+    listed = [{"frame_id": frame_id, "video_id": video_id}, {"frame_id": other, "video_id": "x"}]
+    (folder / "comparison.json").write_text(json.dumps({"frames": listed}))
+    attachments["comparison.json"] = folder / "comparison.json"
+    card = a.registry().register(
+        checkpoint, status=VersionStatus.CANDIDATE, reason="test", attachments=attachments
+    )
+    prefix = f"m/models/{card.version}/comparison/"
+    assert len(s3.keys(bucket, prefix)) == 2
+    assert b.registry().withdraw_comparison_frames({frame_id}, video_id) == 2
+    assert s3.keys(bucket, prefix) == [f"{prefix}{other}.parent.png"]
+    registry = a.registry()  # another machine's copy follows the store
+    stored = json.loads((registry.root / card.version / "comparison.json").read_text())
+    assert stored["frames"] == listed[1:] and stored["frames_withdrawn"] == 1
+    assert not (registry.root / card.version / "comparison" / f"{frame_id}.parent.png").exists()

@@ -510,6 +510,48 @@ class ModelRegistry:
         finally:
             os.close(fd)  # closing releases the lock
 
+    def withdraw_comparison_frames(self, frame_ids: set[str], video_id: str) -> int:
+        """Drop a deleted video's frames from every version's comparison (their overlays
+        ``comparison/<frame_id>.*`` and their entries in ``comparison.json``, whose
+        ``frames_withdrawn`` counts them), under the registry's lock; return how many
+        files and entries went."""
+        removed = 0
+        with self._locked():
+            for version_dir in sorted(self.root.glob("v*")):
+                folder = version_dir / COMPARISON_DIR
+                for frame_id in frame_ids:
+                    for overlay in folder.glob(f"{frame_id}.*") if folder.is_dir() else []:
+                        self._remove_file(overlay)
+                        removed += 1
+                path = version_dir / COMPARISON_JSON
+                try:
+                    comparison = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                frames = comparison.get("frames") if isinstance(comparison, dict) else None
+                if not isinstance(frames, list):
+                    continue
+                kept = [
+                    f
+                    for f in frames
+                    if not (
+                        isinstance(f, dict)
+                        and (f.get("video_id") == video_id or f.get("frame_id") in frame_ids)
+                    )
+                ]
+                if len(kept) != len(frames):
+                    comparison["frames"] = kept
+                    comparison["frames_withdrawn"] = (
+                        int(comparison.get("frames_withdrawn", 0)) + len(frames) - len(kept)
+                    )
+                    atomic_write_json(path, comparison)
+                    removed += len(frames) - len(kept)
+        return removed
+
+    def _remove_file(self, path: Path) -> None:
+        """Remove one file of a version (the object store backend removes its object too)."""
+        path.unlink(missing_ok=True)
+
     def _rewrite(self, card: ModelCard, status: VersionStatus | None, reason: str) -> ModelCard:
         """Record ``reason`` in the card's history; change its status unless ``None``."""
         if status is not None:

@@ -97,6 +97,10 @@ class StoredRegistry(ModelRegistry):
             finally:
                 self._depth.value = 0
 
+    def _remove_file(self, path: Path) -> None:
+        """The local copy and the object (called under the registry's lease)."""
+        self.copy.delete([path.relative_to(self.root).as_posix()])
+
     def register(self, checkpoint: str | Path, **kwargs: Any) -> ModelCard:
         """Register under the lock, so two machines never take the same version name."""
         with self._locked():
