@@ -37,9 +37,16 @@ logger = logging.getLogger(__name__)
 class AuditShipper:
     """Batches of audit lines sent to the object store by a background thread."""
 
-    def __init__(self, store: ObjectStore, interval_s: float = 2.0) -> None:
+    def __init__(
+        self, store: ObjectStore, interval_s: float = 2.0, max_pending: int = 50_000
+    ) -> None:
         self.store = store
         self.interval_s = interval_s
+        #: lines held while the store refuses them; beyond this the oldest are dropped
+        #: from memory (the replica's file still has every line), so an outage of the
+        #: store cannot grow the API's memory without bound
+        self.max_pending = max_pending
+        self.dropped = 0
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
         self._count = 0
@@ -50,6 +57,7 @@ class AuditShipper:
     def add(self, line: bytes) -> None:
         with self._lock:
             self._pending.append(line)
+            self._trim()
         if self._thread is None:
             self._start()
 
@@ -80,8 +88,22 @@ class AuditShipper:
             logger.exception("%d audit lines not sent to the store now; kept", len(batch))
             with self._lock:
                 self._pending[:0] = batch
+                self._trim()
             return False
         return True
+
+    def _trim(self) -> None:
+        """Drop the oldest pending lines beyond ``max_pending`` (the lock is held)."""
+        excess = len(self._pending) - self.max_pending
+        if excess > 0:
+            del self._pending[:excess]
+            self.dropped += excess
+            logger.error(
+                "%d audit lines not sent to the store are dropped from memory (the "
+                "replica's audit.log keeps them); %d so far",
+                excess,
+                self.dropped,
+            )
 
     def close(self) -> None:
         self._stop.set()

@@ -78,3 +78,22 @@ def test_audit_lines_reach_the_object_store_in_batches_and_none_is_lost(s3, tmp_
     assert [e["action"] for e in lines] == ["read_events", "delete", "read_source", "upload"]
     # the replica's own file has every line too
     assert len((tmp_path / "audit.log").read_text().splitlines()) == 4
+
+
+def test_lines_the_store_refuses_are_held_in_bounded_memory(s3, tmp_path, monkeypatch):
+    """A store away for long cannot grow the API's memory: beyond ``max_pending`` the
+    oldest held lines are dropped from memory (the replica's file keeps every line)."""
+    from service.core.audit import AuditLog, AuditShipper
+    from worker.object_store import ObjectStore
+
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    missing = ObjectStore(f"s3://{s3.bucket()}-missing/ward")
+    shipper = AuditShipper(missing, interval_s=3600, max_pending=3)
+    log = AuditLog(tmp_path / "audit.log", shipper)
+    for index in range(5):
+        log.record("read_events", "viewer", video_id=f"{index:032x}")
+    assert not shipper.flush()
+    assert len(shipper._pending) == 3 and shipper.dropped == 2
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 5
+    shipper._stop.set()
