@@ -533,11 +533,17 @@ class Storage:
         return ModelRegistry(self.models)
 
 
+def plain_name(name: str) -> bool:
+    """Whether ``name`` is a relative path of plain parts: no hidden part (``..``
+    included) and no empty one (``"/etc/x"`` or ``"a//b"`` would leave the folder or
+    alias another name). What documents and copied objects may be called."""
+    return all(part and not part.startswith(".") for part in name.split("/"))
+
+
 def _document_name(name: str) -> str:
-    """``name`` if it is a relative path of plain parts (no ``..``, no hidden or empty
-    part); documents are named by the server, so anything else is a bug."""
-    parts = name.split("/")
-    if not all(part and not part.startswith(".") for part in parts):
+    """``name`` if it is a :func:`plain_name`; documents are named by the server, so
+    anything else is a bug."""
+    if not plain_name(name):
         raise ValueError(f"not a document name: {name!r}")
     return name
 

@@ -58,6 +58,7 @@ from .storage import (
     VideoRecord,
     atomic_write_bytes,
     new_id,
+    plain_name,
     validate_id,
 )
 
@@ -73,8 +74,9 @@ logger = logging.getLogger(__name__)
 _PROCESS_REGISTRY_LOCK = threading.Lock()
 
 
-def _plain(name: str) -> bool:
-    return all(part and not part.startswith(".") for part in name.split("/"))
+def _etag_marker(local: Path) -> Path:
+    """Beside a document's local copy: the ETag it was copied at."""
+    return local.with_name(f".{local.name}.etag")
 
 
 def _process_lock() -> LocalLock:
@@ -208,7 +210,7 @@ class ObjectStorage(Storage):
         answered 304 while it is unchanged. A document gone from the store loses its
         copy, and no folder is made for one that does not exist."""
         local = super().document_path(name)
-        marker = local.with_name(f".{local.name}.etag")
+        marker = _etag_marker(local)
         seen = None
         if local.is_file():
             with contextlib.suppress(OSError):
@@ -237,7 +239,7 @@ class ObjectStorage(Storage):
         self.store.put_bytes(name, data)
         local = super().document_path(name)
         with contextlib.suppress(OSError):  # a copy only: the next read fetches it
-            local.with_name(f".{local.name}.etag").unlink(missing_ok=True)
+            _etag_marker(local).unlink(missing_ok=True)
             if local.parent.is_dir():
                 atomic_write_bytes(local, data)
 
@@ -249,12 +251,12 @@ class ObjectStorage(Storage):
         self.store.delete([name])
         local = super().document_path(name)
         local.unlink(missing_ok=True)
-        local.with_name(f".{local.name}.etag").unlink(missing_ok=True)
+        _etag_marker(local).unlink(missing_ok=True)
 
     def document_names(self, folder: str) -> list[str]:
         start = f"{folder}/"
         return sorted(
-            n for n in self.store.names(start) if "/" not in n[len(start) :] and _plain(n)
+            n for n in self.store.names(start) if "/" not in n[len(start) :] and plain_name(n)
         )
 
     def sync_documents(self, folder: str) -> Path:
@@ -491,7 +493,7 @@ class ObjectStorage(Storage):
                     self.results_dir(video_id)
                 reviews = f"uploads/{video_id}/{REVIEWS_NAME}"
                 local = super().document_path(reviews)
-                marker = local.with_name(f".{local.name}.etag")
+                marker = _etag_marker(local)
                 etag = listing.get(reviews)
                 if etag is None:
                     local.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from typing import Any
 from models.atomic import atomic_write_json
 
 from .object_store import ObjectStore
+from .storage import plain_name
 
 __all__ = ["FolderCopy"]
 
@@ -39,12 +40,6 @@ _LOCKS_GUARD = threading.Lock()
 def _lock(root: Path) -> threading.RLock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(str(root.resolve()), threading.RLock())
-
-
-def _travels(name: str) -> bool:
-    """Whether ``name`` is copied: no hidden part, and no empty one (``"/etc/x"`` or
-    ``"a//b"`` would leave the folder or alias another name)."""
-    return all(part and not part.startswith(".") for part in name.split("/"))
 
 
 class FolderCopy:
@@ -103,7 +98,7 @@ class FolderCopy:
                 listing = {n: e for n, e in heads.items() if e is not None}
             manifest = self._manifest()
             for name, etag in listing.items():
-                if not _travels(name) or (wanted is None and later is not None and later(name)):
+                if not plain_name(name) or (wanted is None and later is not None and later(name)):
                     continue
                 seen = manifest.get(name)
                 if seen is not None and seen[0] == etag and self._stat(name) == seen[1:]:
@@ -135,7 +130,7 @@ class FolderCopy:
             found = []
             for path in self.root.rglob("*"):
                 name = path.relative_to(self.root).as_posix()
-                if path.is_file() and _travels(name):
+                if path.is_file() and plain_name(name):
                     seen = manifest.get(name)
                     if seen is None or self._stat(name) != seen[1:]:
                         found.append(name)
