@@ -926,16 +926,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     results["verdict"] = verdict(results)
-    given = argv if argv is not None else sys.argv[1:]
-    command = " ".join(["python -m bench.adaptation", *given])
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    command = _write_outputs(args, argv, results)
     if args.page is not None:
         from bench import adaptation_report
 
         adaptation_report.write_page(results, args.page, command, examples)
-    logger.info("done in %.1f minutes", results["wall_minutes"])
     print(json.dumps(_jsonable(results["verdict"]), indent=2))
     return 0
 
@@ -1006,17 +1001,24 @@ def _across_sources(
         "across_sources": summary,
         "wall_minutes": round((time.perf_counter() - started) / 60, 1),
     }
-    given = argv if argv is not None else sys.argv[1:]
-    command = " ".join(["python -m bench.adaptation", *given])
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    command = _write_outputs(args, argv, results)
     if args.page is not None:
         from bench import adaptation_report
 
         adaptation_report.write_sources_page(results, args.page, command)
-    logger.info("done in %.1f minutes", results["wall_minutes"])
     return 0
+
+
+def _write_outputs(
+    args: argparse.Namespace, argv: list[str] | None, results: dict[str, Any]
+) -> str:
+    """Write ``--json`` (when given), log the wall time; return the command line run."""
+    given = argv if argv is not None else sys.argv[1:]
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    logger.info("done in %.1f minutes", results["wall_minutes"])
+    return " ".join(["python -m bench.adaptation", *given])
 
 
 def _cpu_name() -> str:
