@@ -16,9 +16,12 @@ room, a blurred lens, a starved stream). For a target the benchmark has
 
 Every method starts from the source model with the same budget: AdaBN's forward
 passes over at most ``adabn_images`` pool frames, then ``--steps`` Adam steps with
-the same batch sizes (:mod:`models.adaptation`). ATCON runs through
-:func:`models.finetune.finetune_atcon` with its published settings (BatchNorm
-frozen) and the product's guards. Decision thresholds stay the source model's.
+the same batch sizes, through the product's own :func:`models.adaptation.adapt`. A
+method with ``atcon`` runs :func:`models.finetune.finetune_atcon` with its published
+settings (BatchNorm frozen, after AdaBN when asked, alternating with the labels when
+``supervised`` is named) and the product's guards; a run the guards stop keeps the
+source model, as the product's failed job does. Decision thresholds stay the source
+model's.
 
 Metrics on the target test videos: event F1 at tIoU 0.5 (the detector's own
 segmentation, :func:`models.events.segment_events` with
@@ -56,13 +59,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from bench._stats import paired_interval
+from models._exceptions import TrainingError
 from models.adaptation import AdaptConfig, adapt, parse_method
 from models.atcon import attention_consistency
 from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo
 from models.event_metrics import evaluate_events
 from models.events import segment_events
-from models.finetune import FinetuneConfig, finetune_atcon
 from models.metrics import (
     best_f1_thresholds,
     mask_attention_scores,
@@ -560,31 +563,9 @@ def run_method(
     pairs = cast("Dataset[tuple[Tensor, Tensor]] | None", labeled)
     started = time.perf_counter()
     extra: dict[str, Any] = {}
-    parts = parse_method(method) if method != NO_ADAPTATION else ()
-    if "atcon" in parts:
-        # ATCON as published: BatchNorm frozen; alternating with the labels if any
-        if "adabn" in parts:
-            adapt(
-                model,
-                pool,
-                AdaptConfig(method="adabn", adabn_images=budget.adabn_images, seed=seed),
-            )
-        schedule = "alternating" if labeled is not None else "unsupervised"
-        config = FinetuneConfig(
-            schedule=schedule,
-            steps=budget.steps,
-            lr=budget.lr,
-            batch_size=budget.batch_size,
-            unlabeled_batch_size=budget.unlabeled_batch_size // 2,
-            seed=seed,
-        )
-        try:
-            outcome = finetune_atcon(model, pool, config, labeled=pairs)
-            extra["labeled_steps"] = outcome.labeled_steps
-        except Exception as exc:  # a guard stop is a result: the starting model is kept
-            extra["stopped"] = str(exc)[:200]
-    elif parts:
-        config_a = AdaptConfig(
+    if method != NO_ADAPTATION:
+        # the product's path (worker.training.adapters.adapt_checkpoint): adapt()
+        config = AdaptConfig(
             method=method,
             steps=budget.steps,
             lr=budget.lr,
@@ -593,11 +574,18 @@ def run_method(
             adabn_images=budget.adabn_images,
             seed=seed,
         )
-        outcome_a = adapt(
-            model, pool, config_a, labeled=pairs, anchor=anchors, thresholds=info.thresholds
-        )
-        extra["recalibration"] = outcome_a.recalibration
-        extra["pseudo_share"] = outcome_a.pseudo_share
+        try:
+            outcome = adapt(
+                model, pool, config, labeled=pairs, anchor=anchors, thresholds=info.thresholds
+            )
+        except TrainingError as exc:
+            # the product's job fails and the camera keeps its model: so does this row
+            extra["stopped"] = str(exc)[:200]
+        else:
+            extra["recalibration"] = outcome.recalibration
+            extra["pseudo_share"] = outcome.pseudo_share
+            if outcome.labeled_steps is not None:
+                extra["labeled_steps"] = outcome.labeled_steps
     extra["seconds"] = round(time.perf_counter() - started, 2)
     model.eval()
     return model, extra
@@ -628,7 +616,7 @@ ALL_METHODS: tuple[str, ...] = (
 )
 #: the product's default nightly methods in order of preference (worker.settings:
 #: ATCON_FINETUNE_METHOD); the first whose needs the frames meet runs
-DEFAULT_METHOD = "anchor+supervised,recalibrate"
+DEFAULT_METHOD = "adabn+atcon+supervised,adabn"
 #: the share of labeled pool frames that validate (the setting ATCON_POOL_VAL_FRACTION)
 _VAL_FRACTION = float(Settings.model_fields["pool_val_fraction"].default)
 

@@ -462,8 +462,9 @@ def write_page(results: dict[str, Any], page: Path, command: str, examples: dict
         "(ATCON: half that, its step costs three backward passes).",
         "- Methods (`models/adaptation.py`): `adabn` (BatchNorm statistics re-estimated on the "
         "pool), `tent` (entropy minimisation of the BatchNorm affine parameters), `atcon` (the "
-        "published ATCON loss, BatchNorm frozen, with the product's guards; alternating with "
-        "the labels when there are any), `pseudo` (FixMatch pseudo-labels, confidence 0.9, "
+        "published ATCON schedule, BatchNorm frozen, with the product's guards; with "
+        "`supervised`, alternating with the labels; after `adabn` when both are named), "
+        "`pseudo` (FixMatch pseudo-labels, confidence 0.9, "
         "weak and strong views), `distill` (soft targets from an AdaBN copy of the source "
         "model), `anchor` (the source model as the teacher of day-time frames of the "
         "cameras it already serves, under night-like photometric views), `recalibrate` "

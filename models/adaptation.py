@@ -32,10 +32,6 @@ each of them, so a few labels are never drowned out by many unlabeled frames):
     BatchNorm normalising with batch statistics and its running statistics
     following them: :math:`\mathcal{L}_{ent} = -\frac{1}{NC}\sum_{i,c} q_{ic}\log
     q_{ic} + (1-q_{ic})\log(1-q_{ic})` (softmax entropy for single-label);
-``atcon``
-    the ATCON attention-consistency loss (:func:`models.atcon.atcon_loss`, the
-    published settings, BatchNorm frozen), its weight ramped linearly over
-    ``atcon_warmup_steps``;
 ``distill``
     distillation from an AdaBN teacher: :math:`T` is a frozen copy of the starting
     model whose BatchNorm statistics were re-estimated on the unlabeled target
@@ -50,6 +46,24 @@ each of them, so a few labels are never drowned out by many unlabeled frames):
     the cameras the model already serves): the same soft loss with :math:`T` the
     frozen starting model, so what the model did well in-domain it keeps doing,
     also under the strong view's night-like photometry.
+
+or, in place of those steps,
+
+``atcon``
+    ATCON fine-tuning as published (:func:`models.finetune.finetune_atcon`, BatchNorm
+    frozen, its guards on): with ``supervised``, the ``alternating`` schedule, whose
+    steps are either a supervised step on the labeled frames or an ATCON step on
+    the unlabeled ones (:func:`models.atcon.atcon_loss`, weight ramped linearly over
+    ``atcon_warmup_steps``), each labeled with probability at least a quarter
+    (:mod:`models.schedules`); without it, the ``unsupervised`` schedule. An ATCON
+    step computes each frame twice (the frame and its masked copy) and a Guided
+    Backprop map, so it takes half of ``unlabeled_batch_size`` frames, for about the
+    compute of a step of the other methods. ``atcon`` shares its steps with no other
+    loss (``pseudo``, ``tent``, ``distill``, ``anchor``): :func:`parse_method` refuses
+    those pairs. ``adabn+atcon+supervised`` is the combination
+    ``docs/results/adaptation_sources.md`` found to lift a night camera most
+    consistently across source models at K = 3 (and above ``adabn+supervised`` on
+    each of them);
 
 and, after the steps,
 
@@ -68,10 +82,10 @@ and, after the steps,
     probability threshold separates saturated scores. Multi-label models only.
 
 ``none`` is no adaptation. Unless ``tent`` is chosen, BatchNorm layers stay in eval
-mode during the steps (their statistics are the source's, or AdaBN's). ``tent``
-and ``atcon`` cannot be combined: ATCON's per-image maps need fixed statistics.
-Class thresholds are not touched here. On a NaN loss the model gets its starting
-weights and statistics back and :class:`TrainingError` is raised.
+mode during the steps (their statistics are the source's, or AdaBN's). Class
+thresholds are not touched here. On a NaN loss, or when ATCON's collapse guard stops
+it, the model gets its starting weights and statistics back (AdaBN's included) and
+:class:`TrainingError` is raised.
 """
 
 from __future__ import annotations
@@ -88,13 +102,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .atcon import MASK_INTENSITY, atcon_loss
+from .atcon import MASK_INTENSITY
 from .augment import strong_view, weak_view
+from .distributed import DistributedContext
+from .finetune import FinetuneConfig, finetune_atcon, named_layer
 from .finetune import _FirstItem as _Images
-from .finetune import named_layer
 from .methods import COMPONENTS, parse_method
 from .resume import Checkpointing
-from .schedules import warmup_factor
 from .training import (
     Callback,
     ShardedBatches,
@@ -180,8 +194,9 @@ class AdaptConfig:
     tent_weight: float = 1.0
     distill_weight: float = 1.0
     anchor_weight: float = 1.0
+    #: ``atcon``: FinetuneConfig's weight and warm-up of the ATCON loss
     atcon_weight: float = 1.0
-    atcon_warmup_steps: int = 20
+    atcon_warmup_steps: int = 40
     mask_intensity: float = MASK_INTENSITY
     #: dotted module name of the Grad-CAM layer for ATCON; None: automatic
     layer: str | None = None
@@ -241,6 +256,8 @@ class AdaptOutcome:
     history: list[dict[str, Any]]
     #: ``recalibrate``: per class, the in-domain positive share and the bias shift
     recalibration: dict[str, list[float]] | None = None
+    #: ``atcon``: the steps that trained on labeled frames
+    labeled_steps: int | None = None
 
     @property
     def batchnorm_changed(self) -> bool:
@@ -329,7 +346,7 @@ def adapt(
         _output_layer(model)  # fails early when there is none
     model.to(device)
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    layer = named_layer(model, config.layer)
+    named_layer(model, config.layer)  # an unknown layer name fails before any step
     torch.manual_seed(config.seed)
     try:
         seen = 0
@@ -342,7 +359,19 @@ def adapt(
         if "recalibrate" in components:
             assert anchors is not None and thresholds is not None
             priors = _positive_shares(model, anchors, thresholds, config, device)
-        if config.trains:
+        labeled_steps = None
+        if "atcon" in components:
+            outcome = finetune_atcon(
+                model,
+                images,
+                _atcon_config(config),
+                labeled=labeled if config.needs_labels else None,
+                callbacks=callbacks,
+                context=DistributedContext(device=device),
+                checkpointing=checkpointing,
+            )
+            history, labeled_steps = outcome.history, outcome.labeled_steps
+        elif config.trains:
             teachers = _teachers(model, images, config, device)
             history = _train(
                 model,
@@ -351,7 +380,6 @@ def adapt(
                 anchors,
                 teachers,
                 config,
-                layer,
                 callbacks,
                 shares,
                 checkpointing,
@@ -372,6 +400,24 @@ def adapt(
         pseudo_share=sum(shares) / len(shares) if shares else None,
         history=history,
         recalibration=recalibration,
+        labeled_steps=labeled_steps,
+    )
+
+
+def _atcon_config(config: AdaptConfig) -> FinetuneConfig:
+    """The published ATCON schedule for ``config`` (see the module docstring)."""
+    return FinetuneConfig(
+        schedule="alternating" if config.needs_labels else "unsupervised",
+        steps=config.steps,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        unlabeled_batch_size=max(1, config.unlabeled_batch_size // 2),
+        atcon_weight=config.atcon_weight,
+        atcon_warmup_steps=config.atcon_warmup_steps,
+        mask_intensity=config.mask_intensity,
+        layer=config.layer,
+        multi_label=config.multi_label,
+        seed=config.seed,
     )
 
 
@@ -471,7 +517,6 @@ def _train(
     anchors: Dataset[Tensor] | None,
     teachers: dict[str, nn.Module],
     config: AdaptConfig,
-    layer: nn.Module | None,
     callbacks: Sequence[Callback],
     shares: list[float],
     checkpointing: Checkpointing | None = None,
@@ -496,8 +541,6 @@ def _train(
     if not params:
         raise ValueError(f"method {config.method} has no parameter to train in this model")
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    from .distributed import DistributedContext
-
     context = DistributedContext()
     unlabeled_batches = ShardedBatches(
         images, config.unlabeled_batch_size, seed=config.seed, context=context
@@ -535,7 +578,7 @@ def _train(
                 target = _probabilities(teachers["anchor"](weak_view(xa, views)), multi)
             student = model(strong_view(xa, views))
             add("anchor", config.anchor_weight * _soft_loss(student, target, multi))
-        if components & {"pseudo", "tent", "atcon", "distill"}:
+        if components & {"pseudo", "tent", "distill"}:
             xu, _size = next(unlabeled_batches)
             if "distill" in components:
                 with torch.no_grad():
@@ -553,10 +596,6 @@ def _train(
                 add("pseudo", config.pseudo_weight * loss)
             if "tent" in components:
                 add("entropy", config.tent_weight * _entropy(model(xu), multi))
-            if "atcon" in components:
-                weight = config.atcon_weight * warmup_factor(step, config.atcon_warmup_steps)
-                loss = atcon_loss(model, xu, layer=layer, mask_intensity=config.mask_intensity)
-                add("atcon", weight * loss)
         assert total is not None
         total.backward()
         return StepResult(step, config.method, losses, extras=extras)

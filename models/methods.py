@@ -1,7 +1,8 @@
 """The names of adaptation methods: a ``+``-joined set of components (no torch here).
 
 :mod:`models.adaptation` documents what each component does. ``atcon`` alone names the
-ATCON fine-tuning schedules of :mod:`models.finetune`, as published; ``none`` is no
+ATCON fine-tuning schedules of :mod:`models.finetune`, as published (in a combination,
+the same schedule: after ``adabn``, alternating with the labels of ``supervised``); ``none`` is no
 adaptation. The request schemas of the service validate method names with
 :func:`parse_method`, so this module stays free of torch.
 """
@@ -27,6 +28,8 @@ ATCON: Final = "atcon"
 #: components that need labeled frames, and frames of the cameras a model already serves
 NEEDS_LABELS: Final = frozenset({"supervised"})
 NEEDS_ANCHOR: Final = frozenset({"anchor", "recalibrate"})
+#: training components that cannot share ATCON's steps (``tent`` has its own reason)
+_NOT_WITH_ATCON: Final = frozenset({"pseudo", "distill", "anchor"})
 
 
 def parse_method(method: str) -> tuple[str, ...]:
@@ -54,6 +57,13 @@ def parse_method(method: str) -> tuple[str, ...]:
         raise ValueError(
             "tent and atcon cannot be combined: tent normalises with batch statistics, "
             "ATCON's per-image maps need fixed ones"
+        )
+    shared = sorted(set(parts) & _NOT_WITH_ATCON) if "atcon" in parts else []
+    if shared:
+        raise ValueError(
+            f"atcon cannot be combined with {', '.join(shared)}: atcon runs the published "
+            "ATCON schedule, whose steps are ATCON steps or (with 'supervised') labeled "
+            "ones, and shares them with no other loss"
         )
     return tuple(c for c in COMPONENTS if c in parts)
 

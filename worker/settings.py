@@ -207,12 +207,12 @@ class Settings(BaseSettings):
     finetune_cameras: str = ""
     #: fine-tune defaults (a request may override them). ``finetune_method``: how a
     #: fine-tune adapts (models.methods), comma-separated in order of preference: the
-    #: first that the frames allow runs. The default is what docs/results/adaptation.md
-    #: found on a night camera: ``anchor+supervised`` with the reviewed labels (K = 3),
-    #: ``recalibrate`` without any. Both need a camera (the other cameras' frames are
-    #: their in-domain reference): a fine-tune of every camera at once runs ``atcon``,
-    #: and the card says why
-    finetune_method: str = "anchor+supervised,recalibrate"
+    #: first that the frames allow runs. The default is what
+    #: docs/results/adaptation_sources.md found on a night camera across three source
+    #: models: ``adabn+atcon+supervised`` with the reviewed labels (K = 3: the highest
+    #: and tightest lift, above ``adabn+supervised`` on each source model), ``adabn``
+    #: without any (a candidate for an admin: nothing is promoted without labels)
+    finetune_method: str = "adabn+atcon+supervised,adabn"
     finetune_steps: int = Field(default=200, ge=1)
     #: a fine-tune job saves its training state every this many steps under
     #: ``tmp/finetune-<job id>/state``; the job delivered again after its worker died

@@ -69,7 +69,7 @@ def test_adaptation_benchmark_writes_its_page_from_one_run(tmp_path: Path) -> No
     at3 = other["by_k"]["3"]["methods"]
     product = at3[adaptation.PRODUCT]
     candidate = at3[product["method"]]
-    assert product["method"] == "anchor+supervised" and len(product["runs"]) == 2
+    assert product["method"] == "adabn+atcon+supervised" and len(product["runs"]) == 2
     assert product["promoted"] == sum(r["promoted"] for r in product["runs"])
     for kept, run in zip(product["runs"], candidate["runs"], strict=True):
         assert kept["gate_frames"] >= 1 and kept["gate_reason"]

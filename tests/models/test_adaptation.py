@@ -35,6 +35,8 @@ def test_method_names_are_canonical_and_bad_ones_refused() -> None:
         ("adabn+adabn", "twice"),
         ("tent+atcon", "tent and atcon"),
         ("distill+adabn", "distill and adabn"),
+        ("atcon+pseudo", "atcon cannot be combined with pseudo"),
+        ("anchor+atcon+supervised", "atcon cannot be combined with anchor"),
     ):
         with pytest.raises(ValueError, match=message):
             parse_method(bad)
@@ -150,6 +152,59 @@ def test_a_nan_loss_gives_the_starting_model_back() -> None:
     images[3] = float("nan")
     with pytest.raises(TrainingError):
         adapt(model, images, AdaptConfig(method="adabn+pseudo", steps=3, unlabeled_batch_size=16))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, start[key]), key
+
+
+def test_atcon_in_a_method_is_the_published_schedule_after_adabn() -> None:
+    """``adabn+atcon+supervised`` = AdaBN, then finetune_atcon alternating with the labels."""
+    from models.finetune import FinetuneConfig, finetune_atcon
+
+    images = _images(32, shift=1.0, scale=2.0, seed=3)
+    targets = torch.randint(0, 2, (32, 3), generator=torch.Generator().manual_seed(5)).float()
+    labeled = torch.utils.data.TensorDataset(_images(32, seed=4), targets)  # P(labeled) = 1/2
+    config = AdaptConfig(
+        method="supervised+atcon+adabn", steps=6, lr=1e-3, batch_size=4, unlabeled_batch_size=8
+    )
+    model = _model()
+    start = batchnorm_layers(model)[0].running_mean.clone()
+    outcome = adapt(model, images, config, labeled=labeled)
+    reference = _model()
+    adapt(reference, images, AdaptConfig(method="adabn", unlabeled_batch_size=8))
+    published = finetune_atcon(
+        reference,
+        images,
+        FinetuneConfig(
+            schedule="alternating",
+            steps=6,
+            lr=1e-3,
+            batch_size=4,
+            unlabeled_batch_size=4,  # half the unlabeled batch: an ATCON step costs two
+            atcon_warmup_steps=config.atcon_warmup_steps,
+        ),
+        labeled=labeled,
+    )
+    assert outcome.method == "adabn+atcon+supervised" and outcome.adabn_images == 32
+    assert outcome.labeled_steps == published.labeled_steps
+    assert 0 < published.labeled_steps < 6  # both kinds of step ran
+    assert not torch.equal(batchnorm_layers(model)[0].running_mean, start)
+    for (key, value), expected in zip(
+        model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(value.float(), expected.float(), atol=1e-6), key
+    unsupervised = adapt(_model(), images, AdaptConfig(method="atcon", steps=2))
+    assert unsupervised.labeled_steps == 0 and unsupervised.adabn_images == 0
+
+
+def test_a_stopped_atcon_run_gives_back_the_model_before_adabn() -> None:
+    from models._exceptions import TrainingError
+
+    model = _model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    images = _images(16)
+    images[5] = float("nan")
+    with pytest.raises(TrainingError):
+        adapt(model, images, AdaptConfig(method="adabn+atcon", steps=3, unlabeled_batch_size=16))
     for key, value in model.state_dict().items():
         assert torch.equal(value, start[key]), key
 
