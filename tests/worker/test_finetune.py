@@ -102,7 +102,7 @@ def _run(settings, storage, queue, job_id: str, seen: list | None = None):
 def test_finetune_registers_a_version_with_its_card(env) -> None:
     settings, storage, queue, classes, rows = env
     _fill(storage, rows, classes, labeled=40)
-    job_id = queue_finetune(queue, FinetuneRequest(steps=6))
+    job_id = queue_finetune(queue, FinetuneRequest(steps=6, method="atcon"))
     seen: list = []
     job = _run(settings, storage, queue, job_id, seen)
     assert job.status == "done", job.error
@@ -135,7 +135,7 @@ def test_a_ruined_finetune_is_rejected_and_the_active_model_kept(env) -> None:
     registry = ModelRegistry(storage.models)
     registry.register(settings.checkpoint, status=VersionStatus.ACTIVE, reason="initial")
     active_bytes = registry.checkpoint_path("v0001").read_bytes()
-    job_id = queue_finetune(queue, FinetuneRequest(steps=6, lr=5.0))
+    job_id = queue_finetune(queue, FinetuneRequest(steps=6, lr=5.0, method="atcon"))
     job = _run(settings, storage, queue, job_id)
     assert registry.active_version() == "v0001"
     assert registry.checkpoint_path("v0001").read_bytes() == active_bytes
@@ -283,7 +283,8 @@ def test_a_cancelled_finetune_stops_at_the_next_step_and_keeps_the_active_model(
     registry = ModelRegistry(storage.models)
     registry.register(settings.checkpoint, status=VersionStatus.ACTIVE, reason="initial")
     active_bytes = registry.checkpoint_path("v0001").read_bytes()
-    job_id = queue_finetune(queue, FinetuneRequest(steps=5000, mode="unsupervised"))
+    request = FinetuneRequest(steps=5000, mode="unsupervised", method="atcon")
+    job_id = queue_finetune(queue, request)
     seen: list = []
     runner = threading.Thread(target=_run, args=(settings, storage, queue, job_id, seen))
     runner.start()
@@ -321,12 +322,20 @@ def test_a_layer_with_one_pixel_maps_fails_the_job_up_front(env, tmp_path) -> No
     )
     settings = settings.model_copy(update={"checkpoint": save_path(tmp_path, model, info)})
     _fill(storage, rows[:6], classes, labeled=0)
-    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=1)))
+    asked = FinetuneRequest(steps=1, method="adabn+atcon+supervised")
+    job = _run(settings, storage, queue, queue_finetune(queue, asked))
     assert job.status == "failed" and job.attempts == 1
     assert "'layer4' is 1x1" in job.error and '"layer": "layer3"' in job.error
     assert "active model is unchanged" in job.error
     assert not list(storage.tmp.glob("finetune-*"))  # refused before exporting frames
-    request = FinetuneRequest(steps=1, layer="layer3")
+    # the default prefers adabn+atcon+supervised: with these maps it goes on to adabn
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=1)))
+    assert job.status == "done", job.error
+    card = ModelRegistry(storage.models).get(job.result["version"])
+    assert card.config["method"] == "adabn"
+    assert "adabn+atcon+supervised skipped: " in card.config["method_note"]
+    assert "'layer4' is 1x1" in card.config["method_note"]
+    request = FinetuneRequest(steps=1, layer="layer3", method="atcon")
     job = _run(settings, storage, queue, queue_finetune(queue, request))
     assert job.status == "done", job.error
     card = ModelRegistry(storage.models).get(job.result["version"])
@@ -375,7 +384,9 @@ def test_recalibrate_adapts_a_camera_to_the_others(env) -> None:
     settings, storage, queue, classes, rows = env
     _fill(storage, rows[:30], classes, labeled=0, camera="day-1")
     _fill(storage, rows[30:60], classes, labeled=0, camera="night-1")
-    request = FinetuneRequest(camera="night-1")  # the default, without labels: recalibrate
+    # a preference list that anchors the camera: without labels, recalibrate runs
+    settings = settings.model_copy(update={"finetune_method": "anchor+supervised,recalibrate"})
+    request = FinetuneRequest(camera="night-1")
     job = _run(settings, storage, queue, queue_finetune(queue, request))
     assert job.status == "done", job.error
     assert job.result["method"] == "recalibrate"
@@ -396,6 +407,7 @@ def test_recalibrate_adapts_a_camera_to_the_others(env) -> None:
 
 def test_a_method_that_needs_a_camera_falls_back_or_fails_with_its_reason(env) -> None:
     settings, storage, queue, classes, rows = env
+    settings = settings.model_copy(update={"finetune_method": "anchor+supervised,recalibrate"})
     _fill(storage, rows[:10], classes, labeled=0)
     job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(steps=2)))
     assert job.status == "done", job.error
@@ -444,6 +456,11 @@ def test_request_refuses_unknown_methods() -> None:
     with pytest.raises(ValueError, match="tent and atcon"):
         FinetuneRequest.model_validate({"method": "tent+atcon"})
     assert FinetuneRequest(method="supervised+recalibrate").method == "supervised+recalibrate"
+    # ATCON's own options ask for it, and are refused beside another method
+    assert FinetuneRequest(mode="unsupervised").method == "atcon"
+    assert FinetuneRequest(alpha=0.5, method="atcon").method == "atcon"
+    with pytest.raises(ValueError, match="mode set ATCON fine-tuning"):
+        FinetuneRequest(mode="alternating", method="adabn+atcon+supervised")
     with pytest.raises(ValueError, match="finetune_method"):
         Settings(finetune_method="magic")
     assert Settings(finetune_method="supervised+adabn").finetune_method == "adabn+supervised"
@@ -451,16 +468,36 @@ def test_request_refuses_unknown_methods() -> None:
     assert both.finetune_method_list == ["anchor+supervised", "recalibrate"]
 
 
-def test_with_labels_the_default_anchors_the_camera_and_learns_from_them(env) -> None:
+def test_with_labels_the_default_runs_adabn_then_atcon_alternating_with_them(env) -> None:
+    from models.checkpoint import load_checkpoint
+
     settings, storage, queue, classes, rows = env
+    # 30 steps, each labeled with probability >= 1/4 (the train split is random: uuid4
+    # frame ids): all 30 unlabeled has probability 0.75^30 < 2e-4
+    settings = settings.model_copy(update={"finetune_steps": 30})
     _fill(storage, rows[:20], classes, labeled=0, camera="day-1")
     _fill(storage, rows[20:60], classes, labeled=20, camera="night-1")
-    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(camera="night-1")))
+    # a small learning rate: ATCON's collapse guard stops this toy model now and then
+    # at the default one, which fails the job with its reason (models/guards.py)
+    request = FinetuneRequest(camera="night-1", lr=1e-5)
+    job = _run(settings, storage, queue, queue_finetune(queue, request))
     assert job.status == "done", job.error
-    card = ModelRegistry(storage.models).get(job.result["version"])
-    assert card.config["method"] == "anchor+supervised" and "method_note" not in card.config
-    assert card.config["adapt"]["steps"] == settings.finetune_steps
+    registry = ModelRegistry(storage.models)
+    card = registry.get(job.result["version"])
+    assert card.config["method"] == "adabn+atcon+supervised" and "method_note" not in card.config
+    assert card.config["adapt"]["steps"] == 30
     assert card.metrics_before is not None  # judged on the camera's validation frames
+    _model, info = load_checkpoint(registry.checkpoint_path(card.version))
+    # AdaBN on the camera's 20 unlabeled frames, then labeled and ATCON steps in turn
+    assert info.metrics["adabn_images"] == 20 and info.metrics["batchnorm_changed"]
+    assert 0 < info.metrics["labeled_steps"] < 30
+    # without labels the same default re-estimates BatchNorm only: a candidate
+    _fill(storage, rows[60:80], classes, labeled=0, camera="night-2")
+    job = _run(settings, storage, queue, queue_finetune(queue, FinetuneRequest(camera="night-2")))
+    assert job.status == "done", job.error
+    card = registry.get(job.result["version"])
+    assert card.config["method"] == "adabn" and "needs labeled frames" in card.config["method_note"]
+    assert card.status is VersionStatus.CANDIDATE
 
 
 class _Killed(BaseException):

@@ -15,9 +15,10 @@
    and the clinicians' labels split into train and validation (with ``camera``: that
    camera's frames only);
 4. adapt with the request's ``method`` (default ``ATCON_FINETUNE_METHOD``,
-   ``recalibrate``; :mod:`models.adaptation`), fitted to the frames there are (a
-   method that needs other cameras' frames or labels and lacks them falls back, when
-   it was not asked for explicitly, and the card says so), or ATCON fine-tune
+   ``adabn+atcon+supervised,adabn``; :mod:`models.adaptation`), fitted to the frames
+   there are (a method that needs labels, other cameras' frames or larger Grad-CAM
+   maps and lacks them falls back, when it was not asked for explicitly, and the card
+   says so), or, for ``atcon`` alone, ATCON fine-tune with the request's ATCON options
    (``alternating`` with the labeled train frames when there are any, else
    ``unsupervised``, BatchNorm frozen), progress reported per step;
 5. evaluate the starting and the new model on the validation frames (a random sample
@@ -205,16 +206,23 @@ def finetune_job(
         parent_version, parent_checkpoint = parent.version, parent.checkpoint
         parent_model, info = load_checkpoint(parent_checkpoint)
         methods, method_note = _choose_method(options, settings)
-        method = methods[0]
         if any("atcon" in parse_method(m) for m in methods):
             try:  # ATCON's precondition, before any frame is exported
                 check_map_size(
                     parent_model, info.input_size, named_layer(parent_model, options.layer)
                 )
             except ValueError as exc:
-                raise JobError(
-                    f"fine-tuning refused: {exc} The active model is unchanged."
-                ) from exc
+                rest = [m for m in methods if "atcon" not in parse_method(m)]
+                if options.method is not None or not rest:
+                    raise JobError(
+                        f"fine-tuning refused: {exc} The active model is unchanged."
+                    ) from exc
+                skipped = ", ".join(m for m in methods if m not in rest)
+                methods = rest  # a configured preference: the next one that can run
+                method_note = "; ".join(
+                    n for n in (method_note, f"method {skipped} skipped: {exc}") if n
+                )
+        method = methods[0]
         del parent_model
         pool = storage.frame_pool(info.input_size, settings.pool_val_fraction)
         work = storage.tmp / f"finetune-{ctx.job.job_id}"

@@ -48,11 +48,16 @@ class FinetuneRequest(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=1_000_000, description="optimiser steps")
     mode: Literal["alternating", "unsupervised"] | None = Field(
         default=None,
-        description="alternating with the labeled frames (default when there are any), "
-        "or ATCON alone",
+        description="ATCON fine-tuning's schedule: alternating with the labeled frames "
+        "(default when there are any), or ATCON alone; mode, alpha and mask_intensity "
+        "apply to method 'atcon' only, and given without a method they ask for it",
     )
-    alpha: float | None = Field(default=None, ge=0, le=1000)
-    mask_intensity: float | None = Field(default=None, gt=0, le=1000)
+    alpha: float | None = Field(
+        default=None, ge=0, le=1000, description="method 'atcon': weight of the labeled set"
+    )
+    mask_intensity: float | None = Field(
+        default=None, gt=0, le=1000, description="method 'atcon': the Guided-Backprop mask's gain"
+    )
     lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate")
     batch_size: int | None = Field(default=None, ge=1, le=512)
     layer: str | None = Field(
@@ -91,10 +96,20 @@ class FinetuneRequest(BaseModel):
 
     @model_validator(mode="after")
     def _method_known(self) -> FinetuneRequest:
-        if self.method is not None:
-            from models.methods import parse_method
+        from models.methods import ATCON, method_name, parse_method
 
-            parse_method(self.method)  # ValueError names the bad component
+        atcon_only = [
+            n for n in ("mode", "alpha", "mask_intensity") if getattr(self, n) is not None
+        ]
+        if self.method is not None:
+            method = method_name(parse_method(self.method))  # ValueError names the bad component
+            if atcon_only and method != ATCON:
+                raise ValueError(
+                    f"{', '.join(atcon_only)} set ATCON fine-tuning (method 'atcon'), which "
+                    f"method {method} does not run: drop them or ask for method 'atcon'"
+                )
+        elif atcon_only:
+            self.method = ATCON  # the options of ATCON fine-tuning ask for it
         return self
 
     @model_validator(mode="after")

@@ -438,6 +438,7 @@ def adapt_checkpoint(
         "batchnorm_changed": outcome.batchnorm_changed,
         "pseudo_share": outcome.pseudo_share,
         "recalibration": outcome.recalibration,
+        **({"labeled_steps": outcome.labeled_steps} if outcome.labeled_steps is not None else {}),
         "frames": {
             "unlabeled": len(unlabeled.paths),
             "labeled": 0 if labeled_set is None else len(labeled_set),
