@@ -980,6 +980,7 @@ def _across_sources(
         },
         "recipe": asdict(recipe),
         "budget": asdict(budget),
+        "atcon_contrasts": atcon_contrasts(per_source, [str(k) for k in ks]),
         "shift": args.main_shift,
         "source_seeds": args.source_seeds,
         "seeds": args.seeds,
@@ -995,6 +996,40 @@ def _across_sources(
 
         adaptation_report.write_sources_page(results, args.page, command)
     return 0
+
+
+def atcon_contrasts(per_source: list[dict[str, Any]], ks: Sequence[str]) -> dict[str, Any]:
+    r"""What the ``atcon`` component adds: each method with it against the same method
+    without it, paired by seed on each source model.
+
+    For source model :math:`m` and seed :math:`s`,
+    :math:`c_{ms} = F1(\text{with}) - F1(\text{without})`; ``per_source`` holds the mean
+    and paired 95% interval of :math:`c_{m\cdot}` over seeds, ``across`` the Student-t
+    interval of the per-source means (as in :func:`_across_sources`), in points.
+    Only methods whose counterpart ran at the same K are compared.
+    """
+    out: dict[str, Any] = {}
+    for k in ks:
+        methods = per_source[0]["by_k"][k]["methods"]
+        for method in methods:
+            if method in (NO_ADAPTATION, PRODUCT) or "atcon" not in parse_method(method):
+                continue
+            rest = tuple(c for c in parse_method(method) if c != "atcon")
+            without = "+".join(rest) or NO_ADAPTATION
+            if without not in methods:
+                continue
+            intervals = []
+            for result in per_source:
+                runs = result["by_k"][k]["methods"]
+                pairs = zip(runs[method]["runs"], runs[without]["runs"], strict=True)
+                intervals.append(_interval([a["f1"] - b["f1"] for a, b in pairs]))
+            means = [i[0] for i in intervals]
+            out.setdefault(k, {})[method] = {
+                "without": without,
+                "per_source": intervals,
+                "across": [100 * v for v in paired_interval([m / 100 for m in means])],
+            }
+    return out
 
 
 def _write_outputs(

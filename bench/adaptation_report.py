@@ -555,4 +555,27 @@ def write_sources_page(results: dict[str, Any], page: Path, command: str) -> Non
         + ".",
         "",
     ]
+    contrasts = results.get("atcon_contrasts") or {}
+    if contrasts:
+        lines += [
+            "## What ATCON adds",
+            "",
+            "Each method with `atcon` against the same method without it, paired by seed "
+            "on each source model: the mean difference in event F1 points and its paired "
+            "95% interval over seeds per source model, then the interval across source "
+            "models. The pair differs in more than the loss: with `atcon` the steps follow "
+            "ATCON's published schedule (each step either labeled or ATCON, at least a "
+            "quarter labeled, with its guards), without it every step has the labeled loss, "
+            "so the contrast is ATCON fine-tuning as a whole against its absence.",
+            "",
+            "| K | with `atcon` | without | per source model, mean [95% CI] | across |",
+            "|---|---|---|---|---|",
+        ]
+        for k, methods in contrasts.items():
+            for method, entry in methods.items():
+                per = "; ".join(_pts(i) for i in entry["per_source"])
+                lines.append(
+                    f"| {k} | `{method}` | `{entry['without']}` | {per} | {_pts(entry['across'])} |"
+                )
+        lines.append("")
     page.write_text("\n".join(lines))

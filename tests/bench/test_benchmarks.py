@@ -87,7 +87,7 @@ def test_adaptation_across_source_models_summarises_each_and_the_spread(tmp_path
 
     out, page = tmp_path / "sources.json", tmp_path / "sources.md"
     argv = ["--quick", "--seeds", "2", "--work", str(tmp_path / "work"), "--threads", "1"]
-    argv += ["--methods", "none,adabn,supervised", "--ks", "0,3", "--source-seeds", "2"]
+    argv += ["--methods", "none,adabn,adabn+atcon,supervised", "--ks", "0,3", "--source-seeds", "2"]
     assert adaptation.main([*argv, "--json", str(out), "--page", str(page)]) == 0
     result = json.loads(out.read_text())
     assert len(result["per_source"]) == 2
@@ -96,8 +96,17 @@ def test_adaptation_across_source_models_summarises_each_and_the_spread(tmp_path
     assert entry["per_source"] == means
     assert entry["across"][0] == pytest.approx(sum(means) / 2)
     assert set(result["across_sources"]["3"]) == {"supervised"}
+    # what ATCON adds: adabn+atcon against adabn, seed by seed on each source model
+    contrast = result["atcon_contrasts"]["0"]["adabn+atcon"]
+    assert contrast["without"] == "adabn" and len(contrast["per_source"]) == 2
+    for source, interval in zip(result["per_source"], contrast["per_source"], strict=True):
+        runs = source["by_k"]["0"]["methods"]
+        pairs = zip(runs["adabn+atcon"]["runs"], runs["adabn"]["runs"], strict=True)
+        differences = [100 * (a["f1"] - b["f1"]) for a, b in pairs]
+        assert interval[0] == pytest.approx(sum(differences) / len(differences))
     text = page.read_text()
     assert text.startswith("# Deployment shifts across source models") and "`adabn`" in text
+    assert "## What ATCON adds" in text
 
 
 def test_api_footprint_benchmark_measures_both_sides_and_writes_its_section(

@@ -9,7 +9,8 @@ processes, and the real ``atcon finetune --nightly`` command:
 3. a clinician labels a few review-queue frames of the night camera (up to 3 per
    class, as the least-consistent-first queue shows them);
 4. the nightly fine-tune of that camera runs with the product's default method
-   (``anchor+supervised``: the review queue has labels);
+   (``adabn+atcon+supervised``: the review queue has labels; AdaBN on the camera's
+   pool, then ATCON fine-tuning alternating with the labels);
 5. the gate judges it on the labeled validation frames (a random sample of the
    camera's pool: :meth:`worker.pool.frames.FramePool.review_queue`) and promotes it
    for the night camera only: its validation F1 rose (0.397 -> 0.438 on 12 frames in
@@ -112,8 +113,8 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
     tmp_path, token_setting, tokens, day_model
 ):
     videos = tmp_path / "videos"
-    # long enough for each class to be about as frequent on both cameras: what the
-    # default method (recalibrate) assumes, as a night's recordings would give it
+    # long enough for each class to be about as frequent on both cameras, as a night's
+    # recordings would give it (what recalibrate, a method one may configure, assumes)
     day = [_ward(videos, seed, 300.0) for seed in (21, 22)]
     night = [_ward(videos, seed, 300.0, NIGHT) for seed in (31, 32, 33, 34)]
     held_out = _ward(videos, 41, 180.0, NIGHT)
@@ -229,7 +230,7 @@ def test_nightly_adaptation_of_a_night_camera_improves_its_events(
                 models = http.get("/v1/models", headers=headers[Role.viewer]).json()
                 cards = {card["version"]: card for card in models["versions"]}
                 card = cards[job["detail"]["version"]]
-                assert card["config"]["method"] == "anchor+supervised"  # labels: the default
+                assert card["config"]["method"] == "adabn+atcon+supervised"  # labels: the default
                 assert card["config"]["trigger"] == "nightly"
                 assert card["cameras"] == ["night-1"]
                 counts = card["data"]["counts"]

@@ -3,7 +3,9 @@
 A version activated for one camera scores that camera's videos while another
 camera's videos get the default version; giving the camera back to the default and
 activating it again both take effect from the next job. The frames each video adds to
-the pool carry its camera.
+the pool carry its camera. Twice: on the local backend, and on the object store (a real
+S3-compatible server, the session fixture ``s3``), where the versions, their camera
+pointer and the pool live in the bucket and the server's data directory is its cache.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from models.backbones import build_backbone
 from models.checkpoint import CheckpointInfo, save_checkpoint
 from tests import media
 from tests.processes import Server, wait_for
-from worker.pool.frames import FramePool
-from worker.serving.versions import ModelRegistry, VersionStatus
-from worker.settings import Role
+from worker.serving.versions import VersionStatus
+from worker.settings import Role, Settings
+from worker.storage import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +38,27 @@ def _checkpoint(path, seed: int):
     return path
 
 
-def test_a_camera_version_scores_that_cameras_videos_only(tmp_path, token_setting, tokens):
+@pytest.fixture(params=["local", "s3"])
+def storage_env(request, monkeypatch) -> dict[str, str]:
+    """The storage settings of the server, and of this test's own view of the store."""
+    if request.param == "local":
+        return {}
+    s3 = request.getfixturevalue("s3")
+    env = {**s3.env(), "ATCON_STORAGE_URL": f"s3://{s3.bucket()}/ward"}
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)  # what open_storage's client reads here
+    return env
+
+
+def test_a_camera_version_scores_that_cameras_videos_only(
+    tmp_path, token_setting, tokens, storage_env
+):
     data = tmp_path / "data"
-    registry = ModelRegistry(data / "models")
+    mine = Settings(
+        data_dir=tmp_path / "test-view" if storage_env else data,
+        storage_url=storage_env.get("ATCON_STORAGE_URL"),
+    )
+    registry = open_storage(mine).registry()
     day = registry.register(
         _checkpoint(tmp_path / "day.pt", 0), status=VersionStatus.ACTIVE, reason="day"
     )
@@ -46,6 +66,7 @@ def test_a_camera_version_scores_that_cameras_videos_only(tmp_path, token_settin
         _checkpoint(tmp_path / "night.pt", 1), status=VersionStatus.CANDIDATE, reason="night"
     )
     env = {
+        **storage_env,
         "ATCON_DATA_DIR": str(data),
         "ATCON_API_TOKENS": token_setting,
         "ATCON_CHECKPOINT": str(tmp_path / "day.pt"),
@@ -79,7 +100,7 @@ def test_a_camera_version_scores_that_cameras_videos_only(tmp_path, token_settin
                 assert events["model"]["version"] == record["model_version"]
                 # the worker adds the video's frames to the pool after publishing results
                 frames = wait_for(
-                    lambda: FramePool(data / "frames").records(video_ids=[video_id]),
+                    lambda: open_storage(mine).frame_pool(48).records(video_ids=[video_id]),
                     60,
                     "the video's frames in the pool",
                 )

@@ -3,12 +3,17 @@
 Videos are processed by ``atcon worker detect`` (which feeds the frame pool), a
 clinician labels frames through the API, ``POST /v1/finetune`` is consumed by
 ``atcon worker finetune``, and the new version is inspected, activated and rolled
-back over HTTP.
+back over HTTP. Twice: on the local backend (one data directory shared by the three
+processes) and on the object store (a real S3-compatible server, the session fixture
+``s3``; each process with its own data directory and checkpoint copy, sharing nothing
+but Redis and the bucket).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -38,26 +43,67 @@ def _checkpoint(path, classes):
     return path
 
 
-def test_process_label_finetune_activate_roll_back(tmp_path, token_setting, tokens):
+@pytest.fixture(params=["local", "s3"])
+def backend(request, tmp_path):
+    """``(env_of(name), read(relative path))``: each process's storage settings, and how
+    the test reads a stored file (from the shared directory, or from the bucket)."""
+    if request.param == "local":
+        data = tmp_path / "data"
+
+        def shared(name: str) -> dict[str, str]:
+            return {"ATCON_DATA_DIR": str(data)}
+
+        return shared, lambda relative: (data / relative).read_bytes()
+    s3 = request.getfixturevalue("s3")
+    bucket = s3.bucket()
+
+    def own(name: str) -> dict[str, str]:  # nothing shared but Redis and the bucket
+        return {**s3.env(), "ATCON_STORAGE_URL": f"s3://{bucket}/ward", "ATCON_DATA_DIR": ""}
+
+    def read(relative: str) -> bytes:
+        body = s3.client().get_object(Bucket=bucket, Key=f"ward/{relative}")["Body"]
+        return bytes(body.read())
+
+    return own, read
+
+
+def test_process_label_finetune_activate_roll_back(tmp_path, token_setting, tokens, backend):
+    storage_env: Callable[[str], dict[str, str]] = backend[0]
+    read_stored: Callable[[str], bytes] = backend[1]
     synth = synthesize(tmp_path / "synth", SynthConfig(seconds=30, fps=6, width=128, height=96))
     classes = (synth.frames_dir / "classes.txt").read_text().split()
     checkpoint = _checkpoint(tmp_path / "model.pt", classes)
     headers = {role: {"Authorization": f"Bearer {tokens[role]}"} for role in Role}
 
     with flushed_db(DB_FINETUNE_E2E) as url:
-        env = {
-            "ATCON_DATA_DIR": str(tmp_path / "data"),
+        common = {
             "ATCON_API_TOKENS": token_setting,
             "ATCON_REDIS_URL": url,
-            "ATCON_CHECKPOINT": str(checkpoint),
             "ATCON_POOL_FRAMES_PER_MINUTE": "60",
             "ATCON_POOL_VAL_FRACTION": "0.5",
             "ATCON_FINETUNE_STEPS": "4",
             "ATCON_FINETUNE_BATCH_SIZE": "4",
         }
-        server = Server(env, tmp_path / "api.log").start()
-        detect = Process(["service.cli", "worker", "detect"], env, tmp_path / "d.log").start()
-        finetune = Process(["service.cli", "worker", "finetune"], env, tmp_path / "f.log").start()
+
+        def env(name: str) -> dict[str, str]:
+            own = storage_env(name)
+            if own["ATCON_DATA_DIR"]:
+                return {**common, **own, "ATCON_CHECKPOINT": str(checkpoint)}
+            folder = tmp_path / name  # its own data directory and copy of the checkpoint
+            folder.mkdir()
+            model = shutil.copyfile(checkpoint, folder / "model.pt")
+            return {
+                **common,
+                **own,
+                "ATCON_DATA_DIR": str(folder / "data"),
+                "ATCON_CHECKPOINT": str(model),
+            }
+
+        server = Server(env("api"), tmp_path / "api.log").start()
+        detect = Process(["service.cli", "worker", "detect"], env("d"), tmp_path / "d.log").start()
+        finetune = Process(
+            ["service.cli", "worker", "finetune"], env("f"), tmp_path / "f.log"
+        ).start()
         base = server.url
         try:
             upload = httpx.post(
@@ -103,9 +149,7 @@ def test_process_label_finetune_activate_roll_back(tmp_path, token_setting, toke
             card = cards["v0002"]
             assert card["parent"] == "v0001"
             # the new version detected again on the recent video, beside the served events
-            disagreements = json.loads(
-                (tmp_path / "data" / "models" / "v0002" / "disagreements.json").read_text()
-            )
+            disagreements = json.loads(read_stored("models/v0002/disagreements.json"))
             (video,) = disagreements["videos"]
             assert video["video_id"] == upload.json()["video_id"] and "error" not in video, video
             assert disagreements["summary"]["videos"] == 1
