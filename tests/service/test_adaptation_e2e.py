@@ -13,22 +13,21 @@ processes, and the real ``atcon finetune --nightly`` command:
    pool, then ATCON fine-tuning alternating with the labels);
 5. the gate judges it on the labeled validation frames (a random sample of the
    camera's pool: :meth:`worker.pool.frames.FramePool.review_queue`) and promotes it
-   for the night camera only: its validation F1 rose (0.397 -> 0.438 on 12 frames in
-   the run that set this test up) while attention consistency fell, which the gate
-   records and does not let veto a detection gain (:func:`worker.serving.versions.promotion_gate`);
-6. the same night video, uploaded again, gets better events than before (event F1
-   0.0 -> 0.36 in that run), and a day video is still scored by the day model.
+   for the night camera only when their F1 does not fall; a fall of attention
+   consistency is recorded, not a veto on a detection gain
+   (:func:`worker.serving.versions.promotion_gate`);
+6. the same night video, uploaded again, gets better events than before, and a day
+   video is still scored by the day model.
 
-With minutes of video and a dozen labels the outcome is fragile: the same test on
-the integrated tree of 2026-12-04 (different labeled frames after the review queue's
-scoring moved into a worker job) saw validation F1 fall 0.272 -> 0.039 and the gate
-reject the candidate; on main at cc080f5 the gate promoted in two runs out of two
-(0.333 -> 0.550 and 0.325 -> 0.612 on 12 frames; the held-out night video's event F1
-went 0.071 -> 0.437 in the second). Run with ``-o log_cli=true --log-cli-level=INFO``
-to see the gate's reason and the held-out event F1 before and after. Either way the
-test holds the loop to its promise (nothing worse is ever served), and asserts the
-improvement whenever the gate promotes. Until the gate put detection first, every
-candidate was rejected here for a fall of attention consistency;
+With this default, on main at a263513 (2026-12-05), the gate promoted: validation
+macro-F1 0.368 -> 0.868 on 12 frames, attention consistency 0.735 -> 0.802, and the
+held-out night video's event F1 went 0.000 -> 0.694. With the earlier default
+(``anchor+supervised``) the outcome was fragile: promoted in most runs (validation
+F1 0.393 -> 0.625 and held-out event F1 0.000 -> 0.471 in the last), rejected in one
+(0.272 -> 0.039) after the review queue's labeled frames changed. Run with
+``-o log_cli=true --log-cli-level=INFO`` to see the gate's reason and the held-out
+event F1 before and after. Either way the test holds the loop to its promise (nothing
+worse is ever served), and asserts the improvement whenever the gate promotes.
 docs/results/adaptation.md measures the same method on an hour of pool.
 """
 
