@@ -103,3 +103,16 @@ def s3_server(log_dir: Path) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def own_process_env(
+    base: Path, name: str, checkpoint: Path, common: dict[str, str]
+) -> dict[str, str]:
+    """``common`` plus a process's own data directory and copy of the checkpoint under
+    ``base/name``: on the object store, processes share nothing but Redis and the bucket."""
+    import shutil
+
+    folder = base / name
+    folder.mkdir()
+    model = shutil.copyfile(checkpoint, folder / "model.pt")
+    return {**common, "ATCON_DATA_DIR": str(folder / "data"), "ATCON_CHECKPOINT": str(model)}

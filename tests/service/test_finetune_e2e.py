@@ -12,7 +12,6 @@ but Redis and the bucket).
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 
 import httpx
@@ -24,6 +23,7 @@ from models.checkpoint import CheckpointInfo, save_checkpoint
 from synthetic.synth import SynthConfig, synthesize
 from tests.processes import Process, Server, wait_for
 from tests.redis_helpers import DB_FINETUNE_E2E, flushed_db
+from tests.s3_helpers import own_process_env
 from worker.settings import Role
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -89,15 +89,7 @@ def test_process_label_finetune_activate_roll_back(tmp_path, token_setting, toke
             own = storage_env(name)
             if own["ATCON_DATA_DIR"]:
                 return {**common, **own, "ATCON_CHECKPOINT": str(checkpoint)}
-            folder = tmp_path / name  # its own data directory and copy of the checkpoint
-            folder.mkdir()
-            model = shutil.copyfile(checkpoint, folder / "model.pt")
-            return {
-                **common,
-                **own,
-                "ATCON_DATA_DIR": str(folder / "data"),
-                "ATCON_CHECKPOINT": str(model),
-            }
+            return own_process_env(tmp_path, name, checkpoint, {**common, **own})
 
         server = Server(env("api"), tmp_path / "api.log").start()
         detect = Process(["service.cli", "worker", "detect"], env("d"), tmp_path / "d.log").start()

@@ -12,7 +12,6 @@ workers' sweep) the workers' copies."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import pytest
 from tests import media
 from tests.processes import Process, Server, wait_for
 from tests.redis_helpers import DB_E2E, flushed_db
+from tests.s3_helpers import own_process_env
 from worker.settings import Role
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -58,15 +58,7 @@ def stack(tmp_path_factory, token_setting, s3):
         }
 
         def own(name: str) -> dict[str, str]:
-            """A process's own data directory and checkpoint copy: nothing shared."""
-            folder = base / name
-            folder.mkdir()
-            model = shutil.copyfile(checkpoint, folder / "model.pt")
-            return {
-                **common,
-                "ATCON_DATA_DIR": str(folder / "data"),
-                "ATCON_CHECKPOINT": str(model),
-            }
+            return own_process_env(base, name, checkpoint, common)
 
         server = Server(own("api"), base / "api.log").start()
         workers = [
