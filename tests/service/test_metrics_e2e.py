@@ -4,7 +4,9 @@ The worker shares ``PROMETHEUS_MULTIPROC_DIR`` with the API (the same-machine pa
 and also serves its own registry on ``ATCON_METRICS_PORT`` (the other-machine path).
 After one real detection both expositions parse with ``prometheus_client``'s parser
 and hold the detect stages; the API's also holds the queue's figures. The Grafana
-dashboard in ``deploy/grafana/atcon.json`` may only query names found here.
+dashboard in ``deploy/grafana/atcon.json`` may only query names found here. The
+detection runs on the local backend and on the object store (the session fixture
+``s3``; API and worker with data directories of their own).
 """
 
 from __future__ import annotations
@@ -63,7 +65,21 @@ def dashboard_queries() -> list[str]:
     ]
 
 
-def test_metrics_of_a_real_detection(tmp_path, server_env, tokens):
+@pytest.fixture(params=["local", "s3"])
+def worker_storage(request, tmp_path) -> tuple[dict[str, str], dict[str, str]]:
+    """Extra settings of the API and of the worker: none on the local backend (they
+    share ``server_env``'s data directory), the bucket and a directory each on S3."""
+    if request.param == "local":
+        return {}, {}
+    s3 = request.getfixturevalue("s3")
+    store = {**s3.env(), "ATCON_STORAGE_URL": f"s3://{s3.bucket()}/ward"}
+    return (
+        {**store, "ATCON_DATA_DIR": str(tmp_path / "api-data")},
+        {**store, "ATCON_DATA_DIR": str(tmp_path / "worker-data")},
+    )
+
+
+def test_metrics_of_a_real_detection(tmp_path, server_env, tokens, worker_storage):
     checkpoint_dir = tmp_path / "model"
     checkpoint_dir.mkdir()
     from .test_health import tiny_checkpoint
@@ -79,8 +95,9 @@ def test_metrics_of_a_real_detection(tmp_path, server_env, tokens):
             "ATCON_CHECKPOINT": str(checkpoint),
             "PROMETHEUS_MULTIPROC_DIR": str(shared),
         }
-        server = Server(env, tmp_path / "api.log").start(timeout_s=180)
-        worker_env = {**env, "ATCON_METRICS_PORT": str(worker_port)}
+        api_storage, own_storage = worker_storage
+        server = Server({**env, **api_storage}, tmp_path / "api.log").start(timeout_s=180)
+        worker_env = {**env, **own_storage, "ATCON_METRICS_PORT": str(worker_port)}
         worker = Process(["service.cli", "worker", "detect"], worker_env, tmp_path / "w.log")
         worker.start()
         admin = bearer(tokens, Role.admin)
